@@ -1,0 +1,1 @@
+"""The ``kiosk`` subcommands; each module exposes ``main(argv) -> int``."""

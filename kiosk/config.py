@@ -1,0 +1,236 @@
+"""Configuration models: one frozen pydantic model per subsystem, unknown keys refused.
+
+The key names are a public contract: installers' ``kiosk.toml`` files and the tests depend on them.
+Loading from a file (and turning validation errors into messages that name file and key) lives in
+:mod:`kiosk.configfile`.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Dialect = Literal["lyzr", "oshara", "livekit", "self"]
+LedKind = Literal["none", "single", "rgb", "per-state"]
+HoldAction = Literal["none", "end", "restart"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+DeviceRef = str | int | None
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+BcmPin = Annotated[int, Field(ge=0, le=27)]
+
+#: Dialects whose broker is reached over HTTP and so need ``broker.url``.
+HTTP_DIALECTS: frozenset[str] = frozenset({"lyzr", "oshara", "livekit"})
+#: Dialects that must have an API key (``self`` needs the LiveKit API secret).
+KEYED_DIALECTS: frozenset[str] = frozenset({"lyzr", "oshara", "self"})
+SECRET_SOURCE_KEYS: tuple[str, ...] = ("api_key_file", "api_key_credential", "api_key_env")
+
+
+def default_identity() -> str:
+    """Return a stable participant identity: ``kiosk-`` plus the machine id, else the host name."""
+    try:
+        machine_id = Path("/etc/machine-id").read_text(encoding="ascii").strip()
+    except OSError:
+        machine_id = ""
+    if machine_id:
+        return f"kiosk-{machine_id[:12]}"
+    return f"kiosk-{socket.gethostname()}"
+
+
+class Section(BaseModel):
+    """Base of every config section: frozen, and unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceConfig(Section):
+    """Who this kiosk is in the room."""
+
+    identity: str = Field(default_factory=default_identity, min_length=1, max_length=128)
+    name: str = Field(default="Kiosk", min_length=1, max_length=128)
+
+
+class BrokerConfig(Section):
+    """Where the kiosk gets its LiveKit grant, and how it authenticates there."""
+
+    dialect: Dialect = "lyzr"
+    url: str | None = None
+    agent_id: str | None = None
+    agent_name: str | None = None
+    timeout_s: PositiveSeconds = 10.0
+    api_key_file: Path | None = None
+    api_key_credential: str | None = None
+    api_key_env: str | None = None
+    ca_file: Path | None = None
+    livekit_url: str | None = None
+    livekit_api_key: str | None = None
+    token_ttl_s: Annotated[int, Field(ge=60, le=86400)] = 900
+    room_prefix: str = Field(default="kiosk", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    end_retry_max_s: PositiveSeconds = 300.0
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("url", "livekit_url")
+    @classmethod
+    def _url_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError("must start with https:// (or wss:// for livekit_url)")
+        return value.rstrip("/")
+
+    @field_validator("api_key_credential")
+    @classmethod
+    def _credential_name(cls, value: str | None) -> str | None:
+        if value is not None and ("/" in value or value in {"", ".", ".."}):
+            raise ValueError("must be a bare systemd credential name (as in LoadCredential=NAME:PATH)")
+        return value
+
+    @model_validator(mode="after")
+    def _dialect_needs(self) -> BrokerConfig:
+        sources = [key for key in SECRET_SOURCE_KEYS if getattr(self, key) is not None]
+        if len(sources) > 1:
+            raise ValueError(f"set exactly one of {', '.join(SECRET_SOURCE_KEYS)}; found {', '.join(sources)}")
+        if not sources and self.dialect in KEYED_DIALECTS:
+            raise ValueError(
+                f"dialect {self.dialect!r} needs an API key: set one of {', '.join(SECRET_SOURCE_KEYS)}"
+            )
+        if self.dialect in HTTP_DIALECTS and self.url is None:
+            raise ValueError(f"dialect {self.dialect!r} needs broker.url (the broker's https:// address)")
+        if self.dialect in {"lyzr", "oshara"} and not self.agent_id:
+            raise ValueError(f"dialect {self.dialect!r} needs broker.agent_id (the agent's id at the vendor)")
+        if self.dialect == "self":
+            missing = [k for k in ("livekit_url", "livekit_api_key") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"dialect 'self' needs broker.{' and broker.'.join(missing)}")
+        return self
+
+
+class AudioConfig(Section):
+    """Microphone, speaker and the processing between them."""
+
+    input_device: DeviceRef = None
+    output_device: DeviceRef = None
+    input_channel: Annotated[int, Field(ge=0, le=31)] = 0
+    echo_cancellation: bool = True
+    noise_suppression: bool = True
+    high_pass_filter: bool = True
+    auto_gain: bool = True
+    output_volume: Unit = 0.8
+    chimes: bool = True
+    chime_volume: Unit = 0.5
+    pre_roll_ms: Annotated[int, Field(ge=0, le=10000)] = 1500
+    max_preconnect_s: Annotated[float, Field(ge=0, le=60)] = 15.0
+    speech_onset_ms: Annotated[int, Field(ge=30, le=2000)] = 120
+    speech_offset_ms: Annotated[int, Field(ge=30, le=5000)] = 600
+    stall_timeout_s: PositiveSeconds = 2.0
+    reopen_backoff_max_s: PositiveSeconds = 30.0
+
+
+class TriggerConfig(Section):
+    """What starts (and ends) a session: the button and voice wake."""
+
+    button_pin: BcmPin | None = None
+    button_pull_up: bool = True
+    bounce_time_ms: Annotated[int, Field(ge=0, le=1000)] = 30
+    hold_time_s: PositiveSeconds = 2.0
+    hold_action: HoldAction = "end"
+    voice_wake: bool = False
+    vad_aggressiveness: Annotated[int, Field(ge=0, le=3)] = 3
+    wake_min_speech_ms: Annotated[int, Field(ge=60, le=5000)] = 400
+    cooldown_s: Annotated[float, Field(ge=0, le=120)] = 3.0
+
+
+class SessionConfig(Section):
+    """How long a session may take to start, and when it ends by itself."""
+
+    silence_timeout_s: PositiveSeconds = 20.0
+    max_duration_s: PositiveSeconds = 600.0
+    agent_join_timeout_s: PositiveSeconds = 15.0
+    connect_timeout_s: PositiveSeconds = 10.0
+    error_display_s: PositiveSeconds = 5.0
+    log_transcript: bool = True
+
+    @model_validator(mode="after")
+    def _ordering(self) -> SessionConfig:
+        if self.silence_timeout_s >= self.max_duration_s:
+            raise ValueError("silence_timeout_s must be shorter than max_duration_s")
+        return self
+
+
+class RgbPins(Section):
+    """The three pins of an RGB LED."""
+
+    red: BcmPin
+    green: BcmPin
+    blue: BcmPin
+
+
+class PerStatePins(Section):
+    """One LED per state; a state without a pin shows nothing."""
+
+    idle: BcmPin | None = None
+    connecting: BcmPin | None = None
+    live: BcmPin | None = None
+    error: BcmPin | None = None
+
+
+class LedConfig(Section):
+    """Status LEDs: none, one, an RGB LED, or one LED per state."""
+
+    kind: LedKind = "none"
+    pin: BcmPin | None = None
+    rgb: RgbPins | None = None
+    per_state: PerStatePins | None = None
+    active_high: bool = True
+    brightness: Unit = 1.0
+
+    @model_validator(mode="after")
+    def _pins_for_kind(self) -> LedConfig:
+        if self.kind == "single" and self.pin is None:
+            raise ValueError("kind 'single' needs leds.pin (a BCM pin number)")
+        if self.kind == "rgb" and self.rgb is None:
+            raise ValueError("kind 'rgb' needs [leds.rgb] with red, green and blue pins")
+        if self.kind == "per-state" and self.per_state is None:
+            raise ValueError("kind 'per-state' needs [leds.per_state] with a pin per state")
+        return self
+
+
+class ControlConfig(Section):
+    """The local control socket that ``kiosk status``, ``press``, ``say`` and ``events`` talk to."""
+
+    socket: Path = Path("/run/kiosk/control.sock")
+    socket_mode: Annotated[int, Field(ge=0, le=0o777)] = 0o660
+
+    @field_validator("socket_mode", mode="before")
+    @classmethod
+    def _octal(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return int(value, 8)
+            except ValueError as exc:
+                raise ValueError("must be an octal mode such as \"0660\"") from exc
+        return value
+
+
+class DaemonConfig(Section):
+    """Where the daemon keeps state, and how much it logs."""
+
+    state_dir: Path = Path("/var/lib/kiosk")
+    log_level: LogLevel = "info"
+
+
+class KioskConfig(Section):
+    """The whole configuration, one section per subsystem."""
+
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    broker: BrokerConfig
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    trigger: TriggerConfig = Field(default_factory=TriggerConfig)
+    session: SessionConfig = Field(default_factory=SessionConfig)
+    leds: LedConfig = Field(default_factory=LedConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)

@@ -1,0 +1,149 @@
+"""Secrets read from where the config points: a file, a systemd credential, or an environment variable.
+
+A :class:`SecretSource` knows where a secret lives and can describe that place without ever revealing the value.
+Values are handed out as :class:`pydantic.SecretStr`, whose ``repr`` and ``str`` are masked, and a file secret is
+read again when the file changes on disk (key rotation without a restart).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr
+
+from kiosk.config import BrokerConfig
+from kiosk.errors import SecretError
+
+SourceKind = Literal["file", "credential", "env"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretStatus:
+    """Where a secret comes from and whether it can be read right now (never the value)."""
+
+    kind: SourceKind
+    where: str
+    readable: bool
+    problem: str | None = None
+    warning: str | None = None
+
+    def describe(self) -> str:
+        """One line for ``check-config`` and ``doctor``: the source, and readable or not and why."""
+        state = "readable" if self.readable else f"NOT readable: {self.problem}"
+        return f"{self.kind} {self.where} ({state})"
+
+
+class SecretSource:
+    """One secret's location; reads it on demand and re-reads a file when it changes."""
+
+    def __init__(self, *, kind: SourceKind, name: str, environ: Mapping[str, str] | None = None) -> None:
+        self.kind = kind
+        self.name = name
+        self._environ = os.environ if environ is None else environ
+        self._lock = threading.Lock()
+        self._cached: tuple[tuple[int, int, int], SecretStr] | None = None
+
+    def __repr__(self) -> str:
+        return f"SecretSource(kind={self.kind!r}, name={self.name!r})"
+
+    @classmethod
+    def from_broker(cls, broker: BrokerConfig, *, environ: Mapping[str, str] | None = None) -> SecretSource | None:
+        """Build the source named by ``broker.api_key_*``, or None when the config names none."""
+        if broker.api_key_file is not None:
+            return cls(kind="file", name=str(broker.api_key_file), environ=environ)
+        if broker.api_key_credential is not None:
+            return cls(kind="credential", name=broker.api_key_credential, environ=environ)
+        if broker.api_key_env is not None:
+            return cls(kind="env", name=broker.api_key_env, environ=environ)
+        return None
+
+    def path(self) -> Path | None:
+        """The file that holds the secret (for file and credential sources), or None."""
+        if self.kind == "file":
+            return Path(self.name)
+        if self.kind == "credential":
+            directory = self._environ.get("CREDENTIALS_DIRECTORY")
+            if not directory:
+                return None
+            return Path(directory) / self.name
+        return None
+
+    def status(self) -> SecretStatus:
+        """Check the source without revealing anything: exists, readable, non-empty, permissions."""
+        where = self._where()
+        try:
+            self.get()
+        except SecretError as exc:
+            return SecretStatus(self.kind, where, readable=False, problem=str(exc))
+        return SecretStatus(self.kind, where, readable=True, warning=self._mode_warning())
+
+    def get(self) -> SecretStr:
+        """Return the secret, re-reading a file whose size, mtime or inode changed since the last read."""
+        if self.kind == "env":
+            value = self._environ.get(self.name, "").strip()
+            if not value:
+                raise SecretError(
+                    f"environment variable {self.name} is not set or empty: set it in the service's "
+                    "Environment= or EnvironmentFile=, or use broker.api_key_file"
+                )
+            return SecretStr(value)
+        path = self.path()
+        if path is None:
+            raise SecretError(
+                f"systemd credential {self.name!r} needs $CREDENTIALS_DIRECTORY, which is not set: run under "
+                f"systemd with LoadCredential={self.name}:/etc/kiosk/{self.name}, or use broker.api_key_file"
+            )
+        return self._read_file(path)
+
+    def _read_file(self, path: Path) -> SecretStr:
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            raise SecretError(f"secret file {path} does not exist: create it with the key on one line") from None
+        except OSError as exc:
+            raise SecretError(f"secret file {path} cannot be read: {exc.strerror}") from None
+        stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+        with self._lock:
+            if self._cached is not None and self._cached[0] == stamp:
+                return self._cached[1]
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except PermissionError:
+                raise SecretError(
+                    f"secret file {path} is not readable by this user: "
+                    f"run `chown root:kiosk {path} && chmod 640 {path}` or run as its owner"
+                ) from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SecretError(f"secret file {path} cannot be read: {type(exc).__name__}") from None
+            if not value:
+                raise SecretError(f"secret file {path} is empty: put the key on one line")
+            secret = SecretStr(value)
+            self._cached = (stamp, secret)
+            return secret
+
+    def _mode_warning(self) -> str | None:
+        path = self.path()
+        if self.kind != "file" or path is None:
+            return None
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            return None
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            who = "others" if mode & stat.S_IROTH else "its group"
+            return f"secret file {path} is readable by {who} (mode {mode:04o}): run `chmod 600 {path}`"
+        return None
+
+    def _where(self) -> str:
+        if self.kind == "credential":
+            path = self.path()
+            return f"{self.name!r}" + (f" at {path}" if path else " ($CREDENTIALS_DIRECTORY not set)")
+        if self.kind == "env":
+            return f"${self.name}"
+        return self.name

@@ -1,0 +1,1 @@
+"""The kiosk test suite."""

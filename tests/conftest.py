@@ -1,0 +1,8 @@
+"""Test-wide configuration: fixture plugins shared by every test module."""
+
+from __future__ import annotations
+
+pytest_plugins = [
+    "tests.fixtures.sandbox",
+    "tests.fixtures.audio",
+]
