@@ -1,0 +1,9 @@
+"""Run the kiosk command line: python -m kiosk."""
+
+from __future__ import annotations
+
+import sys
+
+from kiosk.cli import main
+
+sys.exit(main())
