@@ -95,9 +95,7 @@ class BrokerConfig(Section):
         if len(sources) > 1:
             raise ValueError(f"set exactly one of {', '.join(SECRET_SOURCE_KEYS)}; found {', '.join(sources)}")
         if not sources and self.dialect in KEYED_DIALECTS:
-            raise ValueError(
-                f"dialect {self.dialect!r} needs an API key: set one of {', '.join(SECRET_SOURCE_KEYS)}"
-            )
+            raise ValueError(f"dialect {self.dialect!r} needs an API key: set one of {', '.join(SECRET_SOURCE_KEYS)}")
         if self.dialect in HTTP_DIALECTS and self.url is None:
             raise ValueError(f"dialect {self.dialect!r} needs broker.url (the broker's https:// address)")
         if self.dialect in {"lyzr", "oshara"} and not self.agent_id:
@@ -212,7 +210,7 @@ class ControlConfig(Section):
             try:
                 return int(value, 8)
             except ValueError as exc:
-                raise ValueError("must be an octal mode such as \"0660\"") from exc
+                raise ValueError('must be an octal mode such as "0660"') from exc
         return value
 
 
