@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 Dialect = Literal["lyzr", "oshara", "livekit", "self"]
 LedKind = Literal["none", "single", "rgb", "per-state"]
@@ -212,6 +212,10 @@ class ControlConfig(Section):
             except ValueError as exc:
                 raise ValueError('must be an octal mode such as "0660"') from exc
         return value
+
+    @field_serializer("socket_mode")
+    def _show_octal(self, value: int) -> str:
+        return f"{value:04o}"
 
 
 class DaemonConfig(Section):

@@ -1,0 +1,117 @@
+"""``kiosk check-config``: validate a config file and print the effective settings, secrets masked.
+
+Exit 0 when the file is valid (warnings are printed but do not fail), 78 (EX_CONFIG) on any error, with a message
+that names the file, the key, what is wrong and what is expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from kiosk.config import KioskConfig
+from kiosk.configfile import EX_CONFIG, load_config, resolve_path
+from kiosk.errors import ConfigError
+from kiosk.secret import SecretSource
+
+MASK = "***"
+_SENSITIVE = re.compile(r"(^|_)(api_?key|key|secret|token|password)$", re.IGNORECASE)
+_SOURCE_KEYS = {"api_key_file", "api_key_credential", "api_key_env"}
+
+
+def main(argv: list[str]) -> int:
+    """Run ``kiosk check-config``."""
+    parser = argparse.ArgumentParser(prog="kiosk check-config", description=__doc__.splitlines()[0])
+    parser.add_argument("path", nargs="?", help="config file (same as --config)")
+    parser.add_argument("--config", dest="config", help="config file (default: $KIOSK_CONFIG or /etc/kiosk/kiosk.toml)")
+    parser.add_argument("--json", action="store_true", help="print the effective config as JSON")
+    args = parser.parse_args(argv)
+    path = resolve_path(args.config or args.path)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"kiosk: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    source = SecretSource.from_broker(config.broker)
+    status = source.status() if source is not None else None
+    warnings: list[str] = []
+    if status is not None:
+        if status.warning:
+            warnings.append(status.warning)
+        if not status.readable:
+            if source is not None and source.kind == "credential" and source.path() is None:
+                warnings.append(
+                    f"cannot check credential {source.name!r} here: it exists only under systemd, "
+                    f"loaded by LoadCredential={source.name}:/etc/kiosk/{source.name} in kiosk.service"
+                )
+            else:
+                print(f"kiosk: config error: {path}: broker secret: {status.problem}", file=sys.stderr)
+                return EX_CONFIG
+    if status is None:
+        secret_line = "none (this dialect needs no key)"
+    elif source is not None and source.kind == "credential" and source.path() is None:
+        secret_line = f"{MASK} from systemd credential {source.name!r} (loaded by systemd when the service starts)"
+    else:
+        secret_line = f"{MASK} from {status.describe()}"
+    if args.json:
+        data = masked(config.model_dump(mode="json"))
+        data["broker"]["secret"] = secret_line
+        print(json.dumps(data, indent=2, sort_keys=False))
+    else:
+        print(f"# {path}: valid")
+        print(f"# broker secret: {secret_line}")
+        print(render_toml(masked(config.model_dump(mode="json"))), end="")
+    for warning in warnings:
+        print(f"kiosk: warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def masked(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy ``data`` with the value of every key that looks secret replaced by ``***`` (source names are kept)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out[key] = masked(value)
+        elif _SENSITIVE.search(key) and key not in _SOURCE_KEYS and value is not None:
+            out[key] = MASK
+        else:
+            out[key] = value
+    return out
+
+
+def render_toml(data: Mapping[str, Any], prefix: str = "") -> str:
+    """Render nested mappings as TOML tables; unset values appear as comments."""
+    scalars: list[str] = []
+    tables: list[str] = []
+    for key, value in data.items():
+        if isinstance(value, Mapping) and (not prefix or value):
+            name = f"{prefix}.{key}" if prefix else key
+            tables.append(f"\n[{name}]\n" + render_toml(value, name))
+        elif value is None:
+            scalars.append(f"#{key} = (unset)")
+        else:
+            scalars.append(f"{key} = {_toml_value(value)}")
+    return "".join(line + "\n" for line in scalars) + "".join(tables)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(str(value))
+
+
+def effective(config: KioskConfig) -> str:
+    """The effective config as TOML, secrets masked (used by ``doctor`` and tests)."""
+    return render_toml(masked(config.model_dump(mode="json")))

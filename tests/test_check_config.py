@@ -1,0 +1,106 @@
+"""``kiosk check-config`` as an installer runs it: a real subprocess, exit codes, masked secrets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "sk_test_6f1c0ffee2b9d4"
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k not in {"KIOSK_CONFIG", "CREDENTIALS_DIRECTORY"}}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "kiosk", "check-config", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full_env,
+        cwd=REPO,
+        check=False,
+    )
+
+
+def _write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "kiosk.toml"
+    path.write_text(body)
+    return path
+
+
+def test_example_config_passes() -> None:
+    """The shipped example validates and exits 0."""
+    result = _run("config/kiosk.toml")
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+    assert 'dialect = "lyzr"' in result.stdout
+
+
+def test_misspelt_key_exits_78_with_suggestion(tmp_path: Path) -> None:
+    """A misspelt key under [session] exits 78 (EX_CONFIG) and suggests the right key."""
+    path = _write(
+        tmp_path, Path(REPO / "config/kiosk.toml").read_text().replace("silence_timeout_s", "silence_timeout")
+    )
+    result = _run("--config", str(path))
+    assert result.returncode == 78
+    assert str(path) in result.stderr
+    assert "session.silence_timeout" in result.stderr
+    assert "did you mean 'session.silence_timeout_s'?" in result.stderr
+
+
+def test_secret_file_is_masked_and_loose_mode_warned(tmp_path: Path) -> None:
+    """A readable secret file is shown as *** with its source; group/other access names the chmod to run."""
+    key = tmp_path / "api_key"
+    key.write_text(SECRET + "\n")
+    key.chmod(0o644)
+    body = f'[broker]\ndialect = "lyzr"\nurl = "https://b"\nagent_id = "a"\napi_key_file = "{key}"\n'
+    result = _run(str(_write(tmp_path, body)))
+    assert result.returncode == 0, result.stderr
+    assert f"*** from file {key} (readable)" in result.stdout
+    assert f"chmod 600 {key}" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_env_secret_never_printed(tmp_path: Path) -> None:
+    """A key from the environment is reported as readable but never shown, also with --json."""
+    body = '[broker]\ndialect = "oshara"\nurl = "https://o"\nagent_id = "a"\napi_key_env = "OSH_KEY"\n'
+    path = _write(tmp_path, body)
+    for extra in ([], ["--json"]):
+        result = _run(str(path), *extra, env={"OSH_KEY": SECRET})
+        assert result.returncode == 0, result.stderr
+        assert "$OSH_KEY (readable)" in result.stdout
+        assert SECRET not in result.stdout + result.stderr
+
+
+def test_unreadable_secret_is_a_config_error(tmp_path: Path) -> None:
+    """A secret file that does not exist exits 78 and says how to create it."""
+    body = f'[broker]\ndialect = "lyzr"\nurl = "https://b"\nagent_id = "a"\napi_key_file = "{tmp_path}/missing"\n'
+    result = _run(str(_write(tmp_path, body)))
+    assert result.returncode == 78
+    assert "does not exist" in result.stderr
+
+
+def test_self_dialect_masks_livekit_key(tmp_path: Path) -> None:
+    """The LiveKit API key name is masked too, and the secret comes from the credential directory."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "lk").write_text(SECRET)
+    body = (
+        '[broker]\ndialect = "self"\nlivekit_url = "wss://lk.example"\nlivekit_api_key = "APIabcdef"\n'
+        'api_key_credential = "lk"\n'
+    )
+    result = _run(str(_write(tmp_path, body)), env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert result.returncode == 0, result.stderr
+    assert "APIabcdef" not in result.stdout
+    assert f"*** from credential 'lk' at {creds}/lk (readable)" in result.stdout
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_syntax_error_exits_78(tmp_path: Path) -> None:
+    """A TOML syntax error exits 78 naming the line."""
+    result = _run(str(_write(tmp_path, "[broker\n")))
+    assert result.returncode == 78
+    assert "line 1" in result.stderr
