@@ -23,7 +23,7 @@ class FailureReason(enum.StrEnum):
     CONNECT_TIMEOUT = "connect_timeout"
     AGENT_NO_SHOW = "agent_no_show"
     AUDIO_DEVICE = "audio_device"
-    SECRET_UNREADABLE = "secret_unreadable"  # noqa: S105 (a reason name, not a password)
+    SECRET_UNREADABLE = "secret_unreadable"
     INTERNAL = "internal"
 
 

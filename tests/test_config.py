@@ -129,7 +129,7 @@ def test_resolve_path_order(tmp_path: Path) -> None:
 
 def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
     """A missing file names the path and the ways to point at another one."""
-    with pytest.raises(ConfigError, match="no such file.*--config"):
+    with pytest.raises(ConfigError, match=r"no such file.*--config"):
         load_config(tmp_path / "nope.toml")
 
 
