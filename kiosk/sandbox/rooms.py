@@ -120,7 +120,7 @@ class Room:
             if not destinations or other.identity in destinations:
                 other.send_data(label, data)
 
-    async def close(self, reason: models.DisconnectReason.ValueType) -> None:
+    async def close(self, reason: models.DisconnectReason) -> None:
         """Disconnect everyone with a ``leave`` carrying ``reason``."""
         self.closed = True
         await asyncio.gather(*(p.close(reason) for p in list(self.peers.values())))
@@ -151,7 +151,7 @@ class RoomRegistry:
             room.closed = True
             logger.info("room %s closed", room.name)
 
-    async def close_room(self, name: str, reason: models.DisconnectReason.ValueType) -> bool:
+    async def close_room(self, name: str, reason: models.DisconnectReason) -> bool:
         """Close room ``name`` for everyone; return whether it was open."""
         self.closed_names.add(name)
         room = self.rooms.get(name)
@@ -162,6 +162,4 @@ class RoomRegistry:
 
     async def close_all(self) -> None:
         """Close every room (server shutdown)."""
-        await asyncio.gather(
-            *(self.close_room(n, models.DisconnectReason.SERVER_SHUTDOWN) for n in list(self.rooms))
-        )
+        await asyncio.gather(*(self.close_room(n, models.DisconnectReason.SERVER_SHUTDOWN) for n in list(self.rooms)))

@@ -1,0 +1,230 @@
+"""The scripted voice agent: joins its room through the official SDK and behaves like a LiveKit agent.
+
+It publishes ``lk.agent.state``, greets with a bundled clip, answers each visitor turn (found by webrtcvad) with a
+short clip and a replay of the turn, sends ``voice.reply`` lines, echoes typed ``voice.user_text`` messages, plays
+soft ambience on a ``background_audio`` track while thinking, and takes a pre-connect audio buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+
+from kiosk.sandbox.agent_audio import FRAME, RATE, Hearing, Samples, TurnDetector, fingerprint, load_clip, resample
+from kiosk.sandbox.preconnect import PRECONNECT_TOPIC, PreconnectError, read_preconnect
+from kiosk.sandbox.sessions import SessionRecord
+
+logger = logging.getLogger(__name__)
+
+GREETING_TEXT = "Hello, this is the sandbox agent."
+REPLY_TEXT = "Here is what I heard."
+STATE_ATTRIBUTE = "lk.agent.state"
+REPLY_TOPIC = "voice.reply"
+USER_TEXT_TOPIC = "voice.user_text"
+CONNECT_TIMEOUT_S = 10.0
+STEP_TIMEOUT_S = 5.0
+THINK_S = 0.6
+MAX_REPLAY_S = 4.0
+_AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+Event = tuple[str, Any] | None
+
+
+class ScriptedAgent:
+    """One agent for one session; ``run()`` returns when the session ends or a time limit passes."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        token: str,
+        record: SessionRecord,
+        state_dir: Path,
+        no_show_s: float = 60.0,
+        max_session_s: float = 900.0,
+    ) -> None:
+        """Prepare an agent that joins ``url`` with the agent ``token`` and reports into ``record``."""
+        self._url = url
+        self._token = token
+        self._record = record
+        self._wav_path = state_dir / f"{record.id}.wav"
+        self._no_show_s = no_show_s
+        self._max_session_s = max_session_s
+        self._room = rtc.Room()
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._human = asyncio.Event()
+        self._hearing = Hearing()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._greeting = load_clip("greeting.wav")
+        self._reply = load_clip("reply.wav")
+        self._voice = rtc.AudioSource(RATE, 1, queue_size_ms=200)
+        self._ambience = rtc.AudioSource(RATE, 1, queue_size_ms=200)
+
+    async def run(self) -> None:
+        """Join, converse until the session ends, then leave."""
+        room = self._room
+        room.register_byte_stream_handler(PRECONNECT_TOPIC, self._on_preconnect)
+        room.on("data_received", self._on_data)
+        room.on("track_subscribed", self._on_track)
+        room.on("participant_connected", self._on_participant)
+        room.on("disconnected", lambda *_: self._events.put_nowait(None))
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await room.connect(self._url, self._token)
+            await self._set_state("initializing")
+            await self._publish("agent_voice", self._voice, rtc.TrackSource.SOURCE_MICROPHONE)
+            await self._publish("background_audio", self._ambience, rtc.TrackSource.SOURCE_UNKNOWN)
+            await self._set_state("listening")
+            async with asyncio.timeout(self._max_session_s):
+                await self._converse()
+        except TimeoutError:
+            logger.warning("agent in room %s hit a time limit", self._record.room)
+        except rtc.ConnectError as exc:
+            logger.error("agent could not join room %s: %s", self._record.room, exc)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._update_record()
+            await room.disconnect()
+            logger.info("agent left room %s", self._record.room)
+
+    async def _publish(self, name: str, source: rtc.AudioSource, kind: rtc.TrackSource.ValueType) -> None:
+        track = rtc.LocalAudioTrack.create_audio_track(name, source)
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            await self._room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=kind))
+
+    async def _converse(self) -> None:
+        if any(p.kind != _AGENT for p in self._room.remote_participants.values()):
+            self._human.set()
+        try:
+            async with asyncio.timeout(self._no_show_s):
+                await self._human.wait()
+        except TimeoutError:
+            logger.warning("nobody joined room %s; the agent gives up", self._record.room)
+            return
+        # give the visitor's subscriber connection a moment so the greeting is heard from its start
+        await asyncio.sleep(0.8)
+        await self._say(self._greeting, GREETING_TEXT)
+        self._record.heard.greeted = True
+        while (event := await self._events.get()) is not None:
+            kind, value = event
+            if kind == "turn":
+                await self._answer_turn(value)
+            elif kind == "text":
+                await self._reply_line({"type": "user_text", "text": value})
+                await self._reply_line({"type": "agent", "text": f"You typed: {value}"})
+
+    async def _answer_turn(self, turn: Samples) -> None:
+        seconds = len(turn) / RATE
+        heard = self._record.heard
+        heard.turns += 1
+        heard.speech_seconds = round(heard.speech_seconds + seconds, 3)
+        self._hearing.live.append(turn)
+        self._update_record()
+        logger.info("agent heard a %.2f s turn in room %s", seconds, self._record.room)
+        await self._reply_line({"type": "user_text", "text": f"(spoke for {seconds:.1f} seconds)"})
+        await self._set_state("thinking")
+        await self._play(self._ambience, _ambience(THINK_S))
+        replay = turn[: int(MAX_REPLAY_S * RATE)]
+        await self._say(np.concatenate([self._reply, np.zeros(RATE // 5, np.int16), replay]), REPLY_TEXT)
+
+    async def _say(self, samples: Samples, text: str) -> None:
+        await self._set_state("speaking")
+        await self._reply_line({"type": "agent", "text": text})
+        await self._play(self._voice, samples)
+        await self._set_state("listening")
+
+    async def _play(self, source: rtc.AudioSource, samples: Samples) -> None:
+        step = RATE // 50
+        padded = np.concatenate([samples, np.zeros(-len(samples) % step, np.int16)])
+        async with asyncio.timeout(len(padded) / RATE + STEP_TIMEOUT_S):
+            for start in range(0, len(padded), step):
+                chunk = padded[start : start + step]
+                await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), RATE, 1, step))
+            await source.wait_for_playout()
+
+    async def _set_state(self, state: str) -> None:
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            await self._room.local_participant.set_attributes({STATE_ATTRIBUTE: state})
+
+    async def _reply_line(self, message: dict[str, str]) -> None:
+        payload = json.dumps(message).encode()
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            await self._room.local_participant.publish_data(payload, reliable=True, topic=REPLY_TOPIC)
+
+    def _on_participant(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.kind != _AGENT:
+            self._human.set()
+
+    def _on_track(self, track: rtc.Track, _pub: rtc.RemoteTrackPublication, who: rtc.RemoteParticipant) -> None:
+        if track.kind == rtc.TrackKind.KIND_AUDIO and who.kind != _AGENT:
+            self._human.set()
+            self._spawn(self._listen(track))
+
+    async def _listen(self, track: rtc.Track) -> None:
+        detector = TurnDetector()
+        pending = np.zeros(0, np.int16)
+        async for event in rtc.AudioStream(track, sample_rate=RATE, num_channels=1):
+            pending = np.concatenate([pending, np.frombuffer(bytes(event.frame.data), dtype=np.int16)])
+            while len(pending) >= FRAME:
+                frame, pending = pending[:FRAME], pending[FRAME:]
+                if (turn := detector.feed(frame)) is not None:
+                    self._events.put_nowait(("turn", turn))
+
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        if packet.topic != USER_TEXT_TOPIC:
+            return
+        try:
+            message = json.loads(packet.data)
+            text = str(message.get("text", "")).strip() if isinstance(message, dict) else ""
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            text = packet.data.decode(errors="replace").strip()
+        if text:
+            self._record.heard.user_texts.append(text)
+            self._events.put_nowait(("text", text))
+
+    def _on_preconnect(self, reader: rtc.ByteStreamReader, sender: str) -> None:
+        self._spawn(self._take_preconnect(reader, sender))
+
+    async def _take_preconnect(self, reader: rtc.ByteStreamReader, sender: str) -> None:
+        try:
+            async with asyncio.timeout(STEP_TIMEOUT_S):
+                audio = await read_preconnect(reader, sender)
+        except (PreconnectError, TimeoutError) as exc:
+            logger.warning("pre-connect audio from %s rejected: %s", sender, exc)
+            return
+        heard = self._record.heard
+        heard.preconnect_seconds = round(heard.preconnect_seconds + audio.seconds, 3)
+        heard.preconnect_sample_rate = audio.sample_rate
+        heard.preconnect_channels = audio.channels
+        heard.preconnect_mime_type = audio.mime_type
+        heard.preconnect_track_id = audio.track_id
+        self._hearing.preconnect.append(resample(audio.samples, audio.sample_rate))
+        self._update_record()
+        logger.info("agent got %.2f s of pre-connect audio from %s", audio.seconds, sender)
+
+    def _update_record(self) -> None:
+        heard = self._hearing.all()
+        if len(heard):
+            self._record.heard.wav_path = str(self._hearing.write_wav(self._wav_path))
+            self._record.heard.fingerprint = fingerprint(heard)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _ambience(seconds: float) -> Samples:
+    """Soft, smoothed noise: the 'thinking' sound on the background track."""
+    rng = np.random.default_rng()
+    noise = rng.normal(0.0, 900.0, int(seconds * RATE))
+    smooth = np.convolve(noise, np.ones(8) / 8, mode="same")
+    return smooth.astype(np.int16)

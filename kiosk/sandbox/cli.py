@@ -1,0 +1,136 @@
+"""``kiosk sandbox``: run the room server, the broker and the scripted agent in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from kiosk.sandbox.server import Sandbox
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``kiosk sandbox``."""
+    parser = argparse.ArgumentParser(
+        prog="kiosk sandbox", description="Run a local LiveKit server, vendor broker and voice agent."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7880, help="port to listen on; 0 picks a free one")
+    parser.add_argument("--api-key", default=None, help="broker API key (x-api-key); generated if omitted")
+    parser.add_argument("--livekit-api-key", default=None, help="LiveKit API key for self-minted tokens")
+    parser.add_argument("--livekit-api-secret", default=None, help="LiveKit API secret for self-minted tokens")
+    parser.add_argument("--agent-no-show", type=float, default=60.0, help="seconds the agent waits for a visitor")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    return parser
+
+
+def banner(sb: Sandbox) -> str:
+    """The human-readable summary: URLs, keys, and a ``[broker]`` block per dialect."""
+    return "\n".join(
+        [
+            "kiosk sandbox: LiveKit room server + broker + scripted agent",
+            f"  LiveKit URL      {sb.ws_url}",
+            f"  broker URL       {sb.http_url}",
+            f"  broker API key   {sb.api_key}",
+            f"  sessions         {sb.http_url}/sandbox/sessions",
+            "",
+            "Paste one of these into the kiosk's config:",
+            "",
+            "# Lyzr",
+            "[broker]",
+            'dialect = "lyzr"',
+            f'url = "{sb.http_url}"',
+            f'api_key = "{sb.api_key}"',
+            'agent_id = "sandbox-agent"',
+            "",
+            "# Oshara",
+            "[broker]",
+            'dialect = "oshara"',
+            f'url = "{sb.http_url}"',
+            f'api_key = "{sb.api_key}"',
+            'agent_id = "sandbox-agent"',
+            "",
+            "# LiveKit standard token endpoint",
+            "[broker]",
+            'dialect = "livekit"',
+            f'url = "{sb.http_url}/api/token"',
+            f'api_key = "{sb.api_key}"',
+            'agent_name = "sandbox-agent"',
+            "",
+            "# self-minted tokens",
+            "[broker]",
+            'dialect = "self"',
+            f'livekit_url = "{sb.ws_url}"',
+            f'livekit_api_key = "{sb.livekit_api_key}"',
+            f'livekit_api_secret = "{sb.livekit_api_secret}"',
+            'agent_name = "sandbox-agent"',
+            "",
+            "Ctrl-C stops the sandbox.",
+        ]
+    )
+
+
+def ready_line(sb: Sandbox) -> str:
+    """The machine-readable ``SANDBOX READY {...}`` line for parents running the sandbox as a subprocess."""
+    info = {
+        "http_url": sb.http_url,
+        "ws_url": sb.ws_url,
+        "api_key": sb.api_key,
+        "livekit_api_key": sb.livekit_api_key,
+        "livekit_api_secret": sb.livekit_api_secret,
+        "state_dir": str(sb.state_dir),
+    }
+    return "SANDBOX READY " + json.dumps(info)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Run the sandbox until SIGINT or SIGTERM."""
+    sandbox = Sandbox(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        livekit_api_key=args.livekit_api_key,
+        livekit_api_secret=args.livekit_api_secret,
+        agent_no_show_s=args.agent_no_show,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await sandbox.start()
+    except OSError as exc:
+        sys.stderr.write(f"kiosk sandbox: cannot listen on {args.host}:{args.port}: {exc}\n")
+        return 69
+    try:
+        _say(banner(sandbox))
+        _say(ready_line(sandbox))
+        await stop.wait()
+        _say("kiosk sandbox: stopping")
+    finally:
+        await sandbox.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``kiosk sandbox``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("aioice", "aiortc", "livekit"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return asyncio.run(serve(args))

@@ -1,0 +1,178 @@
+"""The whole sandbox on one port: room server, broker, session records, and the scripted agent."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import secrets
+import socket
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+from google.protobuf.json_format import MessageToDict
+from livekit import api
+from livekit.api.access_token import Claims
+
+from kiosk.sandbox.agent import ScriptedAgent
+from kiosk.sandbox.broker import DEFAULT_AGENT_NAME, Broker
+from kiosk.sandbox.rooms import RoomRegistry
+from kiosk.sandbox.sessions import SessionManager, SessionRecord
+from kiosk.sandbox.signaling import Signaling
+
+logger = logging.getLogger(__name__)
+
+AGENT_STOP_TIMEOUT_S = 5.0
+
+
+class Sandbox:
+    """LiveKit + a vendor broker + a voice agent, locally: ``async with Sandbox(port=0) as sb: ...``."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 7880,
+        api_key: str | None = None,
+        livekit_api_key: str | None = None,
+        livekit_api_secret: str | None = None,
+        state_dir: Path | None = None,
+        agent_no_show_s: float = 60.0,
+    ) -> None:
+        """Configure a sandbox on ``host``:``port`` (0 picks a free port); missing keys are generated."""
+        self.host = host
+        self.port = port
+        self.api_key = api_key or f"sk_sandbox_{secrets.token_hex(12)}"
+        self.livekit_api_key = livekit_api_key or f"API{secrets.token_hex(6)}"
+        self.livekit_api_secret = livekit_api_secret or secrets.token_urlsafe(32)
+        self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="kiosk-sandbox-"))
+        self._no_show_s = agent_no_show_s
+        self.registry = RoomRegistry()
+        self.session_manager = SessionManager(registry=self.registry, dispatch=self._dispatch)
+        self.registry.observer = self.session_manager
+        self.broker = Broker(
+            sessions=self.session_manager,
+            api_key=self.api_key,
+            livekit_key=self.livekit_api_key,
+            livekit_secret=self.livekit_api_secret,
+        )
+        self._signaling = Signaling(
+            registry=self.registry, api_key=self.livekit_api_key, api_secret=self.livekit_api_secret, gate=self
+        )
+        self._runner: web.AppRunner | None = None
+        self._agents: set[asyncio.Task[None]] = set()
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the broker and the session list, e.g. ``http://127.0.0.1:7880``."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """The LiveKit URL clients connect to, e.g. ``ws://127.0.0.1:7880``."""
+        return f"ws://{self.host}:{self.port}"
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Every session record, oldest first, as ``GET /sandbox/sessions`` returns them."""
+        return self.session_manager.snapshot()
+
+    def mint_token(self, identity: str, room: str, *, agent_name: str | None = None, ttl_s: float = 900.0) -> str:
+        """Mint a participant token the way a kiosk with dialect ``self`` does (with an agent dispatch if named)."""
+        token = (
+            api.AccessToken(self.livekit_api_key, self.livekit_api_secret)
+            .with_identity(identity)
+            .with_ttl(datetime.timedelta(seconds=ttl_s))
+            .with_grants(api.VideoGrants(room_join=True, room=room))
+        )
+        if agent_name is not None:
+            config = api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=agent_name)])
+            token = token.with_room_config(config)
+        return token.to_jwt()
+
+    async def start(self) -> None:
+        """Bind the port and start serving."""
+        app = web.Application()
+        self._signaling.add_routes(app)
+        self.broker.add_routes(app)
+        app.router.add_get("/sandbox/sessions", self._sessions_handler)
+        app.router.add_get("/", self._index)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = int(sock.getsockname()[1])
+        self.broker.ws_url = self.ws_url
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+        logger.info("sandbox listening on %s", self.http_url)
+
+    async def stop(self) -> None:
+        """Close every room, let the agents leave, and stop serving."""
+        await self.registry.close_all()
+        if self._agents:
+            _, pending = await asyncio.wait(self._agents, timeout=AGENT_STOP_TIMEOUT_S)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        logger.info("sandbox stopped")
+
+    async def __aenter__(self) -> Sandbox:
+        """Start the sandbox."""
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Stop the sandbox."""
+        await self.stop()
+
+    def before_join(self, room: str, claims: Claims) -> None:
+        """Dispatch the agent for a self-minted token that asks for one, and count humans."""
+        is_agent = bool(claims.video and claims.video.agent) or claims.kind == "agent"
+        config = claims.room_config
+        if not is_agent and self.session_manager.by_room(room) is None and config and config.agents:
+            self.session_manager.start(
+                dialect="self",
+                identity=claims.identity,
+                room=room,
+                agent_name=config.agents[0].agent_name or DEFAULT_AGENT_NAME,
+                overrides={"room_config": MessageToDict(config), "attributes": dict(claims.attributes or {})},
+            )
+        self.session_manager.participant_joined(room, is_agent)
+
+    def _dispatch(self, record: SessionRecord) -> None:
+        token = (
+            api.AccessToken(self.livekit_api_key, self.livekit_api_secret)
+            .with_identity(f"agent-{record.id}")
+            .with_name(record.agent_name)
+            .with_kind("agent")
+            .with_grants(api.VideoGrants(room_join=True, room=record.room, agent=True))
+            .to_jwt()
+        )
+        agent = ScriptedAgent(
+            url=self.ws_url, token=token, record=record, state_dir=self.state_dir, no_show_s=self._no_show_s
+        )
+        task = asyncio.create_task(self._run_agent(agent, record))
+        self._agents.add(task)
+        task.add_done_callback(self._agents.discard)
+
+    async def _run_agent(self, agent: ScriptedAgent, record: SessionRecord) -> None:
+        try:
+            await agent.run()
+        except Exception:
+            logger.exception("the scripted agent of session %s failed", record.id)
+        if record.ended_at is None:
+            await self.session_manager.end(record.room, "agent_left")
+
+    async def _sessions_handler(self, request: web.Request) -> web.Response:
+        return web.json_response({"sessions": self.sessions()})
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return web.Response(text="kiosk sandbox: LiveKit-compatible room server, broker and scripted agent\n")

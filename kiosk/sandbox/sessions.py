@@ -1,0 +1,128 @@
+"""Session records: one per broker start, closed by the broker, the last human leaving, or a time limit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from livekit.protocol import models
+
+if TYPE_CHECKING:
+    from kiosk.sandbox.peer import Peer
+    from kiosk.sandbox.rooms import Room, RoomRegistry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Heard:
+    """What the scripted agent received during a session."""
+
+    greeted: bool = False
+    speech_seconds: float = 0.0
+    turns: int = 0
+    preconnect_seconds: float = 0.0
+    preconnect_sample_rate: int = 0
+    preconnect_channels: int = 0
+    preconnect_mime_type: str = ""
+    preconnect_track_id: str = ""
+    wav_path: str = ""
+    fingerprint: str = ""
+    user_texts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SessionRecord:
+    """One session as ``GET /sandbox/sessions`` reports it."""
+
+    id: str
+    dialect: str
+    identity: str
+    room: str
+    agent_name: str
+    overrides: dict[str, Any]
+    started_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    end_reason: str | None = None
+    humans_joined: int = 0
+    heard: Heard = field(default_factory=Heard)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the record as plain JSON-able data."""
+        return asdict(self)
+
+
+Dispatcher = Callable[[SessionRecord], None]
+
+
+class SessionManager:
+    """Creates sessions, dispatches the agent, and ends sessions when their room should close."""
+
+    def __init__(self, *, registry: RoomRegistry, dispatch: Dispatcher) -> None:
+        """Track sessions of rooms in ``registry``; ``dispatch`` sends the scripted agent into a new one."""
+        self._registry = registry
+        self._dispatch = dispatch
+        self.records: dict[str, SessionRecord] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def by_room(self, room: str) -> SessionRecord | None:
+        """Return the session of room ``room``, if any."""
+        return self.records.get(room)
+
+    def start(
+        self, *, dialect: str, identity: str, room: str, agent_name: str, overrides: dict[str, Any]
+    ) -> SessionRecord:
+        """Create a session for ``room`` and dispatch the agent into it."""
+        record = SessionRecord(
+            id=f"SE_{secrets.token_hex(6)}",
+            dialect=dialect,
+            identity=identity,
+            room=room,
+            agent_name=agent_name,
+            overrides=overrides,
+        )
+        self.records[room] = record
+        logger.info("session %s (%s) started in room %s", record.id, dialect, room)
+        self._dispatch(record)
+        return record
+
+    async def end(self, room: str, reason: str) -> SessionRecord | None:
+        """End the session of ``room``: stamp it and disconnect everyone; return it."""
+        record = self.records.get(room)
+        if record is None:
+            return None
+        if record.ended_at is None:
+            record.ended_at = time.time()
+            record.end_reason = reason
+            logger.info("session %s ended: %s", record.id, reason)
+        await self._registry.close_room(room, models.DisconnectReason.ROOM_DELETED)
+        return record
+
+    def participant_joined(self, room: str, is_agent: bool) -> None:
+        """Count a human joining ``room``."""
+        record = self.records.get(room)
+        if record is not None and not is_agent:
+            record.humans_joined += 1
+
+    def participant_left(self, room: Room, peer: Peer) -> None:
+        """End the session once the last human has left its room."""
+        record = self.records.get(room.name)
+        if record is None or record.ended_at is not None or room.humans():
+            return
+        if peer.info.kind == models.ParticipantInfo.Kind.AGENT:
+            return
+        task = asyncio.create_task(self._end_quietly(room.name, "last_participant_left"))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _end_quietly(self, room: str, reason: str) -> None:
+        await self.end(room, reason)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every session, oldest first, as JSON-able data."""
+        return [r.to_json() for r in sorted(self.records.values(), key=lambda r: r.started_at)]

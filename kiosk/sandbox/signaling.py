@@ -1,0 +1,173 @@
+"""LiveKit signaling over WebSocket (``/rtc``) with token checks, plus ``/rtc/validate`` and the ``/rtc/v1`` 404."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+import jwt
+from aiohttp import WSMsgType, web
+from livekit import api
+from livekit.api.access_token import Claims
+from livekit.protocol import models
+from livekit.protocol import rtc as signal
+
+from kiosk.sandbox.ids import new_sid
+from kiosk.sandbox.peer import Peer
+from kiosk.sandbox.rooms import RoomRegistry
+
+logger = logging.getLogger(__name__)
+
+SERVER_VERSION = "1.9.0"
+PING_INTERVAL_S = 5
+PING_TIMEOUT_S = 15
+
+
+class JoinGate(Protocol):
+    """Consulted before a participant joins (e.g. to dispatch an agent for a self-minted token)."""
+
+    def before_join(self, room: str, claims: Claims) -> None:
+        """Called once the token is valid and before the participant is admitted."""
+
+
+class Unauthorized(Exception):
+    """The join request cannot be admitted; the message is the reason sent to the client."""
+
+
+class Signaling:
+    """The room server's HTTP face: token checks, the signaling socket, and the join sequence."""
+
+    def __init__(self, *, registry: RoomRegistry, api_key: str, api_secret: str, gate: JoinGate) -> None:
+        """Serve rooms from ``registry``, accepting tokens signed with ``api_key``/``api_secret``."""
+        self._registry = registry
+        self._verifier = api.TokenVerifier(api_key, api_secret)
+        self._gate = gate
+
+    def add_routes(self, app: web.Application) -> None:
+        """Register ``/rtc``, ``/rtc/v1`` and ``/rtc/validate`` on ``app``."""
+        app.router.add_get("/rtc", self.rtc)
+        app.router.add_get("/rtc/v1", self.rtc_v1)
+        app.router.add_get("/rtc/validate", self.validate)
+        app.router.add_get("/rtc/v1/validate", self.validate)
+
+    def authorize(self, request: web.Request) -> Claims:
+        """Return the claims of the request's token or raise :class:`Unauthorized` with the reason."""
+        header = request.headers.get("Authorization", "")
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        token = token or request.query.get("access_token", "")
+        if not token:
+            raise Unauthorized("no access token: send it as 'Authorization: Bearer <token>'")
+        try:
+            claims = self._verifier.verify(token)
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("token is expired") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise Unauthorized("token signature is invalid (wrong API secret?)") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise Unauthorized("token was issued for another API key") from exc
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise Unauthorized(f"token is invalid: {type(exc).__name__}") from exc
+        video = claims.video
+        if video is None or not video.room_join:
+            raise Unauthorized("token does not grant roomJoin")
+        if not video.room:
+            raise Unauthorized("token names no room")
+        if not claims.identity:
+            raise Unauthorized("token has no identity")
+        if video.room in self._registry.closed_names:
+            raise Unauthorized(f"room {video.room} has been closed")
+        return claims
+
+    async def rtc_v1(self, request: web.Request) -> web.Response:
+        """Single-connection signaling is not offered: 404 makes the SDK fall back to ``/rtc``."""
+        return web.Response(status=404, text="single peer connection mode is not supported")
+
+    async def validate(self, request: web.Request) -> web.Response:
+        """Tell the SDK why a join failed (it shows this body in its ``ConnectError``)."""
+        try:
+            self.authorize(request)
+        except Unauthorized as exc:
+            return web.Response(status=401, text=str(exc))
+        return web.Response(text="success")
+
+    async def rtc(self, request: web.Request) -> web.StreamResponse:
+        """Run one participant's signaling session from join to leave."""
+        try:
+            claims = self.authorize(request)
+        except Unauthorized as exc:
+            logger.info("join refused: %s", exc)
+            return web.Response(status=401, text=str(exc))
+        assert claims.video is not None
+        room_name = claims.video.room
+        self._gate.before_join(room_name, claims)
+        ws = web.WebSocketResponse(heartbeat=None, max_msg_size=8 * 1024 * 1024)
+        await ws.prepare(request)
+        room = self._registry.get_or_create(room_name)
+        peer = Peer(room=room, info=_participant(claims), ws=ws)
+        join = signal.JoinResponse(
+            room=room.info(),
+            participant=peer.info,
+            other_participants=[p.info for p in room.peers.values() if p.identity != peer.identity],
+            server_version=SERVER_VERSION,
+            subscriber_primary=True,
+            fast_publish=True,
+            ping_interval=PING_INTERVAL_S,
+            ping_timeout=PING_TIMEOUT_S,
+            server_info=models.ServerInfo(
+                edition=models.ServerInfo.Standard, version=SERVER_VERSION, protocol=16, node_id="sandbox"
+            ),
+        )
+        await peer.send(signal.SignalResponse(join=join))
+        logger.info("%s joined room %s as %s", peer.identity, room.name, peer.sid)
+        await room.add(peer)
+        await peer.start()
+        try:
+            await self._serve(peer, ws)
+        finally:
+            await peer.close()
+            await room.remove(peer)
+            self._registry.discard_if_empty(room)
+        return ws
+
+    async def _serve(self, peer: Peer, ws: web.WebSocketResponse) -> None:
+        async for message in ws:
+            if message.type != WSMsgType.BINARY:
+                if message.type == WSMsgType.ERROR:
+                    logger.warning("signaling socket of %s failed: %s", peer.identity, ws.exception())
+                    return
+                continue
+            request = signal.SignalRequest()
+            try:
+                request.ParseFromString(message.data)
+            except ValueError:
+                logger.warning("unparsable signal from %s", peer.identity)
+                continue
+            if not await peer.handle(request):
+                return
+
+
+def _participant(claims: Claims) -> models.ParticipantInfo:
+    video = claims.video or api.VideoGrants()
+    is_agent = bool(video.agent) or claims.kind == "agent"
+    now = time.time()
+    permission = models.ParticipantPermission(
+        can_subscribe=video.can_subscribe is not False,
+        can_publish=video.can_publish is not False,
+        can_publish_data=video.can_publish_data is not False,
+        can_update_metadata=video.can_update_own_metadata is not False,
+        agent=is_agent,
+    )
+    return models.ParticipantInfo(
+        sid=new_sid("PA"),
+        identity=claims.identity,
+        name=claims.name,
+        metadata=claims.metadata,
+        attributes=claims.attributes or {},
+        state=models.ParticipantInfo.State.JOINED,
+        joined_at=int(now),
+        joined_at_ms=int(now * 1000),
+        kind=models.ParticipantInfo.Kind.AGENT if is_agent else models.ParticipantInfo.Kind.STANDARD,
+        permission=permission,
+        version=1,
+    )
