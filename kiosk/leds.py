@@ -1,0 +1,191 @@
+"""Status LEDs: an observer that maps each session snapshot to a pattern from one table.
+
+Patterns are gpiozero ``source`` iterators (gpiozero runs them on its own thread, so nothing here blocks the event
+loop). A plain ``blink()``/``pulse()`` cannot scale brightness on a single PWM LED nor repeat a blink *code* with a
+pause, which failure reasons need to be told apart; one value stream per pattern covers every LED kind alike.
+
+Failure codes (ERROR state): the LED flashes N short times, pauses, and repeats; an RGB LED also uses a colour per
+family (red: broker, magenta: room/agent, yellow: clock, orange: audio, white: the kiosk itself).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import math
+from collections.abc import Iterator
+from typing import Any, Literal, Protocol
+
+from kiosk.config import LedConfig
+from kiosk.reasons import FailureReason
+from kiosk.session import AgentState, Snapshot, State
+
+log = logging.getLogger(__name__)
+
+Color = tuple[float, float, float]
+Kind = Literal["off", "solid", "blink", "pulse", "code"]
+TICK_S = 0.02
+
+OFF: Color = (0.0, 0.0, 0.0)
+WHITE: Color = (1.0, 1.0, 1.0)
+GREEN: Color = (0.0, 1.0, 0.0)
+BLUE: Color = (0.0, 0.2, 1.0)
+CYAN: Color = (0.0, 0.8, 0.8)
+AMBER: Color = (1.0, 0.55, 0.0)
+RED: Color = (1.0, 0.0, 0.0)
+MAGENTA: Color = (1.0, 0.0, 0.8)
+YELLOW: Color = (1.0, 0.9, 0.0)
+ORANGE: Color = (1.0, 0.3, 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pattern:
+    """How an LED shows one state: a kind, a colour (for RGB), a level and timings."""
+
+    kind: Kind
+    color: Color = WHITE
+    level: float = 1.0
+    on_s: float = 0.5
+    off_s: float = 0.5
+    count: int = 0
+    pause_s: float = 1.0
+
+
+#: Blink count and RGB colour of every failure reason: the codes installers read off the LED (see README).
+FAILURE_CODES: dict[FailureReason, tuple[int, Color]] = {
+    FailureReason.AUDIO_DEVICE: (1, ORANGE),
+    FailureReason.BROKER_UNREACHABLE: (2, RED),
+    FailureReason.BROKER_TIMEOUT: (3, RED),
+    FailureReason.BROKER_UNAUTHORIZED: (4, RED),
+    FailureReason.BROKER_REJECTED: (5, RED),
+    FailureReason.BROKER_ERROR: (6, RED),
+    FailureReason.BROKER_MALFORMED: (7, RED),
+    FailureReason.CLOCK: (8, YELLOW),
+    FailureReason.CONNECT_FAILED: (9, MAGENTA),
+    FailureReason.CONNECT_TIMEOUT: (10, MAGENTA),
+    FailureReason.AGENT_NO_SHOW: (11, MAGENTA),
+    FailureReason.SECRET_UNREADABLE: (12, WHITE),
+    FailureReason.INTERNAL: (13, WHITE),
+}
+
+#: What each state (and, while live, each agent state) looks like.
+PATTERNS: dict[tuple[State, AgentState | None], Pattern] = {
+    (State.IDLE, None): Pattern("solid", GREEN, level=0.15),
+    (State.CONNECTING, None): Pattern("blink", BLUE, on_s=0.15, off_s=0.15),
+    (State.LIVE, AgentState.ABSENT): Pattern("pulse", BLUE, on_s=0.4, off_s=0.4),
+    (State.LIVE, AgentState.INITIALIZING): Pattern("pulse", BLUE, on_s=0.4, off_s=0.4),
+    (State.LIVE, AgentState.IDLE): Pattern("solid", GREEN),
+    (State.LIVE, AgentState.LISTENING): Pattern("solid", GREEN),
+    (State.LIVE, AgentState.THINKING): Pattern("pulse", AMBER, on_s=0.6, off_s=0.6),
+    (State.LIVE, AgentState.SPEAKING): Pattern("blink", CYAN, level=1.0, on_s=0.25, off_s=0.1),
+    (State.ENDING, None): Pattern("blink", WHITE, level=0.5, on_s=0.5, off_s=0.5),
+}
+
+
+def pattern_for(snap: Snapshot) -> Pattern:
+    """Look up the pattern for a snapshot (the single table the LEDs follow)."""
+    if snap.state == State.ERROR:
+        count, color = FAILURE_CODES.get(snap.failure or FailureReason.INTERNAL, (13, WHITE))
+        return Pattern("code", color, on_s=0.12, off_s=0.18, count=count, pause_s=1.0)
+    agent = snap.agent if snap.state == State.LIVE else None
+    return PATTERNS[(snap.state, agent)]
+
+
+def levels(pattern: Pattern, brightness: float) -> Iterator[float]:
+    """The brightness (0..1) of the pattern at every tick, forever (off and solid yield one value)."""
+    top = max(0.0, min(1.0, pattern.level * brightness))
+
+    def ticks(seconds: float) -> int:
+        return max(1, round(seconds / TICK_S))
+
+    if pattern.kind == "off":
+        return iter([0.0])
+    if pattern.kind == "solid":
+        return iter([top])
+    if pattern.kind == "blink":
+        return itertools.cycle([top] * ticks(pattern.on_s) + [0.0] * ticks(pattern.off_s))
+    if pattern.kind == "pulse":
+        rise, fall = ticks(pattern.on_s), ticks(pattern.off_s)
+        wave = [top * (1 - math.cos(math.pi * i / rise)) / 2 for i in range(rise)]
+        wave += [top * (1 + math.cos(math.pi * i / fall)) / 2 for i in range(fall)]
+        return itertools.cycle(wave)
+    flash = [top] * ticks(pattern.on_s) + [0.0] * ticks(pattern.off_s)
+    return itertools.cycle(flash * pattern.count + [0.0] * ticks(pattern.pause_s))
+
+
+class LedDevice(Protocol):
+    """What the observer needs of a gpiozero output device (PWMLED or RGBLED)."""
+
+    source_delay: float
+    source: Any
+    value: Any
+
+    def close(self) -> None:
+        """Release the pins."""
+
+
+class StatusLeds:
+    """Observer: shows every snapshot on the configured LEDs; never changes state itself."""
+
+    def __init__(self, *, config: LedConfig, pin_factory: Any = None) -> None:
+        self._config = config
+        self._current: tuple[Pattern, State] | None = None
+        self._devices: dict[State | None, LedDevice] = _open(config, pin_factory)
+
+    def update(self, snap: Snapshot) -> None:
+        """Show ``snap``; a pattern already showing keeps running undisturbed."""
+        pattern = pattern_for(snap)
+        if self._current == (pattern, snap.state):
+            return
+        self._current = (pattern, snap.state)
+        # One LED per state has no LED for ENDING: the live LED shows it.
+        target = State.LIVE if snap.state == State.ENDING else snap.state
+        for key, device in self._devices.items():
+            if key is None or key == target:
+                self._show(device, pattern, rgb=len(self._devices) == 1 and self._config.kind == "rgb")
+            else:
+                self._show(device, Pattern("off"), rgb=False)
+
+    def _show(self, device: LedDevice, pattern: Pattern, *, rgb: bool) -> None:
+        stream = levels(pattern, self._config.brightness)
+        if rgb:
+            color = pattern.color
+            values: Iterator[Any] = (tuple(c * level for c in color) for level in stream)
+        else:
+            values = stream
+        device.source = None
+        device.source_delay = TICK_S
+        if pattern.kind in {"off", "solid"}:
+            device.value = next(values)
+        else:
+            device.source = values
+
+    def close(self) -> None:
+        """Turn everything off and release the pins."""
+        for device in self._devices.values():
+            device.source = None
+            device.close()
+        self._devices = {}
+
+
+def _open(config: LedConfig, pin_factory: Any) -> dict[State | None, LedDevice]:
+    if config.kind == "none":
+        return {}
+    from gpiozero import PWMLED, RGBLED
+
+    common = {"active_high": config.active_high, "pin_factory": pin_factory}
+    if config.kind == "single":
+        assert config.pin is not None
+        return {None: PWMLED(config.pin, **common)}
+    if config.kind == "rgb":
+        assert config.rgb is not None
+        return {None: RGBLED(config.rgb.red, config.rgb.green, config.rgb.blue, pwm=True, **common)}
+    assert config.per_state is not None
+    pins = {
+        State.IDLE: config.per_state.idle,
+        State.CONNECTING: config.per_state.connecting,
+        State.LIVE: config.per_state.live,
+        State.ERROR: config.per_state.error,
+    }
+    return {state: PWMLED(pin, **common) for state, pin in pins.items() if pin is not None}

@@ -1,0 +1,81 @@
+"""The push button: a debounced gpiozero ``Button`` whose edges are handed to the asyncio loop.
+
+gpiozero calls ``when_pressed``/``when_held`` on its own thread; this module only forwards them with
+``loop.call_soon_threadsafe``, so the session's single writer (on the loop) decides what a press means: start when
+idle, end when connecting or live. The press is reported on the falling edge, not on release, so press-to-live
+latency does not include how long the visitor keeps the finger down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kiosk.config import TriggerConfig
+
+log = logging.getLogger(__name__)
+
+
+class ButtonEvent(enum.StrEnum):
+    """What the button did."""
+
+    PRESS = "press"
+    HOLD = "hold"
+
+
+class ButtonTrigger:
+    """Owns the gpiozero Button and forwards its edges to ``on_event`` on the event loop."""
+
+    def __init__(
+        self,
+        *,
+        config: TriggerConfig,
+        loop: asyncio.AbstractEventLoop,
+        on_event: Callable[[ButtonEvent], None],
+        pin_factory: Any = None,
+    ) -> None:
+        from gpiozero import Button
+
+        if config.button_pin is None:
+            raise ValueError("trigger.button_pin is not set")
+        self._loop = loop
+        self._on_event = on_event
+        self._bounce_s = config.bounce_time_ms / 1000
+        self._last_press = -1e9
+        self.presses = 0
+        self._button = Button(
+            config.button_pin,
+            pull_up=config.button_pull_up,
+            bounce_time=config.bounce_time_ms / 1000 if config.bounce_time_ms else None,
+            hold_time=config.hold_time_s,
+            pin_factory=pin_factory,
+        )
+        self._button.when_pressed = self._pressed
+        self._button.when_held = self._held
+        log.info("button on GPIO%d (pull-%s)", config.button_pin, "up" if config.button_pull_up else "down")
+
+    def _pressed(self) -> None:
+        # gpiozero's thread: hand off only.
+        self._loop.call_soon_threadsafe(self._deliver, ButtonEvent.PRESS)
+
+    def _held(self) -> None:
+        self._loop.call_soon_threadsafe(self._deliver, ButtonEvent.HOLD)
+
+    def _deliver(self, event: ButtonEvent) -> None:
+        if event == ButtonEvent.PRESS:
+            # Not every pin driver debounces (the mock and some GPIO expanders do not): repeat it on the loop.
+            now = self._loop.time()
+            if now - self._last_press < self._bounce_s:
+                return
+            self._last_press = now
+            self.presses += 1
+        self._on_event(event)
+
+    def close(self) -> None:
+        """Release the pin; no events are delivered afterwards."""
+        self._button.when_pressed = None
+        self._button.when_held = None
+        self._button.close()

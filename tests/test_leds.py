@@ -1,0 +1,148 @@
+"""Status LEDs through gpiozero's MockFactory with PWM pins: the pin history follows the state table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+from kiosk.config import LedConfig, PerStatePins, RgbPins
+from kiosk.leds import FAILURE_CODES, PATTERNS, StatusLeds, levels, pattern_for
+from kiosk.reasons import FailureReason
+from kiosk.session import AgentState, Snapshot, State
+
+
+@pytest.fixture
+def factory() -> Iterator[MockFactory]:
+    """A mock pin factory whose pins support PWM."""
+    mock = MockFactory(pin_class=MockPWMPin)
+    yield mock
+    mock.reset()
+
+
+def _values(pin: MockPWMPin) -> list[float]:
+    return [round(float(s.state), 3) for s in pin.states]
+
+
+def test_every_state_and_failure_has_a_pattern() -> None:
+    """The table covers every state, every live agent state and every failure reason, with distinct codes."""
+    for state in (State.IDLE, State.CONNECTING, State.ENDING):
+        assert pattern_for(Snapshot(state=state))
+    for agent in AgentState:
+        assert pattern_for(Snapshot(state=State.LIVE, agent=agent))
+    assert set(FAILURE_CODES) == set(FailureReason)
+    counts = [count for count, _ in FAILURE_CODES.values()]
+    assert len(set(counts)) == len(counts)
+    assert len(PATTERNS) >= 9
+
+
+def test_single_led_idle_is_dim_and_connecting_blinks(factory: MockFactory) -> None:
+    """A single LED: idle is a dim steady level; connecting toggles between full and off."""
+    leds = StatusLeds(config=LedConfig(kind="single", pin=18, brightness=0.5), pin_factory=factory)
+    pin = factory.pin(18)
+    try:
+        leds.update(Snapshot(state=State.IDLE))
+        assert pin.state == pytest.approx(0.075)
+        leds.update(Snapshot(state=State.CONNECTING))
+        time.sleep(0.7)
+        history = _values(pin)
+        assert history[0] == 0.0 and history[1] == pytest.approx(0.075)
+        toggles = [v for v in history[2:] if v in (0.0, 0.5)]
+        assert toggles.count(0.5) >= 2 and toggles.count(0.0) >= 2
+        assert max(history) == 0.5  # brightness caps the level
+    finally:
+        leds.close()
+
+
+def test_same_pattern_is_not_restarted(factory: MockFactory) -> None:
+    """Repeated snapshots with the same pattern leave the running pattern alone."""
+    leds = StatusLeds(config=LedConfig(kind="single", pin=18), pin_factory=factory)
+    pin = factory.pin(18)
+    try:
+        leds.update(Snapshot(state=State.LIVE, agent=AgentState.LISTENING))
+        before = len(pin.states)
+        leds.update(Snapshot(state=State.LIVE, agent=AgentState.LISTENING, room="r"))
+        assert len(pin.states) == before
+        assert pin.state == 1.0
+    finally:
+        leds.close()
+
+
+@pytest.mark.parametrize("reason", [FailureReason.BROKER_TIMEOUT, FailureReason.AGENT_NO_SHOW])
+def test_failure_blink_code_counts(factory: MockFactory, reason: FailureReason) -> None:
+    """ERROR flashes the failure's own count, pauses, and repeats."""
+    leds = StatusLeds(config=LedConfig(kind="single", pin=18), pin_factory=factory)
+    pin = factory.pin(18)
+    count, _ = FAILURE_CODES[reason]
+    try:
+        leds.update(Snapshot(state=State.ERROR, failure=reason))
+        time.sleep(count * 0.3 + 1.3)
+    finally:
+        leds.close()
+    # Split the history into groups of flashes separated by the long pause.
+    groups: list[int] = []
+    flashes = 0
+    for entry in pin.states[1:]:
+        if entry.state == 1.0:
+            # An on-edge after a long off-time starts a new group; timestamp is the time since the previous change.
+            if entry.timestamp > 0.5 and flashes:
+                groups.append(flashes)
+                flashes = 0
+            flashes += 1
+    groups.append(flashes)
+    assert groups[0] == count
+
+
+def test_rgb_led_uses_colour_per_state(factory: MockFactory) -> None:
+    """An RGB LED shows green when listening and red when a broker failure is shown."""
+    config = LedConfig(kind="rgb", rgb=RgbPins(red=22, green=23, blue=24))
+    leds = StatusLeds(config=config, pin_factory=factory)
+    red, green, blue = factory.pin(22), factory.pin(23), factory.pin(24)
+    try:
+        leds.update(Snapshot(state=State.LIVE, agent=AgentState.LISTENING))
+        assert (red.state, green.state, blue.state) == (0, 1.0, 0)
+        leds.update(Snapshot(state=State.ERROR, failure=FailureReason.BROKER_UNAUTHORIZED))
+        time.sleep(0.3)
+        assert max(_values(red)) == 1.0
+        assert green.state == 0.0 and blue.state == 0.0
+    finally:
+        leds.close()
+
+
+def test_per_state_leds_light_one_at_a_time(factory: MockFactory) -> None:
+    """One LED per state: only the current state's LED is lit; ENDING shows on the live LED."""
+    config = LedConfig(kind="per-state", per_state=PerStatePins(idle=5, connecting=6, live=13, error=19))
+    leds = StatusLeds(config=config, pin_factory=factory)
+    pins = {name: factory.pin(n) for name, n in (("idle", 5), ("connecting", 6), ("live", 13), ("error", 19))}
+    try:
+        leds.update(Snapshot(state=State.LIVE, agent=AgentState.SPEAKING))
+        time.sleep(0.1)
+        assert max(_values(pins["live"])) == 1.0
+        assert pins["idle"].state == 0 and pins["error"].state == 0
+        leds.update(Snapshot(state=State.IDLE))
+        assert pins["idle"].state == pytest.approx(0.15)
+        assert pins["live"].state == 0
+    finally:
+        leds.close()
+
+
+def test_active_low_inverts_the_pin(factory: MockFactory) -> None:
+    """With active_high = false the pin is low when the LED is fully on."""
+    leds = StatusLeds(config=LedConfig(kind="single", pin=18, active_high=False), pin_factory=factory)
+    try:
+        leds.update(Snapshot(state=State.LIVE, agent=AgentState.LISTENING))
+        assert factory.pin(18).state == 0.0
+    finally:
+        leds.close()
+
+
+def test_pulse_levels_rise_and_fall() -> None:
+    """A pulse rises smoothly to the level and falls back, scaled by brightness."""
+    from kiosk.leds import Pattern
+
+    values = list(zip(range(40), levels(Pattern("pulse", on_s=0.2, off_s=0.2), 0.5), strict=False))
+    peak = max(v for _, v in values)
+    assert peak == pytest.approx(0.5, abs=0.01)
+    assert values[0][1] == 0.0

@@ -1,0 +1,69 @@
+"""The button through gpiozero's MockFactory: presses and holds reach the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from kiosk.config import TriggerConfig
+from kiosk.trigger import ButtonEvent, ButtonTrigger
+
+
+@pytest.fixture
+def factory() -> Iterator[MockFactory]:
+    """A fresh mock pin factory per test."""
+    mock = MockFactory()
+    yield mock
+    mock.reset()
+
+
+async def _next(queue: asyncio.Queue[ButtonEvent]) -> ButtonEvent:
+    return await asyncio.wait_for(queue.get(), timeout=2)
+
+
+async def test_press_and_hold_reach_the_loop(factory: MockFactory) -> None:
+    """drive_low() on a pull-up button is a PRESS on the loop; holding past hold_time adds a HOLD."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[ButtonEvent] = asyncio.Queue()
+    config = TriggerConfig(button_pin=17, hold_time_s=0.2, bounce_time_ms=0)
+    trigger = ButtonTrigger(config=config, loop=loop, on_event=events.put_nowait, pin_factory=factory)
+    pin = factory.pin(17)
+    try:
+        pin.drive_low()
+        assert await _next(events) == ButtonEvent.PRESS
+        assert await _next(events) == ButtonEvent.HOLD
+        pin.drive_high()
+        await asyncio.sleep(0.05)
+        pin.drive_low()
+        assert await _next(events) == ButtonEvent.PRESS
+        pin.drive_high()
+        assert trigger.presses == 2
+    finally:
+        trigger.close()
+
+
+async def test_bounce_is_filtered(factory: MockFactory) -> None:
+    """Contact bounce within bounce_time gives one press, not several."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[ButtonEvent] = asyncio.Queue()
+    config = TriggerConfig(button_pin=4, bounce_time_ms=100, hold_time_s=5)
+    trigger = ButtonTrigger(config=config, loop=loop, on_event=events.put_nowait, pin_factory=factory)
+    pin = factory.pin(4)
+    try:
+        for _ in range(3):
+            pin.drive_low()
+            pin.drive_high()
+        assert await _next(events) == ButtonEvent.PRESS
+        await asyncio.sleep(0.2)
+        assert events.empty()
+    finally:
+        trigger.close()
+
+
+def test_pin_is_required() -> None:
+    """A trigger without a pin is refused with the key to set."""
+    with pytest.raises(ValueError, match=r"trigger\.button_pin"):
+        ButtonTrigger(config=TriggerConfig(), loop=asyncio.new_event_loop(), on_event=print)
