@@ -1,0 +1,88 @@
+"""The systemd unit: it parses cleanly, keeps what the daemon needs, and its exposure score stays low."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+UNIT = Path(__file__).resolve().parents[1] / "systemd" / "kiosk.service"
+MAX_EXPOSURE = 2.5
+
+needs_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None and os.environ.get("CI") != "true",
+    reason="systemd-analyze is not installed (apt-get install systemd)",
+)
+
+
+def _directives() -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        match = re.match(r"^(\w+)=(.*)$", line)
+        if match:
+            found.setdefault(match.group(1), []).append(match.group(2))
+    return found
+
+
+def _testable_copy(tmp_path: Path) -> Path:
+    """The unit with ExecStart pointing at an executable that exists here (verify checks it)."""
+    copy = tmp_path / "kiosk.service"
+    copy.write_text(UNIT.read_text().replace("/opt/kiosk/venv/bin/kiosk", sys.executable))
+    return copy
+
+
+def test_unit_has_what_the_daemon_needs() -> None:
+    """Type=notify with a watchdog, no restart on a bad config, groups, directories, credential, time sync."""
+    d = _directives()
+    assert d["Type"] == ["notify"]
+    assert d["Restart"] == ["on-failure"]
+    assert "78" in d["RestartPreventExitStatus"][0].split()
+    assert int(d["WatchdogSec"][0]) > 0
+    assert set(d["SupplementaryGroups"][0].split()) >= {"audio", "gpio"}
+    assert d["StateDirectory"] == ["kiosk"] and d["RuntimeDirectory"] == ["kiosk"]
+    assert d["LoadCredential"][0].startswith("broker-api-key:")
+    after = " ".join(d["After"])
+    assert "network-online.target" in after and "time-sync.target" in after
+    allowed = " ".join(d["DeviceAllow"])
+    assert "char-alsa" in allowed and "char-gpiochip" in allowed
+    assert "AF_INET" in d["RestrictAddressFamilies"][0]
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read_string(UNIT.read_text())
+    assert parser.has_section("Install")
+
+
+@needs_analyze
+def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
+    """`systemd-analyze verify` exits 0 and prints nothing (plain verify exits 0 on parse errors, so stderr counts)."""
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--recursive-errors=no", str(_testable_copy(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr
+
+
+@needs_analyze
+def test_security_exposure_score(tmp_path: Path) -> None:
+    """`systemd-analyze security --offline=yes` rates the unit at or below the threshold; the score is reported."""
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", f"--threshold={MAX_EXPOSURE}", str(_testable_copy(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for \S+: ([\d.]+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    print(f"systemd exposure score: {match.group(1)} (threshold {MAX_EXPOSURE})")
+    assert float(match.group(1)) <= MAX_EXPOSURE
+    assert result.returncode == 0, result.stderr
