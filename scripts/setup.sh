@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install what kiosk needs on Debian bookworm / Raspberry Pi OS (64-bit) and create .venv with the project in it.
+# Usage: scripts/setup.sh [EXTRAS]     EXTRAS defaults to "sandbox"; the test suite uses "sandbox,dev".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-sandbox}"
+
+apt_packages=(
+  python3 python3-venv python3-dev gcc pkg-config libsystemd-dev  # systemd-python builds from source
+  libportaudio2 libasound2-plugins alsa-utils                     # PortAudio over ALSA (and ALSA's pulse plugin)
+  pulseaudio pulseaudio-utils espeak-ng sox                       # real-time audio tests, speech, chimes
+  systemd                                                         # systemd-analyze for the unit's checks
+)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing apt packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[${extras}]"
+echo "setup: ready (.venv, extras: ${extras})"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Install everything and run the whole test suite: lint, types, tests. Exits non-zero if anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh "sandbox,dev"
+echo "== ruff" && .venv/bin/ruff check kiosk tests bench && .venv/bin/ruff format --check kiosk tests bench
+echo "== mypy (strict)" && .venv/bin/mypy kiosk
+echo "== pytest"
+# pytest exits 5 when it collected no test: that is a failure here too.
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
