@@ -1,0 +1,158 @@
+"""``kiosk status | press | say TEXT | events``: talk to the running daemon over its control socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from kiosk.config import ControlConfig
+from kiosk.configfile import load_config, resolve_path
+from kiosk.errors import ConfigError, ControlError
+
+DESCRIPTIONS = {
+    "status": "show the running daemon's state",
+    "press": "press the button through the control socket",
+    "say": "send a text message into the live session",
+    "events": "follow state changes and transcript lines as JSON lines",
+}
+
+
+def main(argv: list[str]) -> int:
+    """Run one of the control commands; ``argv[0]`` names it."""
+    command, rest = argv[0], argv[1:]
+    parser = argparse.ArgumentParser(prog=f"kiosk {command}", description=DESCRIPTIONS[command])
+    parser.add_argument("--config", help="config file, to find control.socket (default: $KIOSK_CONFIG or /etc/kiosk)")
+    parser.add_argument("--socket", help="control socket path (overrides the config)")
+    if command == "status":
+        parser.add_argument("--json", action="store_true", help="print the raw JSON")
+    if command == "say":
+        parser.add_argument("text", nargs="+", help="the message")
+    args = parser.parse_args(rest)
+    path = socket_path(args.socket, args.config)
+    request: dict[str, Any] = {"cmd": command}
+    if command == "say":
+        request["text"] = " ".join(args.text)
+    try:
+        if command == "events":
+            return _follow(path, request)
+        answer = request_once(path, request)
+    except ControlError as exc:
+        print(f"kiosk {command}: {exc}", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        print(f"kiosk {command}: {answer.get('error', 'the daemon refused the request')}", file=sys.stderr)
+        return 1
+    if command == "status" and not args.json:
+        print(format_status(answer))
+    else:
+        print(json.dumps(answer, indent=2 if command == "status" else None))
+    return 0
+
+
+def socket_path(cli_socket: str | None, cli_config: str | None) -> Path:
+    """The socket from ``--socket``, else the config's ``control.socket``, else the default."""
+    if cli_socket:
+        return Path(cli_socket)
+    try:
+        return load_config(resolve_path(cli_config)).control.socket
+    except ConfigError:
+        return ControlConfig().socket
+
+
+def _connect(path: Path, timeout: float) -> socket.socket:
+    if not path.exists():
+        raise ControlError(f"no control socket at {path}: {_daemon_hint()}")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+    except PermissionError:
+        sock.close()
+        raise ControlError(
+            f"permission denied on {path}: run as root or add yourself to the service's group "
+            "(sudo usermod -aG kiosk $USER, then log in again)"
+        ) from None
+    except OSError as exc:
+        sock.close()
+        raise ControlError(f"cannot connect to {path} ({exc.strerror}): {_daemon_hint()}") from None
+    return sock
+
+
+def request_once(path: Path, request: dict[str, Any], *, timeout: float = 10.0) -> dict[str, Any]:
+    """Send one request and return the daemon's one-line answer."""
+    with _connect(path, timeout) as sock, sock.makefile("rwb") as stream:
+        stream.write(json.dumps(request).encode() + b"\n")
+        stream.flush()
+        line = stream.readline()
+    if not line:
+        raise ControlError(f"the daemon closed {path} without answering")
+    answer: dict[str, Any] = json.loads(line)
+    return answer
+
+
+def _follow(path: Path, request: dict[str, Any]) -> int:
+    with _connect(path, 10.0) as sock, sock.makefile("rwb") as stream:
+        sock.settimeout(None)
+        stream.write(json.dumps(request).encode() + b"\n")
+        stream.flush()
+        try:
+            for line in stream:
+                sys.stdout.write(line.decode())
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+def _daemon_hint() -> str:
+    running = _daemon_running()
+    if running is None:
+        return "is the daemon running? (systemctl status kiosk)"
+    if running:
+        return "a kiosk daemon is running but not on this socket: check control.socket in its config (--config)"
+    return "the kiosk daemon is not running (start it: sudo systemctl start kiosk; see journalctl -u kiosk)"
+
+
+def _daemon_running() -> bool | None:
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv if a]
+        if "run" in words and any(w.endswith("kiosk") or w == "kiosk" for w in words):
+            return True
+    return False
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """A human-readable summary of ``kiosk status --json``."""
+    lines = [f"state:       {status.get('state', '?')}" + (f" ({status['agent']})" if status.get("agent") else "")]
+    session = status.get("session")
+    if session:
+        lines.append(
+            f"session:     #{session.get('id')} room {session.get('room') or '-'}, {session.get('duration_s', 0):.0f} s"
+        )
+    last = status.get("last_end")
+    if last:
+        why = last.get("reason", "?") + (f" ({last['failure']})" if last.get("failure") else "")
+        lines.append(f"last end:    {why}")
+    counters = status.get("counters") or {}
+    if counters:
+        lines.append("counters:    " + ", ".join(f"{k} {v}" for k, v in counters.items()))
+    audio = status.get("audio")
+    if audio:
+        lines.append("audio:       " + ", ".join(f"{k} {v}" for k, v in audio.items() if not isinstance(v, dict)))
+    versions = status.get("versions") or {}
+    if versions:
+        lines.append("versions:    " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    return "\n".join(lines)
