@@ -1,0 +1,125 @@
+"""What a broker hands out (a :class:`Grant`) and what ending a session needs (an :class:`EndTicket`).
+
+A grant's token is a :class:`pydantic.SecretStr`, so ``repr`` and ``str`` of a grant never show it. The token is
+decoded here without verifying its signature (the kiosk does not hold the broker's signing key): only to learn its
+validity window and room, and to tell a wrong local clock apart from a bad token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import jwt
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from kiosk.config import Dialect
+from kiosk.errors import BrokerError, ClockError
+from kiosk.reasons import FailureReason
+
+#: How far the token's validity window may disagree with the local clock before we call the clock wrong.
+CLOCK_LEEWAY_S = 60.0
+
+TIME_SYNC_HINT = (
+    "the system clock looks wrong: check time sync with `timedatectl status` and "
+    "`systemctl status systemd-timesyncd` (is NTP reachable?)"
+)
+
+
+class EndTicket(BaseModel):
+    """Everything ending a session needs, and nothing secret: safe to write to the state directory."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dialect: Dialect
+    url: str | None
+    room: str
+    identity: str
+
+
+class TokenClaims(BaseModel):
+    """The parts of a LiveKit join token the kiosk looks at (decoded, not verified)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    not_before: dt.datetime | None
+    expires_at: dt.datetime
+    identity: str | None
+    room: str | None
+    room_join: bool
+
+
+class Grant(BaseModel):
+    """A broker's answer: where to connect, with which token, into which room, and how to end it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dialect: Dialect
+    server_url: str
+    token: SecretStr
+    room: str
+    identity: str
+    expires_at: dt.datetime
+    not_before: dt.datetime | None = None
+    ticket: EndTicket
+
+    def expires_in_s(self, *, now: float | None = None) -> float:
+        """Seconds until the token expires by the local clock (negative once expired)."""
+        current = time.time() if now is None else now
+        return self.expires_at.timestamp() - current
+
+
+def _timestamp(claims: dict[str, Any], name: str, dialect: str) -> dt.datetime | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BrokerError(
+            f"{dialect}: the token's '{name}' claim is not a number", reason=FailureReason.BROKER_MALFORMED
+        )
+    return dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
+
+
+def decode_token(token: str, *, dialect: str) -> TokenClaims:
+    """Decode a join token without verifying it; raise a malformed-response error if it is not a LiveKit JWT."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        # The PyJWT message never contains the token, only what is wrong with it.
+        raise BrokerError(
+            f"{dialect}: the token is not a valid JWT ({type(exc).__name__})",
+            reason=FailureReason.BROKER_MALFORMED,
+        ) from None
+    expires_at = _timestamp(claims, "exp", dialect)
+    if expires_at is None:
+        raise BrokerError(f"{dialect}: the token has no 'exp' claim", reason=FailureReason.BROKER_MALFORMED)
+    video = claims.get("video")
+    video = video if isinstance(video, dict) else {}
+    room = video.get("room")
+    identity = claims.get("sub")
+    return TokenClaims(
+        not_before=_timestamp(claims, "nbf", dialect),
+        expires_at=expires_at,
+        identity=identity if isinstance(identity, str) and identity else None,
+        room=room if isinstance(room, str) and room else None,
+        room_join=video.get("roomJoin") is True,
+    )
+
+
+def check_clock(claims: TokenClaims, *, now: float | None = None, leeway_s: float = CLOCK_LEEWAY_S) -> None:
+    """Raise :class:`ClockError` when the token is not yet valid or already expired by the local clock."""
+    current = time.time() if now is None else now
+    local = dt.datetime.fromtimestamp(current, tz=dt.UTC).isoformat(timespec="seconds")
+    if claims.not_before is not None and claims.not_before.timestamp() > current + leeway_s:
+        ahead = claims.not_before.timestamp() - current
+        raise ClockError(
+            f"the broker's token only becomes valid at {claims.not_before.isoformat(timespec='seconds')}, "
+            f"{ahead:.0f} s after the local time {local}: {TIME_SYNC_HINT}"
+        )
+    if claims.expires_at.timestamp() <= current - leeway_s:
+        behind = current - claims.expires_at.timestamp()
+        raise ClockError(
+            f"the broker's token expired at {claims.expires_at.isoformat(timespec='seconds')}, "
+            f"{behind:.0f} s before the local time {local}: {TIME_SYNC_HINT}"
+        )

@@ -1,0 +1,224 @@
+"""No session left open: every session is recorded before it starts and ended at the broker on every exit path.
+
+:meth:`SessionKeeper.session` is the guard the daemon uses::
+
+    async with keeper.session(deadline=connect_deadline) as grant:
+        ...  # join grant.room at grant.server_url, converse
+    # normal end, failure after start, cancellation (SIGTERM) or exception: the session is ended here
+
+An end that fails is retried in a background task with jittered backoff (capped at ``broker.end_retry_max_s``)
+while no session is running, and never blocks the next visitor. :meth:`SessionKeeper.recover` ends, at daemon start,
+every session a crash or power loss left recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from kiosk.errors import BrokerError
+from kiosk.reasons import FailureReason
+
+from .base import Broker
+from .grant import EndTicket, Grant
+from .ledger import SessionLedger, SessionRecord
+
+log = logging.getLogger(__name__)
+
+#: Dialects whose end calls nothing: a record of theirs can be dropped by any keeper.
+NOTHING_TO_CALL = frozenset({"oshara", "livekit", "self"})
+FIRST_RETRY_S = 1.0
+
+
+@dataclasses.dataclass
+class BrokerSession:
+    """A started session: its grant and the record that keeps it from being forgotten."""
+
+    grant: Grant
+    record: SessionRecord
+
+
+class SessionKeeper:
+    """Starts sessions with a record on disk, and ends every one of them at the broker."""
+
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        ledger: SessionLedger,
+        end_timeout_s: float,
+        end_retry_max_s: float,
+        first_retry_s: float = FIRST_RETRY_S,
+    ) -> None:
+        self.broker = broker
+        self.ledger = ledger
+        self._end_timeout_s = end_timeout_s
+        self._end_retry_max_s = end_retry_max_s
+        self._first_retry_s = first_retry_s
+        self._detached: set[asyncio.Future[bool]] = set()
+        self._active: set[str] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._background: dict[str, asyncio.Task[None]] = {}
+
+    def __repr__(self) -> str:
+        return f"SessionKeeper(broker={self.broker!r}, ledger={self.ledger!r})"
+
+    @property
+    def retrying(self) -> int:
+        """How many ended sessions still wait for the broker's confirmation in the background."""
+        return sum(1 for task in self._background.values() if not task.done())
+
+    @contextlib.asynccontextmanager
+    async def session(self, *, deadline: float | None = None) -> AsyncIterator[Grant]:
+        """Start a session (``deadline``: ``time.monotonic()`` bound of the start) and end it on every exit path."""
+        started = await self.start(deadline=deadline)
+        try:
+            yield started.grant
+        finally:
+            await self.end(started)
+
+    async def start(self, *, deadline: float | None = None) -> BrokerSession:
+        """Record, then start a session; if the start fails after the room is known, end it before re-raising."""
+        try:
+            record = self.ledger.begin(dialect=self.broker.dialect, url=self.broker.url, identity=self.broker.identity)
+        except OSError as exc:
+            raise BrokerError(
+                f"cannot write the session record in {self.ledger.directory} ({exc.strerror or exc}); "
+                "not starting a session that a crash could leave open: check daemon.state_dir",
+                reason=FailureReason.INTERNAL,
+            ) from None
+        current = [record]
+
+        def on_room(ticket: EndTicket) -> None:
+            current[0] = self.ledger.set_room(current[0], ticket)
+
+        self._active.add(record.id)
+        self._idle.clear()
+        try:
+            grant = await self.broker.start(deadline=deadline, on_room=on_room)
+        except BaseException:
+            await self._finish(current[0])
+            raise
+        return BrokerSession(grant=grant, record=current[0])
+
+    async def end(self, session: BrokerSession) -> bool:
+        """End ``session`` at the broker; True if confirmed now, False if handed to the background retries."""
+        return await self._finish(session.record)
+
+    async def recover(self) -> int:
+        """End every session left recorded by an earlier run; return how many were confirmed ended now."""
+        records = [
+            record
+            for record in self.ledger.pending()
+            if record.id not in self._active and record.id not in self._background
+        ]
+        orphans = []
+        for record in records:
+            if record.owned_by_live_process():
+                log.info("session record %s belongs to running process %d; leaving it", record.id, record.pid)
+                continue
+            log.warning(
+                "found session %s (%s, room %s) left open by an earlier run; ending it",
+                record.id,
+                record.dialect,
+                record.room or "unknown",
+            )
+            orphans.append(record)
+        results = await asyncio.gather(*(self._end_once(record) for record in orphans))
+        for record, ended in zip(orphans, results, strict=True):
+            if not ended:
+                self._retry_later(record)
+        return sum(results)
+
+    async def aclose(self) -> None:
+        """Stop background retries and detached ends (their records stay on disk for the next start)."""
+        tasks: list[asyncio.Future[Any]] = [*self._background.values(), *self._detached]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._background.clear()
+
+    async def _finish(self, record: SessionRecord) -> bool:
+        try:
+            ending = asyncio.ensure_future(self._end_once(record))
+            try:
+                ended = await asyncio.shield(ending)
+            except asyncio.CancelledError:
+                # Cancelled again while ending: let the end run on, then retry it if it failed.
+                self._detached.add(ending)
+                ending.add_done_callback(lambda task: self._after_detached_end(record, task))
+                raise
+            if not ended:
+                self._retry_later(record)
+            return ended
+        finally:
+            self._active.discard(record.id)
+            if not self._active:
+                self._idle.set()
+
+    def _after_detached_end(self, record: SessionRecord, task: asyncio.Future[bool]) -> None:
+        self._detached.discard(task)
+        if task.cancelled() or task.exception() is not None or not task.result():
+            self._retry_later(record)
+
+    async def _end_once(self, record: SessionRecord) -> bool:
+        """One bounded attempt to end ``record``'s session; True once the record could be removed."""
+        ticket = record.ticket()
+        if ticket is None:
+            log.warning(
+                "session %s (%s): the start's answer never arrived, so its room is unknown and there is "
+                "nothing the kiosk can end; forgetting it",
+                record.id,
+                record.dialect,
+            )
+            self.ledger.remove(record.id)
+            return True
+        if record.dialect != self.broker.dialect:
+            if record.dialect not in NOTHING_TO_CALL:
+                log.error(
+                    "session %s: room %s was started with dialect %s but the kiosk is now configured for %s; "
+                    "it cannot be ended from here: end it in the %s console",
+                    record.id,
+                    ticket.room,
+                    record.dialect,
+                    self.broker.dialect,
+                    record.dialect,
+                )
+            self.ledger.remove(record.id)
+            return True
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self._end_timeout_s + 1.0):
+                await self.broker.end(ticket, deadline=started + self._end_timeout_s)
+        except Exception:
+            # Supervisor boundary of one end attempt: whatever failed, the record stays and the end is retried.
+            log.warning("ending room %s failed; will retry", ticket.room, exc_info=True)
+            return False
+        self.ledger.remove(record.id)
+        log.info("session %s ended (room %s) in %.0f ms", record.id, ticket.room, (time.monotonic() - started) * 1e3)
+        return True
+
+    def _retry_later(self, record: SessionRecord) -> None:
+        existing = self._background.get(record.id)
+        if existing is not None and not existing.done():
+            return
+        self._background[record.id] = asyncio.get_running_loop().create_task(
+            self._retry_until_ended(record), name=f"end-{record.id}"
+        )
+
+    async def _retry_until_ended(self, record: SessionRecord) -> None:
+        delay = self._first_retry_s
+        while True:
+            await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter, not crypto
+            await self._idle.wait()
+            if await self._end_once(record):
+                self._background.pop(record.id, None)
+                return
+            delay = min(delay * 2, self._end_retry_max_s)

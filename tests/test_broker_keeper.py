@@ -1,0 +1,219 @@
+"""The session records and the guard: every started session is ended on every path, or recorded for later."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from kiosk.broker import EndTicket, Grant, OnRoom, SessionKeeper, SessionLedger
+from kiosk.config import Dialect
+from kiosk.errors import BrokerError, ClockError
+from kiosk.reasons import FailureReason
+from tests.test_broker_support import eventually, token
+
+
+class ScriptedBroker:
+    """A broker fake: names a room, then succeeds or fails; its end fails ``end_failures`` times."""
+
+    def __init__(
+        self, ledger: SessionLedger, *, dialect: Dialect = "lyzr", fail_start: BaseException | None = None
+    ) -> None:
+        self.dialect = dialect
+        self.url: str | None = "https://broker.test"
+        self.identity = "kiosk-t1"
+        self.ledger = ledger
+        self.fail_start = fail_start
+        self.room_known = True
+        self.end_failures = 0
+        self.ended: list[str] = []
+        self.records_at_start: list[int] = []
+        self.end_gate: asyncio.Event | None = None
+
+    async def start(self, *, deadline: float | None = None, on_room: OnRoom | None = None) -> Grant:
+        """Check the record exists, name the room, then succeed or fail as scripted."""
+        self.records_at_start.append(len(self.ledger.pending()))
+        ticket = EndTicket(dialect=self.dialect, url=self.url, room=f"room-{len(self.ended)}", identity=self.identity)
+        if self.room_known and on_room is not None:
+            on_room(ticket)
+        if self.fail_start is not None:
+            raise self.fail_start
+        return Grant(
+            dialect=self.dialect,
+            server_url="wss://lk.test",
+            token=SecretStr(token(room=ticket.room)),
+            room=ticket.room,
+            identity=self.identity,
+            expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10),
+            ticket=ticket,
+        )
+
+    async def end(self, session: Grant | EndTicket, *, deadline: float | None = None) -> None:
+        """End, failing the first ``end_failures`` times."""
+        if self.end_gate is not None:
+            await self.end_gate.wait()
+        if self.end_failures > 0:
+            self.end_failures -= 1
+            raise BrokerError("broker down", reason=FailureReason.BROKER_ERROR)
+        ticket = session.ticket if isinstance(session, Grant) else session
+        self.ended.append(ticket.room)
+
+
+def keeper_for(tmp_path: Path, **kwargs: object) -> tuple[SessionKeeper, ScriptedBroker]:
+    """A keeper over a scripted broker with fast retries."""
+    ledger = SessionLedger(tmp_path)
+    broker = ScriptedBroker(ledger, **kwargs)  # type: ignore[arg-type]
+    keeper = SessionKeeper(broker=broker, ledger=ledger, end_timeout_s=1.0, end_retry_max_s=0.2, first_retry_s=0.05)
+    return keeper, broker
+
+
+async def test_record_is_written_before_start_private_and_without_secrets(tmp_path: Path) -> None:
+    """The record exists before the start is sent, is 0600 in a 0700 dir, and holds no token."""
+    keeper, broker = keeper_for(tmp_path)
+    async with asyncio.timeout(5), keeper.session() as grant:
+        [path] = list((tmp_path / "sessions").glob("*.json"))
+        text = path.read_text()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert grant.room in text and "eyJ" not in text and "token" not in text
+    assert broker.records_at_start == [1]
+    assert broker.ended == [grant.room]
+    assert SessionLedger(tmp_path).pending() == []
+
+
+async def test_exception_in_the_session_still_ends_it(tmp_path: Path) -> None:
+    """An exception inside the session ends it at the broker and propagates."""
+    keeper, broker = keeper_for(tmp_path)
+    async with asyncio.timeout(5):
+        with pytest.raises(RuntimeError, match="boom"):
+            async with keeper.session():
+                raise RuntimeError("boom")
+    assert broker.ended == ["room-0"] and keeper.ledger.pending() == []
+
+
+async def test_cancellation_still_ends_the_session(tmp_path: Path) -> None:
+    """Cancelling the session task (SIGTERM) ends the session at the broker."""
+    keeper, broker = keeper_for(tmp_path)
+    live = asyncio.Event()
+
+    async def visitor() -> None:
+        async with keeper.session():
+            live.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(visitor())
+    async with asyncio.timeout(5):
+        await live.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert broker.ended == ["room-0"] and keeper.ledger.pending() == []
+
+
+async def test_second_cancel_during_the_end_lets_the_end_finish(tmp_path: Path) -> None:
+    """Cancelled again while ending, the end still runs to completion and the record is removed."""
+    keeper, broker = keeper_for(tmp_path)
+    broker.end_gate = asyncio.Event()
+    async with asyncio.timeout(5):
+        started = await keeper.start()
+        ending = asyncio.create_task(keeper.end(started))
+        await asyncio.sleep(0.05)
+        ending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await ending
+        broker.end_gate.set()
+        await eventually(lambda: not keeper.ledger.pending())
+    assert broker.ended == ["room-0"]
+
+
+async def test_failure_after_the_room_is_known_ends_it(tmp_path: Path) -> None:
+    """A start that fails after the broker named the room (e.g. a clock problem) is ended, then raised."""
+    keeper, broker = keeper_for(tmp_path, fail_start=ClockError("clock"))
+    async with asyncio.timeout(5):
+        with pytest.raises(ClockError):
+            await keeper.start()
+    assert broker.ended == ["room-0"] and keeper.ledger.pending() == []
+
+
+async def test_lost_start_answer_leaves_nothing_to_end(tmp_path: Path) -> None:
+    """A start whose answer never came (no room) is forgotten: there is nothing the kiosk can end."""
+    keeper, broker = keeper_for(tmp_path, fail_start=BrokerError("t", reason=FailureReason.BROKER_TIMEOUT))
+    broker.room_known = False
+    async with asyncio.timeout(5):
+        with pytest.raises(BrokerError):
+            await keeper.start()
+    assert broker.ended == [] and keeper.ledger.pending() == []
+
+
+async def test_failed_end_is_retried_in_the_background_without_blocking(tmp_path: Path) -> None:
+    """An end that fails keeps its record, is retried while idle, and the next visitor starts at once."""
+    keeper, broker = keeper_for(tmp_path)
+    broker.end_failures = 2
+    async with asyncio.timeout(5):
+        async with keeper.session():
+            pass
+        assert len(keeper.ledger.pending()) == 1 and keeper.retrying == 1
+        async with keeper.session() as second:
+            assert second.room == "room-0"
+        await eventually(lambda: not keeper.ledger.pending())
+    assert len(broker.ended) == 2
+    assert keeper.retrying == 0
+    await keeper.aclose()
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    return int(done.stdout)
+
+
+async def test_recover_ends_every_orphan(tmp_path: Path, dead_pid: int) -> None:
+    """Records left by a dead process are ended; a record without a room is forgotten."""
+    earlier = SessionLedger(tmp_path)
+    first = earlier.begin(dialect="lyzr", url="https://broker.test", identity="kiosk-t1")
+    earlier.set_room(first, EndTicket(dialect="lyzr", url="https://broker.test", room="orphan", identity="kiosk-t1"))
+    earlier.begin(dialect="lyzr", url="https://broker.test", identity="kiosk-t1")
+    for path in (tmp_path / "sessions").glob("*.json"):
+        path.write_text(path.read_text().replace(f'"pid": {os.getpid()}', f'"pid": {dead_pid}'))
+    keeper, broker = keeper_for(tmp_path)
+    async with asyncio.timeout(5):
+        assert await keeper.recover() == 2
+    assert broker.ended == ["orphan"] and keeper.ledger.pending() == []
+
+
+async def test_recover_leaves_a_live_processs_session_alone(tmp_path: Path) -> None:
+    """A record whose process still runs (e.g. a concurrent ``kiosk doctor``) is not ended."""
+    SessionLedger(tmp_path).begin(dialect="lyzr", url="https://broker.test", identity="kiosk-t1")
+    for path in (tmp_path / "sessions").glob("*.json"):
+        path.write_text(path.read_text().replace(f'"pid": {os.getpid()}', f'"pid": {os.getppid()}'))
+    keeper, broker = keeper_for(tmp_path)
+    async with asyncio.timeout(5):
+        assert await keeper.recover() == 0
+    assert len(keeper.ledger.pending()) == 1 and broker.ended == []
+
+
+async def test_unwritable_state_dir_refuses_to_start(tmp_path: Path) -> None:
+    """Without a place for the record no session starts (it could never be recovered)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    keeper, broker = keeper_for(blocker)
+    async with asyncio.timeout(5):
+        with pytest.raises(BrokerError, match=r"daemon\.state_dir"):
+            await keeper.start()
+    assert broker.records_at_start == []
+
+
+def test_corrupt_record_is_set_aside(tmp_path: Path) -> None:
+    """An unreadable record is renamed ``.bad`` rather than blocking every start."""
+    (tmp_path / "sessions").mkdir()
+    (tmp_path / "sessions" / "x.json").write_text("{not json")
+    assert SessionLedger(tmp_path).pending() == []
+    assert (tmp_path / "sessions" / "x.bad").exists()
