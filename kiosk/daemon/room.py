@@ -1,0 +1,217 @@
+"""One LiveKit room for one session, through the official SDK: publish the microphone, hear the agent.
+
+The room reports what happens as session events (agent joined / state / left, disconnected) through ``on_event``,
+hands the agent's audio (its voice and its ``background_audio`` track) to ``on_audio`` as 48 kHz mono frames, and
+turns ``voice.reply`` data packets into transcript lines. The first words a visitor spoke while the kiosk connected
+are sent to the agent with LiveKit's pre-connect audio buffer protocol: a byte stream on topic
+``lk.agent.pre-connect-audio-buffer`` addressed to the agent, raw 16-bit PCM, with ``sampleRate``, ``channels`` and
+``trackId`` attributes, announced by publishing the microphone with ``preconnect_buffer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+from livekit import rtc
+
+from kiosk.session import AgentJoined, AgentLeft, AgentState, AgentStateChanged, Disconnected, Event
+
+log = logging.getLogger(__name__)
+
+RATE = 48000
+FRAME = RATE // 100
+AGENT_STATE_ATTRIBUTE = "lk.agent.state"
+PRECONNECT_TOPIC = "lk.agent.pre-connect-audio-buffer"
+REPLY_TOPIC = "voice.reply"
+USER_TEXT_TOPIC = "voice.user_text"
+BACKGROUND_TRACK = "background_audio"
+#: Agent audio louder than this (RMS of int16 samples) counts as the agent speaking, for the silence timeout.
+AUDIBLE_RMS = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TranscriptLine:
+    """One line of the conversation, from the agent's ``voice.reply`` messages."""
+
+    role: str  # "agent" or "visitor"
+    text: str
+
+
+AudioSink = Callable[[str, npt.NDArray[np.int16]], None]
+
+
+class AgentRoom:
+    """The session's room: connect, publish the mic, follow the agent, play its tracks, exchange text."""
+
+    def __init__(
+        self,
+        *,
+        on_event: Callable[[Event], None],
+        on_audio: AudioSink,
+        on_transcript: Callable[[TranscriptLine], None],
+    ) -> None:
+        self._on_event = on_event
+        self._on_audio = on_audio
+        self._on_transcript = on_transcript
+        self.room = rtc.Room()
+        self._source = rtc.AudioSource(RATE, 1, queue_size_ms=200)
+        self._mic_sid = ""
+        self._agent: rtc.RemoteParticipant | None = None
+        self._agent_present = asyncio.Event()
+        self._pending_echoes: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.last_agent_audio = 0.0
+        self.frames_sent = 0
+        self.room.on("participant_connected", self._participant_connected)
+        self.room.on("participant_disconnected", self._participant_disconnected)
+        self.room.on("participant_attributes_changed", self._attributes_changed)
+        self.room.on("track_subscribed", self._track_subscribed)
+        self.room.on("data_received", self._data_received)
+        self.room.on("disconnected", self._disconnected)
+
+    @property
+    def agent_identity(self) -> str | None:
+        """The agent participant's identity, once it is in the room."""
+        return self._agent.identity if self._agent is not None else None
+
+    async def connect(self, url: str, token: str, *, budget_s: float) -> None:
+        """Join the room and publish the microphone track; raises ``rtc.ConnectError`` or ``TimeoutError``."""
+        options = rtc.RoomOptions(auto_subscribe=True, connect_timeout=budget_s)
+        async with asyncio.timeout(budget_s):
+            await self.room.connect(url, token, options)
+            track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
+            publish = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, preconnect_buffer=True)
+            publication = await self.room.local_participant.publish_track(track, publish)
+        self._mic_sid = publication.sid
+        for participant in self.room.remote_participants.values():
+            self._participant_connected(participant)
+
+    async def wait_for_agent(self, within_s: float) -> bool:
+        """Wait until the agent is in the room; False when it did not come in time."""
+        try:
+            await asyncio.wait_for(self._agent_present.wait(), within_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def send_mic(self, samples: npt.NDArray[np.int16]) -> None:
+        """Publish one 10 ms frame of processed microphone audio (48 kHz mono int16)."""
+        frame = rtc.AudioFrame(samples.tobytes(), RATE, 1, len(samples))
+        await self._source.capture_frame(frame)
+        self.frames_sent += 1
+
+    async def send_preconnect(self, pcm: bytes) -> None:
+        """Send the audio recorded before the room was live to the agent as a pre-connect buffer."""
+        if not pcm or self._agent is None:
+            return
+        attributes = {"sampleRate": str(RATE), "channels": "1", "trackId": self._mic_sid}
+        writer = await self.room.local_participant.stream_bytes(
+            "preconnect",
+            total_size=len(pcm),
+            mime_type="application/octet-stream",
+            attributes=attributes,
+            destination_identities=[self._agent.identity],
+            topic=PRECONNECT_TOPIC,
+        )
+        chunk = 15 * 1024
+        for start in range(0, len(pcm), chunk):
+            await writer.write(pcm[start : start + chunk])
+        await writer.aclose()
+        log.info("sent %.2f s of first words to the agent", len(pcm) / 2 / RATE)
+
+    async def say(self, text: str) -> None:
+        """Send a typed message to the agent on ``voice.user_text``; its echo is not shown twice."""
+        self._pending_echoes.append(text)
+        payload = json.dumps({"type": "user_text", "text": text}).encode()
+        await self.room.local_participant.publish_data(payload, reliable=True, topic=USER_TEXT_TOPIC)
+
+    async def close(self) -> None:
+        """Leave the room and stop the audio pumps."""
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)
+        try:
+            await asyncio.wait_for(self.room.disconnect(), timeout=3)
+            await self._source.aclose()
+        except Exception:  # leaving a room that is already gone is fine, but say so
+            log.debug("room teardown was not clean", exc_info=True)
+
+    # ---- SDK callbacks (on the event loop) ------------------------------------------------------------------------
+
+    def _participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT or self._agent is not None:
+            return
+        self._agent = participant
+        self._agent_present.set()
+        log.info("agent %s joined", participant.identity)
+        self._on_event(AgentJoined())
+        state = participant.attributes.get(AGENT_STATE_ATTRIBUTE)
+        if state:
+            self._on_event(AgentStateChanged(AgentState.parse(state)))
+
+    def _participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
+        if self._agent is not None and participant.identity == self._agent.identity and not self._closing:
+            log.info("agent %s left", participant.identity)
+            self._on_event(AgentLeft())
+
+    def _attributes_changed(self, changed: dict[str, str], participant: rtc.Participant) -> None:
+        if self._agent is None or participant.identity != self._agent.identity:
+            return
+        if AGENT_STATE_ATTRIBUTE in changed:
+            self._on_event(AgentStateChanged(AgentState.parse(changed[AGENT_STATE_ATTRIBUTE])))
+
+    def _track_subscribed(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        if track.kind != rtc.TrackKind.KIND_AUDIO:
+            return
+        name = "background" if publication.name == BACKGROUND_TRACK else "agent"
+        stream = rtc.AudioStream(track, sample_rate=RATE, num_channels=1, frame_size_ms=10)
+        task = asyncio.get_running_loop().create_task(self._pump(name, stream))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        log.debug("playing %s track %s of %s", name, publication.sid, participant.identity)
+
+    async def _pump(self, name: str, stream: rtc.AudioStream) -> None:
+        try:
+            async for event in stream:
+                samples = np.frombuffer(event.frame.data, dtype=np.int16)
+                if name == "agent" and float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) > AUDIBLE_RMS:
+                    self.last_agent_audio = time.monotonic()
+                self._on_audio(name, samples)
+        finally:
+            await stream.aclose()
+
+    def _data_received(self, packet: rtc.DataPacket) -> None:
+        if packet.topic != REPLY_TOPIC:
+            return
+        try:
+            message = json.loads(packet.data)
+            text = str(message.get("text") or message.get("message") or "").strip()
+        except (ValueError, AttributeError):
+            log.debug("ignoring a voice.reply packet that is not JSON")
+            return
+        if not text:
+            return
+        if message.get("type") == "user_text":
+            if text in self._pending_echoes:
+                self._pending_echoes.remove(text)
+                return
+            self._on_transcript(TranscriptLine("visitor", text))
+        else:
+            self._on_transcript(TranscriptLine("agent", text))
+
+    def _disconnected(self, reason: int) -> None:
+        if not self._closing:
+            log.warning("room disconnected (reason %s)", reason)
+            self._on_event(Disconnected())
