@@ -1,0 +1,107 @@
+"""Microphone capture: the PortAudio callback hands blocks to the loop, the loop makes 48 kHz 10 ms frames."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from kiosk.audio.devices import StreamParams
+from kiosk.audio.frames import FRAME_SAMPLES, SAMPLE_RATE, Framer, Pcm, Resampler
+from kiosk.audio.streams import AudioStream, Block, StreamFactory, post
+
+log = logging.getLogger(__name__)
+
+#: ``sink(pcm, t)``: a raw (unprocessed) 48 kHz mono 10 ms frame and the time its last sample arrived.
+FrameSink = Callable[[Pcm, float], None]
+
+
+class Capture:
+    """One input stream kept open; counts overflows and blocks dropped because the loop fell behind."""
+
+    def __init__(
+        self,
+        *,
+        factory: StreamFactory,
+        loop: asyncio.AbstractEventLoop,
+        params: StreamParams,
+        channel: int,
+        sink: FrameSink,
+        on_finished: Callable[[], None],
+        clock: Callable[[], float],
+        max_pending_s: float,
+    ) -> None:
+        self.params = params
+        self._loop = loop
+        self._channel = channel
+        self._sink = sink
+        self._clock = clock
+        self._blocksize = params.samplerate // 100
+        capacity = max(2, int(max_pending_s * params.samplerate / self._blocksize))
+        self._queue: asyncio.Queue[tuple[Pcm, float]] = asyncio.Queue(maxsize=capacity)
+        self._resampler = Resampler(params.samplerate, SAMPLE_RATE)
+        self._framer = Framer()
+        self.overflows = 0
+        self.dropped_blocks = 0
+        self.blocks = 0
+        self.last_block_t: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stream: AudioStream = factory.open(
+            kind="input",
+            device=params.device.index,
+            samplerate=params.samplerate,
+            channels=params.channels,
+            blocksize=self._blocksize,
+            callback=self._callback,
+            on_finished=lambda: post(loop, on_finished),
+        )
+
+    @property
+    def latency(self) -> float:
+        """PortAudio's reported input latency in seconds."""
+        return self._stream.latency
+
+    def start(self) -> None:
+        """Start the stream and the loop-side frame maker."""
+        self._task = self._loop.create_task(self._run(), name="audio-capture")
+        self._stream.start()
+
+    def close(self) -> None:
+        """Close the stream (callbacks stop) and the frame maker."""
+        try:
+            self._stream.close()
+        finally:
+            if self._task is not None:
+                self._task.cancel()
+
+    def _callback(self, data: Block, overflow: bool) -> None:
+        # PortAudio thread: copy the chosen channel and hand it over; nothing here may block.
+        block = data[:, self._channel].copy()
+        post(self._loop, self._arrive, block, overflow, self._clock())
+
+    def _arrive(self, block: Pcm, overflow: bool, t: float) -> None:
+        self.blocks += 1
+        self.last_block_t = t
+        if overflow:
+            self.overflows += 1
+        try:
+            self._queue.put_nowait((block, t))
+        except asyncio.QueueFull:
+            self.dropped_blocks += 1
+
+    async def _run(self) -> None:
+        while True:
+            block, t = await self._queue.get()
+            frames = self._framer.push(self._resampler.push(block))
+            # The last sample of the block arrived at t; earlier frames are older by what follows them.
+            held = self._framer.pending
+            for i, pcm in enumerate(frames):
+                after = (len(frames) - 1 - i) * FRAME_SAMPLES + held
+                self._sink(pcm, t - after / SAMPLE_RATE)
+
+
+def silence(samples: int = FRAME_SAMPLES) -> Pcm:
+    """A block of digital silence."""
+    return np.zeros(samples, dtype=np.int16)

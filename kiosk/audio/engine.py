@@ -1,0 +1,318 @@
+"""The audio engine the daemon wires: capture, processing, voice activity, pre-roll, mixer and chimes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from kiosk.audio import chimes
+from kiosk.audio.capture import Capture
+from kiosk.audio.devices import resolve, stream_params
+from kiosk.audio.frames import MicFrame, Pcm
+from kiosk.audio.health import AudioHealth, AudioHealthEvent, DeviceHealth
+from kiosk.audio.mixer import Mixer, MixerInput
+from kiosk.audio.playback import Playback
+from kiosk.audio.preroll import PreRoll, SessionCapture
+from kiosk.audio.processing import Processor
+from kiosk.audio.recovery import Direction
+from kiosk.audio.streams import StreamFactory
+from kiosk.audio.supervisor import Supervisor
+from kiosk.audio.vad import VadEvent, VoiceActivity
+from kiosk.config import AudioConfig, TriggerConfig
+from kiosk.errors import AudioDeviceError
+
+log = logging.getLogger(__name__)
+
+#: Mixer input names the daemon feeds.
+AGENT = "agent"
+BACKGROUND = "background_audio"
+CHIMES = "chimes"
+#: Wake stays gated this long after the kiosk's own output was last audible (room echo tail).
+WAKE_GATE_TAIL_S = 0.5
+
+T = TypeVar("T")
+
+
+def _subscribe(subscribers: list[T], callback: T) -> Callable[[], None]:
+    subscribers.append(callback)
+    return lambda: subscribers.remove(callback) if callback in subscribers else None
+
+
+class AudioEngine:
+    """Mic in, speaker out, and everything between; see the package docstring for the API."""
+
+    def __init__(
+        self,
+        *,
+        audio: AudioConfig,
+        trigger: TriggerConfig | None = None,
+        stream_factory: StreamFactory | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+        max_pending_s: float = 0.5,
+    ) -> None:
+        trigger = trigger or TriggerConfig()
+        self.config = audio
+        self._factory = stream_factory
+        self._loop = loop
+        self._clock = clock
+        self._rng = rng
+        self._max_pending_s = max_pending_s
+        self.processor = Processor(audio)
+        self.vad = VoiceActivity(
+            aggressiveness=trigger.vad_aggressiveness,
+            onset_ms=audio.speech_onset_ms,
+            offset_ms=audio.speech_offset_ms,
+            wake_ms=trigger.wake_min_speech_ms,
+        )
+        self.mixer = Mixer(volume=audio.output_volume)
+        self.mixer.add_input(AGENT)
+        self.mixer.add_input(BACKGROUND)
+        self.mixer.add_input(CHIMES, gain=audio.chime_volume, prime_ms=0, streaming=False)
+        self._preroll = PreRoll(audio.pre_roll_ms)
+        self._sessions: list[SessionCapture] = []
+        self._frame_subscribers: list[Callable[[MicFrame], None]] = []
+        self._vad_subscribers: list[Callable[[VadEvent], None]] = []
+        self._health_subscribers: list[Callable[[AudioHealthEvent], None]] = []
+        self.input = Direction("input")
+        self.output = Direction("output")
+        self._supervisor: Supervisor | None = None
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open both devices (``AudioDeviceError`` if either is wrong) and start supervising them."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        if self._factory is None:
+            from kiosk.audio.streams import SoundDeviceFactory
+
+            self._factory = SoundDeviceFactory()
+        try:
+            self.open_direction(self.input)
+            self.open_direction(self.output)
+        except AudioDeviceError:
+            self._close_streams()
+            raise
+        self._supervisor = Supervisor(engine=self, clock=self._clock, rng=self._rng)
+        self._supervisor.start(self._loop)
+        self._started = True
+
+    async def close(self) -> None:
+        """Stop supervising, close both streams and end any session capture."""
+        if self._supervisor is not None:
+            await self._supervisor.stop()
+        for session in list(self._sessions):
+            session.close()
+        self._close_streams()
+        self._started = False
+
+    def _close_streams(self) -> None:
+        for direction in (self.input, self.output):
+            self.close_direction(direction, None)
+
+    # -- devices (called by the supervisor too) ----------------------------------------------------------
+
+    def open_direction(self, direction: Direction) -> None:
+        """Resolve and open one direction's device; raise ``AudioDeviceError`` when it cannot be opened."""
+        assert self._factory is not None and self._loop is not None
+        factory, loop = self._factory, self._loop
+        ref = self.config.input_device if direction.name == "input" else self.config.output_device
+        defaults = factory.default_devices()
+        default = defaults[0] if direction.name == "input" else defaults[1]
+        device = resolve(ref, direction.name, factory.devices(), default)
+        params = stream_params(device, direction.name, input_channel=self.config.input_channel)
+
+        def finished() -> None:
+            if direction.stream is stream:
+                direction.failed = "the stream stopped"
+
+        stream: Capture | Playback
+        if direction.name == "input":
+            stream = Capture(
+                factory=factory,
+                loop=loop,
+                params=params,
+                channel=self.config.input_channel,
+                sink=self._on_mic_frame,
+                on_finished=finished,
+                clock=self._clock,
+                max_pending_s=self._max_pending_s,
+            )
+        else:
+            stream = Playback(
+                factory=factory,
+                loop=loop,
+                params=params,
+                mixer=self.mixer,
+                reverse=self.processor.reverse,
+                on_audible=self._on_audible,
+                on_finished=finished,
+                clock=self._clock,
+            )
+        try:
+            stream.start()
+        except Exception as exc:
+            stream.close()
+            raise AudioDeviceError(f"cannot start {direction.name} device {device.name!r}: {exc}") from exc
+        direction.stream = stream
+        direction.failed = None
+        direction.opened_t = self._clock()
+        direction.device = device.name
+        direction.samplerate = params.samplerate
+        direction.channels = params.channels
+        direction.latency_s = stream.latency
+        log.info(
+            "audio %s: %r at %d Hz, %d channel(s), latency %.1f ms",
+            direction.name,
+            device.name,
+            params.samplerate,
+            params.channels,
+            stream.latency * 1000,
+        )
+        if self.input.latency_s is not None and self.output.latency_s is not None:
+            self.processor.set_latencies(self.input.latency_s, self.output.latency_s)
+
+    def close_direction(self, direction: Direction, error: str | None) -> None:
+        """Close one direction's stream, keeping its counters."""
+        stream = direction.stream
+        if stream is None:
+            return
+        direction.stream = None
+        if isinstance(stream, Capture):
+            direction.add_counters(
+                {"overflows": stream.overflows, "dropped": stream.dropped_blocks, "blocks": stream.blocks}
+            )
+        elif isinstance(stream, Playback):
+            direction.add_counters(
+                {
+                    "underruns": stream.underruns,
+                    "underflows": stream.underflows,
+                    "blocks": stream.blocks,
+                    "reverse_dropped": stream.reverse_dropped,
+                }
+            )
+        try:
+            stream.close()
+        except (OSError, RuntimeError) as exc:
+            # A vanished device may refuse to close cleanly; it is gone either way.
+            log.warning("closing the %s stream failed: %s", direction.name, exc)
+        if error is not None:
+            direction.last_error = error
+
+    def report(self, event: AudioHealthEvent) -> None:
+        """Tell health subscribers about a device failure or recovery."""
+        self._emit(self._health_subscribers, event)
+
+    @property
+    def factory(self) -> StreamFactory:
+        """The stream factory in use (after :meth:`start`)."""
+        assert self._factory is not None
+        return self._factory
+
+    # -- the mic path ----------------------------------------------------------------------------------
+
+    def _on_mic_frame(self, pcm: Pcm, t: float) -> None:
+        frame = MicFrame(t=t, pcm=self.processor.process(pcm))
+        self._preroll.push(frame)
+        for session in self._sessions:
+            session.feed(frame)
+        self._emit(self._frame_subscribers, frame)
+        for event in self.vad.push(frame.pcm, t):
+            self._emit(self._vad_subscribers, event)
+
+    def _on_audible(self) -> None:
+        self.vad.gate_wake(self._clock() + WAKE_GATE_TAIL_S + self.processor.delay_ms / 1000)
+
+    def _emit(self, subscribers: list[Callable[[T], None]], item: T) -> None:
+        for callback in list(subscribers):
+            try:
+                callback(item)
+            except Exception:
+                log.exception("an audio subscriber failed on %r", type(item).__name__)
+
+    # -- the daemon's API --------------------------------------------------------------------------------
+
+    def subscribe_frames(self, callback: Callable[[MicFrame], None]) -> Callable[[], None]:
+        """Call ``callback`` on the loop with every processed mic frame; returns the unsubscribe function."""
+        return _subscribe(self._frame_subscribers, callback)
+
+    def subscribe_vad(self, callback: Callable[[VadEvent], None]) -> Callable[[], None]:
+        """Call ``callback`` with every onset, offset and wake event; returns the unsubscribe function."""
+        return _subscribe(self._vad_subscribers, callback)
+
+    def subscribe_health(self, callback: Callable[[AudioHealthEvent], None]) -> Callable[[], None]:
+        """Call ``callback`` when a device fails or comes back; returns the unsubscribe function."""
+        return _subscribe(self._health_subscribers, callback)
+
+    @property
+    def last_speech_t(self) -> float | None:
+        """Monotonic time of the last speech frame inside a speech segment."""
+        return self.vad.last_speech_t
+
+    def start_capture(self, since: float | None = None) -> SessionCapture:
+        """Keep all mic audio from ``since`` (a press time, or a wake event's ``speech_start``) for a session."""
+        start = self._clock() if since is None else since
+        session = SessionCapture(
+            start=start,
+            backlog=self._preroll.since(start),
+            max_s=self.config.max_preconnect_s,
+            on_close=self._sessions.remove,
+        )
+        self._sessions.append(session)
+        return session
+
+    def mixer_input(self, name: str) -> MixerInput:
+        """The mixer input ``name`` (``AGENT``, ``BACKGROUND``, ``CHIMES`` or a new streaming one)."""
+        return self.mixer.add_input(name)
+
+    def play_chime(self, kind: chimes.Chime | str) -> bool:
+        """Play a chime unless chimes are off; returns whether it was queued."""
+        if not self.config.chimes:
+            return False
+        chime_input = self.mixer.inputs[CHIMES]
+        chime_input.clear()
+        chime_input.push(chimes.render(chimes.Chime(kind), level=0.9))
+        self.vad.gate_wake(self._clock() + chimes.duration_s(chimes.Chime(kind)) + WAKE_GATE_TAIL_S)
+        return True
+
+    def health(self) -> AudioHealth:
+        """A snapshot of devices and counters."""
+        cap = self.input.stream if isinstance(self.input.stream, Capture) else None
+        play = self.output.stream if isinstance(self.output.stream, Playback) else None
+        ins, outs = self.input.counters, self.output.counters
+        return AudioHealth(
+            input=self._device_health(self.input, ins.get("blocks", 0) + (cap.blocks if cap else 0)),
+            output=self._device_health(self.output, outs.get("blocks", 0) + (play.blocks if play else 0)),
+            input_overflows=ins.get("overflows", 0) + (cap.overflows if cap else 0),
+            input_dropped_blocks=ins.get("dropped", 0) + (cap.dropped_blocks if cap else 0),
+            output_underruns=outs.get("underruns", 0) + (play.underruns if play else 0),
+            output_underflows=outs.get("underflows", 0) + (play.underflows if play else 0),
+            reverse_dropped_blocks=outs.get("reverse_dropped", 0) + (play.reverse_dropped if play else 0),
+            processing_errors=self.processor.errors,
+            stream_delay_ms=self.processor.delay_ms,
+            speaking=self.vad.speaking,
+            noise_floor_dbfs=self.vad.noise_floor_dbfs,
+            mixer_underruns={name: src.underruns for name, src in self.mixer.inputs.items()},
+        )
+
+    @staticmethod
+    def _device_health(direction: Direction, blocks: int) -> DeviceHealth:
+        return DeviceHealth(
+            direction=direction.name,
+            device=direction.device,
+            ok=direction.stream is not None,
+            samplerate=direction.samplerate,
+            channels=direction.channels,
+            latency_s=direction.latency_s,
+            blocks=blocks,
+            failures=direction.failures,
+            reopens=direction.reopens,
+            last_error=direction.last_error,
+        )

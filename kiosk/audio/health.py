@@ -1,0 +1,56 @@
+"""What the engine reports about itself: a health snapshot with counters, and device events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kiosk.reasons import FailureReason
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHealth:
+    """One direction (input or output): which device, whether it runs, and how often it failed."""
+
+    direction: str
+    device: str | None
+    ok: bool
+    samplerate: int | None
+    channels: int | None
+    latency_s: float | None
+    blocks: int
+    failures: int
+    reopens: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AudioHealth:
+    """A snapshot of the whole audio engine for ``kiosk status`` and metrics."""
+
+    input: DeviceHealth
+    output: DeviceHealth
+    input_overflows: int
+    input_dropped_blocks: int
+    output_underruns: int
+    output_underflows: int
+    reverse_dropped_blocks: int
+    processing_errors: int
+    stream_delay_ms: int
+    speaking: bool
+    noise_floor_dbfs: float
+    mixer_underruns: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when both directions run."""
+        return self.input.ok and self.output.ok
+
+
+@dataclass(frozen=True, slots=True)
+class AudioHealthEvent:
+    """A device failed (``ok`` False, with ``reason``) or came back (``ok`` True)."""
+
+    direction: str
+    ok: bool
+    message: str
+    reason: FailureReason | None = None

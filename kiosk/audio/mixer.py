@@ -1,0 +1,122 @@
+"""A real-time mixer of named 48 kHz mono inputs, pulled one 10 ms frame at a time on the event loop.
+
+``rtc.AudioMixer`` waits on async streams with timeouts and emits 100 ms blocks; the speaker needs a frame
+on demand, so this mixer is pull-based: inputs are pushed as frames arrive, the playback pulls.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import numpy.typing as npt
+from livekit import rtc
+
+from kiosk.audio.frames import FRAME_SAMPLES, SAMPLE_RATE, Pcm, as_mono
+
+#: Most audio an input may hold before its oldest samples are dropped.
+MAX_BUFFER_S = 10.0
+
+
+class MixerInput:
+    """One named source: push frames in, the mixer takes them out at the speaker's pace."""
+
+    def __init__(self, name: str, *, gain: float, prime_ms: int, streaming: bool) -> None:
+        self.name = name
+        self.gain = gain
+        self.streaming = streaming
+        self._prime = prime_ms * SAMPLE_RATE // 1000
+        self._chunks: deque[Pcm] = deque()
+        self._queued = 0
+        self._playing = False
+        self.underruns = 0
+        self.overflow_samples = 0
+
+    @property
+    def queued_samples(self) -> int:
+        """Samples waiting to be played."""
+        return self._queued
+
+    @property
+    def active(self) -> bool:
+        """True while the input is playing or has audio waiting."""
+        return self._playing or self._queued > 0
+
+    def push(self, frame: rtc.AudioFrame | npt.NDArray[np.generic]) -> None:
+        """Queue 48 kHz mono audio (an ``rtc.AudioFrame`` or a numpy array)."""
+        pcm = as_mono(frame)
+        if len(pcm) == 0:
+            return
+        self._chunks.append(pcm)
+        self._queued += len(pcm)
+        limit = int(MAX_BUFFER_S * SAMPLE_RATE)
+        while self._queued - len(self._chunks[0]) >= limit:
+            dropped = self._chunks.popleft()
+            self._queued -= len(dropped)
+            self.overflow_samples += len(dropped)
+
+    def clear(self) -> None:
+        """Drop everything queued (the agent was interrupted, a chime cut short)."""
+        self._chunks.clear()
+        self._queued = 0
+        self._playing = False
+
+    def take(self, n: int) -> Pcm | None:
+        """Up to ``n`` samples, zero-padded; None while silent or priming. Counts streaming underruns."""
+        if not self._playing:
+            if self._queued == 0 or self._queued < self._prime:
+                return None
+            self._playing = True
+        out = np.zeros(n, dtype=np.int16)
+        filled = 0
+        while filled < n and self._chunks:
+            chunk = self._chunks[0]
+            use = min(n - filled, len(chunk))
+            out[filled : filled + use] = chunk[:use]
+            filled += use
+            if use == len(chunk):
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = chunk[use:]
+        self._queued -= filled
+        if self._queued == 0:
+            self._playing = False
+            if filled < n and self.streaming:
+                self.underruns += 1
+        return out
+
+
+class Mixer:
+    """Sums named inputs with their gains and the master volume into one 10 ms frame."""
+
+    def __init__(self, *, volume: float) -> None:
+        self.volume = volume
+        self._inputs: dict[str, MixerInput] = {}
+
+    def add_input(self, name: str, *, gain: float = 1.0, prime_ms: int = 40, streaming: bool = True) -> MixerInput:
+        """Create (or return the existing) input ``name``."""
+        if name not in self._inputs:
+            self._inputs[name] = MixerInput(name, gain=gain, prime_ms=prime_ms, streaming=streaming)
+        return self._inputs[name]
+
+    def remove_input(self, name: str) -> None:
+        """Forget an input and whatever it still held."""
+        self._inputs.pop(name, None)
+
+    @property
+    def inputs(self) -> dict[str, MixerInput]:
+        """The inputs by name."""
+        return dict(self._inputs)
+
+    def mix(self, n: int = FRAME_SAMPLES) -> tuple[Pcm, bool]:
+        """The next ``n`` samples of the mix, and whether any input contributed."""
+        total: npt.NDArray[np.float32] | None = None
+        for source in self._inputs.values():
+            part = source.take(n)
+            if part is None:
+                continue
+            scaled = part.astype(np.float32) * (source.gain * self.volume)
+            total = scaled if total is None else total + scaled
+        if total is None:
+            return np.zeros(n, dtype=np.int16), False
+        return np.clip(np.round(total), -32768, 32767).astype(np.int16), True

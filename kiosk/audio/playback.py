@@ -1,0 +1,154 @@
+"""Speaker output: the loop keeps a short queue of mixed audio, the PortAudio callback plays it.
+
+The callback reports each block it actually played (silence included) back to the loop, which feeds exactly
+that to the echo canceller's reverse stream and tops the queue up again. The queue is a ``deque`` the loop only
+appends to and the callback only pops from, so no lock is shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from kiosk.audio.devices import StreamParams
+from kiosk.audio.frames import FRAME_SAMPLES, SAMPLE_RATE, Framer, Pcm, Resampler
+from kiosk.audio.mixer import Mixer
+from kiosk.audio.streams import AudioStream, Block, StreamFactory, post
+
+log = logging.getLogger(__name__)
+
+#: Mixed audio kept queued ahead of the callback.
+AHEAD_MS = 40
+#: Played blocks waiting for the reverse stream before the oldest are dropped.
+MAX_REVERSE_BLOCKS = 100
+
+
+class Playback:
+    """One output stream fed from the mixer; counts underruns (the callback found nothing queued)."""
+
+    def __init__(
+        self,
+        *,
+        factory: StreamFactory,
+        loop: asyncio.AbstractEventLoop,
+        params: StreamParams,
+        mixer: Mixer,
+        reverse: Callable[[Pcm], None],
+        on_audible: Callable[[], None],
+        on_finished: Callable[[], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.params = params
+        self._loop = loop
+        self._mixer = mixer
+        self._reverse = reverse
+        self._on_audible = on_audible
+        self._clock = clock
+        rate = params.samplerate
+        self._blocksize = rate // 100
+        self._ahead = AHEAD_MS * rate // 1000
+        self._to_device = Resampler(SAMPLE_RATE, rate)
+        self._from_device = Resampler(rate, SAMPLE_RATE)
+        self._framer = Framer()
+        self._queue: deque[Pcm] = deque()
+        self._carry: Pcm = np.zeros(0, dtype=np.int16)
+        self._played_blocks: deque[Pcm] = deque(maxlen=MAX_REVERSE_BLOCKS)
+        self._wake = asyncio.Event()
+        # Written by one side only: queued = appended - consumed.
+        self._appended = 0
+        self._consumed = 0
+        self.underruns = 0
+        self.underflows = 0
+        self.blocks = 0
+        self.reverse_dropped = 0
+        self.last_block_t: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stream: AudioStream = factory.open(
+            kind="output",
+            device=params.device.index,
+            samplerate=rate,
+            channels=params.channels,
+            blocksize=self._blocksize,
+            callback=self._callback,
+            on_finished=lambda: post(loop, on_finished),
+        )
+
+    @property
+    def latency(self) -> float:
+        """PortAudio's reported output latency in seconds."""
+        return self._stream.latency
+
+    def start(self) -> None:
+        """Queue the first audio, then start the stream and the reverse-stream feeder."""
+        self._top_up()
+        self._task = self._loop.create_task(self._feed_reverse(), name="audio-reverse")
+        self._stream.start()
+
+    def close(self) -> None:
+        """Close the stream and stop feeding."""
+        try:
+            self._stream.close()
+        finally:
+            if self._task is not None:
+                self._task.cancel()
+
+    def _callback(self, out: Block, underflow: bool) -> None:
+        # PortAudio thread: copy out what the loop queued, pad with silence, report what was played.
+        n = out.shape[0]
+        mono = np.zeros(n, dtype=np.int16)
+        filled = 0
+        chunk = self._carry
+        while filled < n:
+            if len(chunk) == 0:
+                try:
+                    chunk = self._queue.popleft()
+                except IndexError:
+                    break
+            use = min(n - filled, len(chunk))
+            mono[filled : filled + use] = chunk[:use]
+            chunk = chunk[use:]
+            filled += use
+        self._carry = chunk
+        self._consumed += filled
+        if filled < n:
+            self.underruns += 1
+        out[:] = mono[:, None]
+        post(self._loop, self._played, mono, underflow, self._clock())
+
+    def _played(self, block: Pcm, underflow: bool, t: float) -> None:
+        self.blocks += 1
+        self.last_block_t = t
+        if underflow:
+            self.underflows += 1
+        if len(self._played_blocks) == self._played_blocks.maxlen:
+            self.reverse_dropped += 1
+        self._played_blocks.append(block)
+        self._wake.set()
+        self._top_up()
+
+    def _top_up(self) -> None:
+        while self._appended - self._consumed < self._ahead:
+            pcm, audible = self._mixer.mix(FRAME_SAMPLES)
+            if audible:
+                self._on_audible()
+            device = self._to_device.push(pcm)
+            if len(device) == 0:
+                # The resampler is still filling: keep the device fed with silence meanwhile.
+                device = np.zeros(self._blocksize, dtype=np.int16)
+            self._queue.append(device)
+            self._appended += len(device)
+
+    async def _feed_reverse(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._played_blocks:
+                block = self._played_blocks.popleft()
+                for frame in self._framer.push(self._from_device.push(block)):
+                    self._reverse(frame)
+                # Long backlogs (a device running faster than real time) must not starve the loop.
+                await asyncio.sleep(0)

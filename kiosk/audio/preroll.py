@@ -1,0 +1,126 @@
+"""First words kept: a ring of recent mic audio, and a session capture that holds audio until the room is live."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from kiosk.audio.frames import FRAME_MS, SAMPLE_RATE, MicFrame
+
+log = logging.getLogger(__name__)
+
+#: Live frames waiting for the consumer before the oldest is dropped (2 s).
+LIVE_QUEUE_FRAMES = 200
+
+
+@dataclass(frozen=True, slots=True)
+class PreConnectAudio:
+    """Audio captured before the room was live: int16 48 kHz mono little-endian bytes."""
+
+    pcm: bytes
+    duration_s: float
+    sample_rate: int = SAMPLE_RATE
+    num_channels: int = 1
+    dropped_s: float = 0.0
+
+
+class PreRoll:
+    """The last ``pre_roll_ms`` of processed mic frames."""
+
+    def __init__(self, pre_roll_ms: int) -> None:
+        self._ring: deque[MicFrame] = deque(maxlen=max(1, pre_roll_ms // FRAME_MS))
+        self._enabled = pre_roll_ms > 0
+
+    def push(self, frame: MicFrame) -> None:
+        """Remember a frame (the oldest falls out)."""
+        if self._enabled:
+            self._ring.append(frame)
+
+    def since(self, start: float) -> list[MicFrame]:
+        """Frames whose audio ends after ``start``, oldest first."""
+        return [f for f in self._ring if f.t > start]
+
+
+class SessionCapture:
+    """All mic audio of one session from its start: held until :meth:`take_preconnect`, then streamed.
+
+    Iterate it (``async for frame in capture``) after taking the pre-connect audio to receive every later
+    frame, with no gap and no duplicate. :meth:`close` ends the iteration.
+    """
+
+    def __init__(
+        self, *, start: float, backlog: list[MicFrame], max_s: float, on_close: Callable[[SessionCapture], None]
+    ) -> None:
+        self.start = start
+        self._held: deque[MicFrame] = deque(backlog, maxlen=max(1, int(max_s * 1000) // FRAME_MS))
+        self._max_frames = self._held.maxlen or 1
+        self._dropped = max(0, len(backlog) - self._max_frames)
+        self._live: asyncio.Queue[MicFrame | None] | None = None
+        self._on_close = on_close
+        self.live_dropped = 0
+        self.closed = False
+
+    @property
+    def held_s(self) -> float:
+        """Seconds of audio held for the agent so far."""
+        return len(self._held) * FRAME_MS / 1000
+
+    def feed(self, frame: MicFrame) -> None:
+        """Engine side: add the next processed frame."""
+        if self.closed:
+            return
+        if self._live is None:
+            if len(self._held) == self._max_frames:
+                self._dropped += 1
+            self._held.append(frame)
+            return
+        if self._live.full():
+            # The consumer is behind: the oldest audio is the least useful to a live conversation.
+            self._live.get_nowait()
+            self.live_dropped += 1
+        self._live.put_nowait(frame)
+
+    def take_preconnect(self) -> PreConnectAudio:
+        """Return everything held since the start (once); later frames go to the live iterator."""
+        if self._live is not None:
+            raise RuntimeError("pre-connect audio was already taken")
+        frames = list(self._held)
+        self._held.clear()
+        self._live = asyncio.Queue(maxsize=LIVE_QUEUE_FRAMES)
+        pcm = np.concatenate([f.pcm for f in frames]).tobytes() if frames else b""
+        if self._dropped:
+            log.warning("pre-connect audio exceeded its limit: %d ms dropped", self._dropped * FRAME_MS)
+        return PreConnectAudio(
+            pcm=pcm,
+            duration_s=len(pcm) / 2 / SAMPLE_RATE,
+            dropped_s=self._dropped * FRAME_MS / 1000,
+        )
+
+    def close(self) -> None:
+        """Stop capturing for this session."""
+        if self.closed:
+            return
+        self.closed = True
+        self._held.clear()
+        if self._live is not None:
+            if self._live.full():
+                self._live.get_nowait()
+            self._live.put_nowait(None)
+        self._on_close(self)
+
+    def __aiter__(self) -> AsyncIterator[MicFrame]:
+        return self._frames()
+
+    async def _frames(self) -> AsyncIterator[MicFrame]:
+        if self._live is None:
+            raise RuntimeError("take the pre-connect audio before iterating live frames")
+        while True:
+            frame = await self._live.get()
+            if frame is None:
+                return
+            yield frame

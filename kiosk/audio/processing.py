@@ -1,0 +1,74 @@
+"""WebRTC audio processing (AEC, NS, HPF, AGC) through LiveKit's ``AudioProcessingModule``."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from livekit import rtc
+
+from kiosk.audio.frames import Pcm, to_rtc
+from kiosk.config import AudioConfig
+
+log = logging.getLogger(__name__)
+
+
+class Processor:
+    """Processes 10 ms mic frames against the 10 ms frames the speaker played (the reverse stream)."""
+
+    def __init__(self, config: AudioConfig) -> None:
+        self.echo_cancellation = config.echo_cancellation
+        self.enabled = any(
+            (config.echo_cancellation, config.noise_suppression, config.high_pass_filter, config.auto_gain)
+        )
+        self._apm = (
+            rtc.AudioProcessingModule(
+                echo_cancellation=config.echo_cancellation,
+                noise_suppression=config.noise_suppression,
+                high_pass_filter=config.high_pass_filter,
+                auto_gain_control=config.auto_gain,
+            )
+            if self.enabled
+            else None
+        )
+        self.delay_ms = 0
+        self.errors = 0
+        self._logged_delay: int | None = None
+
+    def set_latencies(self, input_s: float, output_s: float) -> None:
+        """Set the echo path delay from PortAudio's reported input and output latencies."""
+        self.delay_ms = max(0, round((input_s + output_s) * 1000))
+        if self._logged_delay != self.delay_ms:
+            log.info(
+                "echo path delay %d ms (input latency %.1f ms, output latency %.1f ms)",
+                self.delay_ms,
+                input_s * 1000,
+                output_s * 1000,
+            )
+            self._logged_delay = self.delay_ms
+
+    def process(self, pcm: Pcm) -> Pcm:
+        """Return the processed copy of one 10 ms mic frame."""
+        if self._apm is None:
+            return pcm
+        frame = to_rtc(pcm)
+        try:
+            if self.echo_cancellation:
+                # WebRTC wants the delay before every capture frame it processes.
+                self._apm.set_stream_delay_ms(self.delay_ms)
+            self._apm.process_stream(frame)
+        except RuntimeError:
+            self.errors += 1
+            log.warning("audio processing failed on a frame; passing it through", exc_info=True)
+            return pcm
+        return np.frombuffer(frame.data, dtype=np.int16).copy()
+
+    def reverse(self, pcm: Pcm) -> None:
+        """Feed one 10 ms frame exactly as the speaker played it to the echo canceller."""
+        if self._apm is None or not self.echo_cancellation:
+            return
+        try:
+            self._apm.process_reverse_stream(to_rtc(pcm))
+        except RuntimeError:
+            self.errors += 1
+            log.warning("reverse stream processing failed on a frame", exc_info=True)

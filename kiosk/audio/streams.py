@@ -1,0 +1,185 @@
+"""The hardware border: small protocols for audio streams, and their PortAudio implementation.
+
+Callbacks given to a factory run on PortAudio's thread. They receive int16 arrays shaped ``(frames, channels)``
+that are only valid during the call, and a flag for an input overflow or output underflow reported by PortAudio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from kiosk.errors import AudioDeviceError
+
+log = logging.getLogger(__name__)
+
+Block = npt.NDArray[np.int16]
+#: ``callback(data, overflow_or_underflow)``; for output, fill ``data`` in place.
+StreamCallback = Callable[[Block, bool], None]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """One PortAudio device as ``kiosk devices`` shows it."""
+
+    index: int
+    name: str
+    host_api: str
+    max_input_channels: int
+    max_output_channels: int
+    default_samplerate: float
+
+
+class AudioStream(Protocol):
+    """An open PortAudio stream."""
+
+    @property
+    def latency(self) -> float:
+        """The stream's reported latency in seconds."""
+        ...
+
+    def start(self) -> None:
+        """Start calling the callback."""
+        ...
+
+    def close(self) -> None:
+        """Stop and release the stream; safe to call twice."""
+        ...
+
+
+class StreamFactory(Protocol):
+    """Opens streams and lists devices; the engine's only way to reach audio hardware."""
+
+    def devices(self) -> list[DeviceInfo]:
+        """Every device the audio library knows."""
+        ...
+
+    def default_devices(self) -> tuple[int | None, int | None]:
+        """The default (input, output) device indices."""
+        ...
+
+    def open(
+        self,
+        *,
+        kind: str,
+        device: int,
+        samplerate: int,
+        channels: int,
+        blocksize: int,
+        callback: StreamCallback,
+        on_finished: Callable[[], None],
+    ) -> AudioStream:
+        """Open (not start) an ``"input"`` or ``"output"`` int16 stream; raise ``AudioDeviceError`` on failure."""
+        ...
+
+    def rescan(self) -> None:
+        """Refresh the device list (only called while no stream is open)."""
+        ...
+
+
+def post(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: object) -> None:
+    """Hand ``callback(*args)`` to the loop from a PortAudio thread; a closed loop means shutdown, so drop it."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        return
+
+
+class _SdStream:
+    """A sounddevice stream behind the :class:`AudioStream` protocol."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._closed = False
+
+    @property
+    def latency(self) -> float:
+        return float(self._stream.latency)
+
+    def start(self) -> None:
+        self._stream.start()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._stream.abort()
+        finally:
+            self._stream.close()
+
+
+class SoundDeviceFactory:
+    """The real :class:`StreamFactory`: PortAudio through sounddevice (imported on first use)."""
+
+    def __init__(self) -> None:
+        import sounddevice
+
+        self._sd: Any = sounddevice
+
+    def devices(self) -> list[DeviceInfo]:
+        """Every PortAudio device with its host API name."""
+        apis = [str(api["name"]) for api in self._sd.query_hostapis()]
+        return [
+            DeviceInfo(
+                index=i,
+                name=str(d["name"]),
+                host_api=apis[int(d["hostapi"])] if int(d["hostapi"]) < len(apis) else "?",
+                max_input_channels=int(d["max_input_channels"]),
+                max_output_channels=int(d["max_output_channels"]),
+                default_samplerate=float(d["default_samplerate"]),
+            )
+            for i, d in enumerate(self._sd.query_devices())
+        ]
+
+    def default_devices(self) -> tuple[int | None, int | None]:
+        """PortAudio's default input and output indices (None when there is none)."""
+        dev_in, dev_out = (int(x) for x in self._sd.default.device)
+        return (dev_in if dev_in >= 0 else None, dev_out if dev_out >= 0 else None)
+
+    def open(
+        self,
+        *,
+        kind: str,
+        device: int,
+        samplerate: int,
+        channels: int,
+        blocksize: int,
+        callback: StreamCallback,
+        on_finished: Callable[[], None],
+    ) -> AudioStream:
+        """Open a callback stream in int16 with the given native parameters."""
+        sd = self._sd
+
+        flag = "input_overflow" if kind == "input" else "output_underflow"
+
+        def raw(data: Block, frames: int, time: Any, status: Any) -> None:
+            callback(data, bool(getattr(status, flag)))
+
+        cls = sd.InputStream if kind == "input" else sd.OutputStream
+        try:
+            stream = cls(
+                device=device,
+                samplerate=samplerate,
+                channels=channels,
+                dtype="int16",
+                blocksize=blocksize,
+                latency="low",
+                callback=raw,
+                finished_callback=on_finished,
+            )
+        except (sd.PortAudioError, ValueError) as exc:
+            raise AudioDeviceError(f"cannot open {kind} device {device}: {exc}") from exc
+        return _SdStream(stream)
+
+    def rescan(self) -> None:
+        """Re-initialise PortAudio so devices plugged in since start appear."""
+        self._sd._terminate()
+        self._sd._initialize()
+        log.info("rescanned audio devices: %d found", len(self._sd.query_devices()))
