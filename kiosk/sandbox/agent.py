@@ -8,6 +8,7 @@ soft ambience on a ``background_audio`` track while thinking, and takes a pre-co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Coroutine
@@ -59,11 +60,13 @@ class ScriptedAgent:
         self._room = rtc.Room()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._human = asyncio.Event()
+        self._gone = asyncio.Event()
+        self._listening = asyncio.Event()
         self._hearing = Hearing()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._greeting = load_clip("greeting.wav")
         self._reply = load_clip("reply.wav")
-        self._voice = rtc.AudioSource(RATE, 1, queue_size_ms=200)
+        self._voice = rtc.AudioSource(RATE, 1, queue_size_ms=1000)
         self._ambience = rtc.AudioSource(RATE, 1, queue_size_ms=200)
 
     async def run(self) -> None:
@@ -73,7 +76,7 @@ class ScriptedAgent:
         room.on("data_received", self._on_data)
         room.on("track_subscribed", self._on_track)
         room.on("participant_connected", self._on_participant)
-        room.on("disconnected", lambda *_: self._events.put_nowait(None))
+        room.on("disconnected", self._on_disconnected)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await room.connect(self._url, self._token)
@@ -93,6 +96,7 @@ class ScriptedAgent:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._update_record()
             await room.disconnect()
+            await asyncio.gather(self._voice.aclose(), self._ambience.aclose())
             logger.info("agent left room %s", self._record.room)
 
     async def _publish(self, name: str, source: rtc.AudioSource, kind: rtc.TrackSource.ValueType) -> None:
@@ -103,14 +107,18 @@ class ScriptedAgent:
     async def _converse(self) -> None:
         if any(p.kind != _AGENT for p in self._room.remote_participants.values()):
             self._human.set()
-        try:
-            async with asyncio.timeout(self._no_show_s):
-                await self._human.wait()
-        except TimeoutError:
+        waits = [asyncio.create_task(e.wait()) for e in (self._human, self._gone)]
+        await asyncio.wait(waits, timeout=self._no_show_s, return_when=asyncio.FIRST_COMPLETED)
+        for task in waits:
+            task.cancel()
+        if not self._human.is_set() or self._gone.is_set():
             logger.warning("nobody joined room %s; the agent gives up", self._record.room)
             return
-        # give the visitor's subscriber connection a moment so the greeting is heard from its start
-        await asyncio.sleep(0.8)
+        # greet once the visitor's microphone reached us (or soon anyway), so the greeting is heard from its start
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self._listening.wait()
+        await asyncio.sleep(0.4)
         await self._say(self._greeting, GREETING_TEXT)
         self._record.heard.greeted = True
         while (event := await self._events.get()) is not None:
@@ -159,6 +167,10 @@ class ScriptedAgent:
         async with asyncio.timeout(STEP_TIMEOUT_S):
             await self._room.local_participant.publish_data(payload, reliable=True, topic=REPLY_TOPIC)
 
+    def _on_disconnected(self, *_: object) -> None:
+        self._gone.set()
+        self._events.put_nowait(None)
+
     def _on_participant(self, participant: rtc.RemoteParticipant) -> None:
         if participant.kind != _AGENT:
             self._human.set()
@@ -166,6 +178,7 @@ class ScriptedAgent:
     def _on_track(self, track: rtc.Track, _pub: rtc.RemoteTrackPublication, who: rtc.RemoteParticipant) -> None:
         if track.kind == rtc.TrackKind.KIND_AUDIO and who.kind != _AGENT:
             self._human.set()
+            self._listening.set()
             self._spawn(self._listen(track))
 
     async def _listen(self, track: rtc.Track) -> None:

@@ -111,6 +111,7 @@ class Sandbox:
 
     async def stop(self) -> None:
         """Close every room, let the agents leave, and stop serving."""
+        await self.session_manager.end_all("server_shutdown")
         await self.registry.close_all()
         if self._agents:
             _, pending = await asyncio.wait(self._agents, timeout=AGENT_STOP_TIMEOUT_S)

@@ -103,6 +103,11 @@ class SessionManager:
         await self._registry.close_room(room, models.DisconnectReason.ROOM_DELETED)
         return record
 
+    async def end_all(self, reason: str) -> None:
+        """End every open session with ``reason`` (server shutdown)."""
+        open_rooms = [r.room for r in self.records.values() if r.ended_at is None]
+        await asyncio.gather(*(self.end(room, reason) for room in open_rooms))
+
     def participant_joined(self, room: str, is_agent: bool) -> None:
         """Count a human joining ``room``."""
         record = self.records.get(room)

@@ -1,0 +1,124 @@
+"""Whole sessions against the sandbox through the official SDK: greeting, state, replies, turns, pre-connect."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import wave
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import numpy as np
+import pytest
+from livekit import rtc
+
+from kiosk.sandbox.agent_audio import load_clip, resample
+from tests.fixtures.sandbox import RATE, AgentWatch, SandboxHandle, best_match, speak, visitor_speech
+
+GREETING = "Hello, this is the sandbox agent."
+
+
+async def grant(sandbox: SandboxHandle, dialect: str) -> tuple[str, str, str]:
+    """Get (url, token, room) the way a kiosk with ``dialect`` does."""
+    suffix = secrets.token_hex(3)
+    async with asyncio.timeout(5):
+        if dialect == "lyzr":
+            body = {"userIdentity": f"kiosk-{suffix}", "agentId": "sandbox-agent", "agentConfig": {"voice": "x"}}
+            data = (await sandbox.post("/v1/sessions/start", body)).json()
+            return data["livekitUrl"], data["userToken"], data["roomName"]
+        if dialect == "oshara":
+            data = (await sandbox.post("/api/agents/agent-session/", {"agent": "sandbox-agent"})).json()["data"]
+            return data["livekit_url"], data["token"], data["room_name"]
+        if dialect == "livekit":
+            body = {
+                "room_name": f"lk-{suffix}",
+                "participant_identity": f"kiosk-{suffix}",
+                "room_config": {"agents": [{"agent_name": "sandbox-agent"}]},
+            }
+            data = (await sandbox.post("/api/token", body)).json()
+            return data["server_url"], data["participant_token"], f"lk-{suffix}"
+    room = f"self-{suffix}"
+    return sandbox.ws_url, sandbox.mint_token(f"kiosk-{suffix}", room, agent_name="sandbox-agent"), room
+
+
+@asynccontextmanager
+async def joined(url: str, token: str) -> AsyncIterator[tuple[rtc.Room, AgentWatch, rtc.AudioSource]]:
+    """Connect, publish a microphone track, and watch the agent; disconnect afterwards."""
+    room, watch = rtc.Room(), AgentWatch()
+    watch.attach(room)
+    source = rtc.AudioSource(RATE, 1)
+    try:
+        async with asyncio.timeout(10):
+            await room.connect(url, token)
+            track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
+            options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+            await room.local_participant.publish_track(track, options)
+        yield room, watch, source
+    finally:
+        await watch.close()
+        async with asyncio.timeout(5):
+            await room.disconnect()
+
+
+def greeted(watch: AgentWatch) -> bool:
+    """Whether the greeting line came and the agent is listening again."""
+    return {"type": "agent", "text": GREETING} in watch.replies and watch.states[-1:] == ["listening"]
+
+
+@pytest.mark.parametrize("dialect", ["lyzr", "oshara", "livekit", "self"])
+async def test_visitor_session_through_each_dialect(sandbox: SandboxHandle, dialect: str) -> None:
+    """Greeting heard, agent state seen, typed text echoed, session recorded and ended when the visitor leaves."""
+    url, token, room_name = await grant(sandbox, dialect)
+    async with joined(url, token) as (room, watch, _source):
+        await watch.wait_for(greeted, within=15)
+        assert "speaking" in watch.states
+        assert watch.background_seen
+        await asyncio.sleep(0.3)  # the greeting's tail is still in flight
+        heard = watch.audio()
+        assert np.abs(heard).max() > 3000
+        assert best_match(heard, load_clip("greeting.wav")) > 0.85
+        payload = b'{"type": "user_text", "text": "where is the exit?"}'
+        async with asyncio.timeout(5):
+            await room.local_participant.publish_data(payload, reliable=True, topic="voice.user_text")
+        echo = {"type": "user_text", "text": "where is the exit?"}
+        await watch.wait_for(lambda w: echo in w.replies, within=5)
+    record = await sandbox.wait_session(room_name, lambda r: r["ended_at"] is not None)
+    assert record["dialect"] == dialect
+    assert record["end_reason"] == "last_participant_left"
+    assert record["heard"]["greeted"] is True
+    assert record["heard"]["user_texts"] == ["where is the exit?"]
+
+
+async def test_preconnect_buffer_and_spoken_turn_are_recorded(sandbox: SandboxHandle) -> None:
+    """A 48 kHz pre-connect buffer and a live turn both reach the agent and its session record."""
+    url, token, room_name = await grant(sandbox, "lyzr")
+    early = resample(load_clip("reply.wav"), RATE)  # 16 kHz clip ...
+    early_48k = np.repeat(early, 3)  # ... as 48 kHz raw PCM, the way the mobile SDKs send it
+    async with joined(url, token) as (room, watch, source):
+        agent = [p for p in room.remote_participants.values() if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT]
+        mic = next(iter(room.local_participant.track_publications.values()))
+        async with asyncio.timeout(5):
+            await room.local_participant.send_bytes(
+                early_48k.tobytes(),
+                topic="lk.agent.pre-connect-audio-buffer",
+                mime_type="audio/pcm",
+                attributes={"sampleRate": "48000", "channels": "1", "trackId": mic.sid},
+                destination_identities=[p.identity for p in agent],
+            )
+        await watch.wait_for(greeted, within=15)
+        async with asyncio.timeout(10):
+            await speak(source, visitor_speech())
+        await watch.wait_for(lambda w: "Here is what I heard." in [r["text"] for r in w.replies], within=10)
+        turn_lines = [r["text"] for r in watch.replies if r["type"] == "user_text"]
+        assert turn_lines and turn_lines[0].startswith("(spoke for")
+        record = await asyncio.to_thread(sandbox.session, room_name)
+    heard = record["heard"]
+    assert heard["preconnect_sample_rate"] == 48000 and heard["preconnect_channels"] == 1
+    assert heard["preconnect_seconds"] == pytest.approx(len(early) / RATE, abs=0.01)
+    assert heard["preconnect_track_id"] == mic.sid
+    assert heard["turns"] == 1
+    assert 1.5 < heard["speech_seconds"] < 4.0
+    with wave.open(heard["wav_path"]) as wav:
+        seconds = wav.getnframes() / wav.getframerate()
+    assert seconds == pytest.approx(heard["preconnect_seconds"] + heard["speech_seconds"], abs=0.05)
+    assert heard["fingerprint"]
