@@ -1,0 +1,235 @@
+"""``kiosk doctor --broker [--room]``: start a real session with the configured broker, check it, end it.
+
+Each step prints one line with its outcome and time, e.g. ``[ok]   broker start   room kiosk-… at wss://…  123 ms``.
+The session is recorded in ``daemon.state_dir`` like the daemon's and ended at the broker on every path.
+Exit status: 0 when every step passed, 1 on any failure (its named reason is printed), 78 for a config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from kiosk.broker import (
+    Grant,
+    SessionKeeper,
+    SessionLedger,
+    TokenClaims,
+    check_clock,
+    decode_token,
+    make_broker,
+    make_client,
+)
+from kiosk.broker.policy import insecure_url_problem, url_for_log
+from kiosk.config import KioskConfig
+from kiosk.configfile import EX_CONFIG, load_config, resolve_path
+from kiosk.errors import BrokerError, ConfigError, ConnectError, KioskError, SecretError
+from kiosk.reasons import FailureReason
+from kiosk.secret import SecretSource
+
+EXIT_FAILED = 1
+#: How long ``--room`` waits for another participant (the agent) after joining, at most.
+PARTICIPANT_WAIT_S = 5.0
+ROOM_SETTLE_S = 0.2
+
+
+@dataclasses.dataclass
+class Step:
+    """One step's outcome, filled in by the step's body."""
+
+    detail: str = ""
+
+
+class Report:
+    """Prints one line per step and remembers the first failure's reason."""
+
+    def __init__(self) -> None:
+        self.failure: FailureReason | None = None
+
+    def line(self, mark: str, name: str, detail: str, elapsed_ms: float | None) -> None:
+        """Print one step line."""
+        timing = f"  {elapsed_ms:.0f} ms" if elapsed_ms is not None else ""
+        print(f"[{mark}]".ljust(7) + f"{name:<14} {detail}{timing}", flush=True)
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[Step]:
+        """Time the body; print ok, or FAIL with the error's reason (KioskError is not re-raised)."""
+        started = time.monotonic()
+        step = Step()
+        try:
+            yield step
+        except KioskError as exc:
+            self.failure = self.failure or exc.reason
+            self.line("FAIL", name, f"{exc.reason}: {exc}", (time.monotonic() - started) * 1e3)
+            raise _StepFailed from None
+        self.line("ok", name, step.detail, (time.monotonic() - started) * 1e3)
+
+
+class _StepFailed(Exception):
+    """A step failed and was reported; the remaining checks are skipped."""
+
+
+def _check_url(grant: Grant) -> str:
+    """The LiveKit URL must be wss:// (or ws:// on loopback)."""
+    problem = insecure_url_problem(grant.server_url)
+    if problem is not None:
+        raise BrokerError(f"LiveKit URL: {problem}", reason=FailureReason.BROKER_MALFORMED)
+    return url_for_log(grant.server_url)
+
+
+def _check_token(grant: Grant) -> TokenClaims:
+    """The token must decode as a JWT whose video grant joins the granted room."""
+    claims = decode_token(grant.token.get_secret_value(), dialect=grant.dialect)
+    if not claims.room_join or claims.room != grant.room:
+        raise BrokerError(
+            f"the token's video grant is for room {claims.room!r} (roomJoin={claims.room_join}), "
+            f"not for the granted room {grant.room!r}",
+            reason=FailureReason.BROKER_MALFORMED,
+        )
+    return claims
+
+
+def _check_expiry(grant: Grant, claims: TokenClaims) -> str:
+    """The token must be valid now by the local clock."""
+    check_clock(claims)
+    now = dt.datetime.now(dt.UTC)
+    return (
+        f"valid until {claims.expires_at.isoformat(timespec='seconds')} "
+        f"(in {grant.expires_in_s():.0f} s; local clock {now.isoformat(timespec='seconds')})"
+    )
+
+
+async def _join_room(grant: Grant, config: KioskConfig) -> str:
+    """Join the granted room, wait briefly for the agent, leave; describe who was seen."""
+    from livekit import rtc  # imported only for --room: it loads the native SDK
+
+    room = rtc.Room()
+    seen = asyncio.Event()
+    room.on("participant_connected", lambda _participant: seen.set())
+    timeout_s = config.session.connect_timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            await room.connect(grant.server_url, grant.token.get_secret_value(), rtc.RoomOptions(auto_subscribe=False))
+    except TimeoutError:
+        await asyncio.wait_for(room.disconnect(), 5.0)
+        raise ConnectError(
+            f"joining the room took longer than session.connect_timeout_s ({timeout_s} s); WebRTC needs a "
+            "non-loopback network interface",
+            reason=FailureReason.CONNECT_TIMEOUT,
+        ) from None
+    except rtc.ConnectError as exc:
+        raise ConnectError(f"the LiveKit server refused the join: {exc.message}") from None
+    try:
+        if not room.remote_participants:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(seen.wait(), min(PARTICIPANT_WAIT_S, config.session.agent_join_timeout_s))
+        people = [
+            f"{p.identity} ({'agent' if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT else 'participant'})"
+            for p in room.remote_participants.values()
+        ]
+    finally:
+        await asyncio.wait_for(room.disconnect(), 5.0)
+        # Let the native SDK deliver its last events before the interpreter (and the SDK's runtime) shuts down.
+        await asyncio.sleep(ROOM_SETTLE_S)
+    return f"joined {grant.room}; participants seen: {', '.join(people) or 'none'}"
+
+
+def _ledger(config: KioskConfig, report: Report) -> SessionLedger:
+    ledger = SessionLedger(config.daemon.state_dir)
+    try:
+        ledger.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe = ledger.directory / ".doctor-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        fallback = Path(tempfile.mkdtemp(prefix="kiosk-doctor-"))
+        report.line(
+            "warn",
+            "state dir",
+            f"{ledger.directory} is not writable ({exc.strerror}); recording this session in {fallback} instead",
+            None,
+        )
+        return SessionLedger(fallback)
+    return ledger
+
+
+async def _run(config: KioskConfig, *, join: bool, report: Report) -> None:
+    source = SecretSource.from_broker(config.broker)
+    if source is not None:
+        with report.step("api key") as step:
+            status = source.status()
+            if not status.readable:
+                raise SecretError(status.describe())
+            step.detail = status.describe() + (f"; warning: {status.warning}" if status.warning else "")
+    async with make_client(config.broker) as client:
+        broker = make_broker(config, client=client, secret=source)
+        keeper = SessionKeeper(
+            broker=broker,
+            ledger=_ledger(config, report),
+            end_timeout_s=config.broker.timeout_s,
+            end_retry_max_s=config.broker.end_retry_max_s,
+        )
+        with report.step("broker start") as step:
+            started = await keeper.start(deadline=time.monotonic() + config.session.connect_timeout_s)
+            step.detail = f"room {started.grant.room} at {url_for_log(started.grant.server_url)}"
+        try:
+            grant = started.grant
+            with report.step("server url") as step:
+                step.detail = _check_url(grant)
+            with report.step("token") as step:
+                claims = _check_token(grant)
+                step.detail = f"JWT with a video grant to join {claims.room}, identity {claims.identity or '?'}"
+            with report.step("clock") as step:
+                step.detail = _check_expiry(grant, claims)
+            if join:
+                with report.step("room join") as step:
+                    step.detail = await _join_room(started.grant, config)
+        finally:
+            with report.step("broker end") as step:
+                if not await keeper.end(started):
+                    raise BrokerError(
+                        f"the broker did not confirm the end of room {started.grant.room}; its record stays in "
+                        f"{keeper.ledger.directory} and the daemon ends it at its next start",
+                        reason=FailureReason.BROKER_ERROR,
+                    )
+                step.detail = f"ended room {started.grant.room}"
+            await keeper.aclose()
+
+
+def main(argv: list[str]) -> int:
+    """Run ``kiosk doctor``."""
+    parser = argparse.ArgumentParser(prog="kiosk doctor", description=__doc__.splitlines()[0])
+    parser.add_argument("--broker", action="store_true", help="test the broker: start, check and end a session")
+    parser.add_argument("--room", action="store_true", help="also join the granted room (needs --broker)")
+    parser.add_argument("--config", help="config file (default: $KIOSK_CONFIG or /etc/kiosk/kiosk.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each request (never keys or tokens)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    report = Report()
+    path = resolve_path(args.config)
+    started = time.monotonic()
+    try:
+        config = load_config(path)
+        report.line("ok", "config", f"{path} (dialect {config.broker.dialect})", (time.monotonic() - started) * 1e3)
+        asyncio.run(_run(config, join=args.room, report=report))
+    except ConfigError as exc:
+        print(f"kiosk: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except _StepFailed:
+        pass
+    if report.failure is not None:
+        print(f"doctor: FAILED ({report.failure})", flush=True)
+        return EXIT_FAILED
+    print("doctor: all checks passed", flush=True)
+    return 0
