@@ -55,6 +55,7 @@ class AudioEngine:
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
         max_pending_s: float = 0.5,
+        processor: Processor | None = None,
     ) -> None:
         trigger = trigger or TriggerConfig()
         self.config = audio
@@ -63,7 +64,7 @@ class AudioEngine:
         self._clock = clock
         self._rng = rng
         self._max_pending_s = max_pending_s
-        self.processor = Processor(audio)
+        self.processor = processor or Processor(audio)
         self.vad = VoiceActivity(
             aggressiveness=trigger.vad_aggressiveness,
             onset_ms=audio.speech_onset_ms,

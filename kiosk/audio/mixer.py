@@ -79,11 +79,11 @@ class MixerInput:
             else:
                 self._chunks[0] = chunk[use:]
         self._queued -= filled
-        if self._queued == 0:
+        if filled < n:
+            # Ran dry while playing: re-prime before playing again so the gap is not a crackle.
             self._playing = False
-            if filled < n and self.streaming:
-                self.underruns += 1
-        return out
+            self.underruns += self.streaming
+        return out if filled else None
 
 
 class Mixer:
