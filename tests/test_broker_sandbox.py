@@ -150,8 +150,6 @@ CRASHER = textwrap.dedent(
     import asyncio, sys, httpx
     from kiosk.broker import SessionKeeper, SessionLedger, make_broker
     from kiosk.config import KioskConfig
-from kiosk.errors import BrokerError
-from kiosk.reasons import FailureReason
 
     async def main() -> None:
         config = KioskConfig.model_validate_json(sys.argv[1])
