@@ -1,0 +1,83 @@
+"""The audio engine in real time through a headless PulseAudio: speech in, sound out, a device pulled."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from kiosk.audio import AGENT, AudioEngine, AudioHealthEvent, MicFrame, VadEvent, VadEventKind
+from kiosk.config import AudioConfig, TriggerConfig
+from tests.fixtures.audio import AUDIO_DIR, PulseServer, SpeechClip, until
+
+pytestmark = pytest.mark.pulse
+
+PULSE = {"input_device": "kiosk_pulse_mic", "output_device": "kiosk_pulse_spk"}
+
+
+async def test_speech_played_into_the_mic_wakes_the_kiosk(pulse_server: PulseServer, speech: SpeechClip) -> None:
+    """espeak speech played into the mic sink is captured live and gives an onset, then a wake."""
+    engine = AudioEngine(audio=AudioConfig(**PULSE), trigger=TriggerConfig(voice_wake=True))
+    events: list[VadEvent] = []
+    engine.subscribe_vad(events.append)
+    await engine.start()
+    player = pulse_server.play(speech.wav)
+    try:
+        await until(lambda: any(e.kind == VadEventKind.WAKE for e in events), 15)
+    finally:
+        player.terminate()
+        player.wait(timeout=5)
+        await engine.close()
+    kinds = [e.kind for e in events]
+    assert kinds.index(VadEventKind.ONSET) < kinds.index(VadEventKind.WAKE)
+    assert engine.health().input.blocks > 0
+
+
+async def test_what_the_kiosk_plays_reaches_the_speaker_sink(pulse_server: PulseServer) -> None:
+    """A tone fed to the agent input is heard on spk.monitor at its frequency."""
+    engine = AudioEngine(audio=AudioConfig(output_volume=1.0, **PULSE))
+    recording = AUDIO_DIR / "spk_monitor.raw"
+    recorder = pulse_server.record(recording)
+    await engine.start()
+    try:
+        await asyncio.sleep(0.3)
+        t = np.arange(48_000) / 48_000
+        engine.mixer_input(AGENT).push((np.sin(2 * np.pi * 1000 * t) * 12_000).astype(np.int16))
+        await until(lambda: not engine.mixer.inputs[AGENT].active, 10)
+        await asyncio.sleep(0.5)
+    finally:
+        await engine.close()
+        recorder.terminate()
+        recorder.wait(timeout=5)
+    heard = np.fromfile(recording, dtype="<i2").astype(np.float64)
+    loud = heard[np.abs(heard) > 3000]
+    assert len(loud) > 20_000
+    spectrum = np.abs(np.fft.rfft(heard))
+    assert np.argmax(spectrum) * 48_000 / len(heard) == pytest.approx(1000, abs=5)
+
+
+async def test_pulled_microphone_comes_back(pulse_server: PulseServer) -> None:
+    """Unloading the mic sink is reported as an audio device failure; loading it again brings capture back."""
+    config = AudioConfig(stall_timeout_s=0.5, reopen_backoff_max_s=0.5, **PULSE)
+    engine = AudioEngine(audio=config)
+    health: list[AudioHealthEvent] = []
+    frames: list[MicFrame] = []
+    engine.subscribe_health(health.append)
+    engine.subscribe_frames(frames.append)
+    await engine.start()
+    try:
+        await until(lambda: len(frames) > 20, 10)
+        pulse_server.unload_sink("mic")
+        try:
+            await until(lambda: any(not e.ok and e.direction == "input" for e in health), 10)
+        finally:
+            pulse_server.load_sink("mic")
+        await until(lambda: any(e.ok and e.direction == "input" for e in health), 15)
+        count = len(frames)
+        await until(lambda: len(frames) > count + 20, 10)
+    finally:
+        await engine.close()
+    failure = next(e for e in health if not e.ok)
+    assert failure.reason == "audio_device"
+    assert engine.health().input.reopens >= 1
