@@ -84,8 +84,7 @@ class ScriptedAgent:
             await self._publish("agent_voice", self._voice, rtc.TrackSource.SOURCE_MICROPHONE)
             await self._publish("background_audio", self._ambience, rtc.TrackSource.SOURCE_UNKNOWN)
             await self._set_state("listening")
-            async with asyncio.timeout(self._max_session_s):
-                await self._converse()
+            await self._converse_until_gone()
         except TimeoutError:
             logger.warning("agent in room %s hit a time limit", self._record.room)
         except rtc.ConnectError as exc:
@@ -98,6 +97,19 @@ class ScriptedAgent:
             await room.disconnect()
             await asyncio.gather(self._voice.aclose(), self._ambience.aclose())
             logger.info("agent left room %s", self._record.room)
+
+    async def _converse_until_gone(self) -> None:
+        """Converse until the room is gone or the session's time is up; stop mid-sentence if need be."""
+        conversation = asyncio.create_task(self._converse())
+        gone = asyncio.create_task(self._gone.wait())
+        done, _ = await asyncio.wait({conversation, gone}, timeout=self._max_session_s, return_when="FIRST_COMPLETED")
+        if not done:
+            logger.warning("agent in room %s reached the session time limit", self._record.room)
+        for task in (conversation, gone):
+            task.cancel()
+        await asyncio.gather(conversation, gone, return_exceptions=True)
+        if conversation.done() and not conversation.cancelled() and (exc := conversation.exception()):
+            logger.error("agent conversation in room %s failed: %r", self._record.room, exc)
 
     async def _publish(self, name: str, source: rtc.AudioSource, kind: rtc.TrackSource.ValueType) -> None:
         track = rtc.LocalAudioTrack.create_audio_track(name, source)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import secrets
 import socket
@@ -22,6 +21,7 @@ from kiosk.sandbox.broker import DEFAULT_AGENT_NAME, Broker
 from kiosk.sandbox.rooms import RoomRegistry
 from kiosk.sandbox.sessions import SessionManager, SessionRecord
 from kiosk.sandbox.signaling import Signaling
+from kiosk.sandbox.tokens import mint_self_token
 
 logger = logging.getLogger(__name__)
 
@@ -81,16 +81,9 @@ class Sandbox:
 
     def mint_token(self, identity: str, room: str, *, agent_name: str | None = None, ttl_s: float = 900.0) -> str:
         """Mint a participant token the way a kiosk with dialect ``self`` does (with an agent dispatch if named)."""
-        token = (
-            api.AccessToken(self.livekit_api_key, self.livekit_api_secret)
-            .with_identity(identity)
-            .with_ttl(datetime.timedelta(seconds=ttl_s))
-            .with_grants(api.VideoGrants(room_join=True, room=room))
+        return mint_self_token(
+            self.livekit_api_key, self.livekit_api_secret, identity, room, agent_name=agent_name, ttl_s=ttl_s
         )
-        if agent_name is not None:
-            config = api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=agent_name)])
-            token = token.with_room_config(config)
-        return token.to_jwt()
 
     async def start(self) -> None:
         """Bind the port and start serving."""
