@@ -69,6 +69,7 @@ class AgentRoom:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self.last_agent_audio = 0.0
+        self.agent_state = AgentState.ABSENT
         self.frames_sent = 0
         self.room.on("participant_connected", self._participant_connected)
         self.room.on("participant_disconnected", self._participant_disconnected)
@@ -154,10 +155,12 @@ class AgentRoom:
         self._agent = participant
         self._agent_present.set()
         log.info("agent %s joined", participant.identity)
+        self.agent_state = AgentState.INITIALIZING
         self._on_event(AgentJoined())
         state = participant.attributes.get(AGENT_STATE_ATTRIBUTE)
         if state:
-            self._on_event(AgentStateChanged(AgentState.parse(state)))
+            self.agent_state = AgentState.parse(state)
+            self._on_event(AgentStateChanged(self.agent_state))
 
     def _participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
         if self._agent is not None and participant.identity == self._agent.identity and not self._closing:
@@ -168,7 +171,8 @@ class AgentRoom:
         if self._agent is None or participant.identity != self._agent.identity:
             return
         if AGENT_STATE_ATTRIBUTE in changed:
-            self._on_event(AgentStateChanged(AgentState.parse(changed[AGENT_STATE_ATTRIBUTE])))
+            self.agent_state = AgentState.parse(changed[AGENT_STATE_ATTRIBUTE])
+            self._on_event(AgentStateChanged(self.agent_state))
 
     def _track_subscribed(
         self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant

@@ -1,0 +1,125 @@
+"""``kiosk demo``: a complete offline session: the sandbox (LiveKit server, broker, agent) and the daemon together.
+
+Enter in the terminal is the button (``kiosk press --socket ...`` works too). With ``--mic-wav FILE`` the microphone
+is a WAV file, spoken from the top at every press, and the demo presses by itself; ``--speaker-wav OUT`` records what
+the kiosk plays. Without them it uses the machine's default sound devices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from kiosk.errors import AudioDeviceError, KioskError
+
+NO_AUDIO_HELP = """kiosk demo: no audio {what} found on this machine.
+Run the demo with WAV files instead of a sound card:
+    kiosk demo --mic-wav speech.wav --speaker-wav out.wav --sessions 1
+(make a speech file with: espeak-ng -w speech.wav "Hello, what are your opening hours?")"""
+
+
+def main(argv: list[str]) -> int:
+    """Run ``kiosk demo``."""
+    parser = argparse.ArgumentParser(prog="kiosk demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=None, help="exit after N sessions (default: until Ctrl-C)")
+    parser.add_argument("--mic-wav", type=Path, help="16-bit WAV used as the microphone (no sound card needed)")
+    parser.add_argument("--speaker-wav", type=Path, help="write what the kiosk plays to this WAV file")
+    parser.add_argument("--dialect", choices=["lyzr", "oshara", "livekit", "self"], default="lyzr")
+    parser.add_argument("--silence-timeout", type=float, default=6.0, help="seconds of silence that end a session")
+    parser.add_argument("--voice-wake", action="store_true", help="also start a session when someone talks")
+    parser.add_argument("--verbose", action="store_true", help="show the daemon's log")
+    args = parser.parse_args(argv)
+    if args.sessions is not None and args.sessions < 1:
+        parser.error("--sessions must be at least 1")
+    try:
+        return asyncio.run(_demo(args))
+    except KioskError as exc:
+        print(f"kiosk demo: {exc}", file=sys.stderr)
+        return 1
+
+
+def _out(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from kiosk.audio import StreamFactory
+    from kiosk.daemon.app import run
+    from kiosk.daemon.sessionrun import SessionSummary
+    from kiosk.demo import runner
+    from kiosk.demo.wavio import WavStreamFactory
+
+    factory: StreamFactory
+    wav_factory: WavStreamFactory | None = None
+    if args.mic_wav is not None or args.speaker_wav is not None:
+        wav_factory = WavStreamFactory(mic_wav=args.mic_wav, speaker_wav=args.speaker_wav)
+        factory = wav_factory
+    else:
+        from kiosk.audio import SoundDeviceFactory
+
+        factory = SoundDeviceFactory()
+        mic, speaker = factory.default_devices()
+        if mic is None or speaker is None:
+            print(NO_AUDIO_HELP.format(what="input" if mic is None else "output"), file=sys.stderr)
+            return 2
+    workdir = Path(tempfile.mkdtemp(prefix="kiosk-demo-"))
+    api_key = runner.new_api_key()
+    with (workdir / "sandbox.log").open("w") as log:
+        sandbox = runner.start_sandbox(api_key=api_key, log=log)
+        try:
+            info = sandbox.info
+            os.environ[runner.KEY_ENV + "_SECRET"] = info["livekit_api_secret"]
+            config_path = workdir / "kiosk.toml"
+            config_path.write_text(
+                runner.demo_config(
+                    dialect=args.dialect,
+                    info=info,
+                    workdir=workdir,
+                    silence_s=args.silence_timeout,
+                    log_level="info" if args.verbose else "error",
+                    voice_wake=args.voice_wake,
+                )
+            )
+            socket = workdir / "control.sock"
+            _out(f"kiosk demo: sandbox at {info['http_url']} ({args.dialect} broker), files in {workdir}")
+            loop = asyncio.get_running_loop()
+            auto = wav_factory is not None and args.mic_wav is not None
+            cue = wav_factory.cue if wav_factory is not None else None
+            summaries: list[SessionSummary] = []
+            presses: set[asyncio.Task[None]] = set()
+
+            def press() -> None:
+                task = loop.create_task(runner.press_when_ready(socket, cue))
+                presses.add(task)
+                task.add_done_callback(presses.discard)
+
+            def on_summary(summary: SessionSummary) -> None:
+                summaries.append(summary)
+                heard = runner.agent_heard(info["http_url"], summary.room)
+                runner.print_summary(summary, heard, _out)
+                if auto and (args.sessions is None or len(summaries) < args.sessions):
+                    loop.call_later(2.5, press)
+
+            if auto:
+                press()
+                _out("kiosk demo: pressing the button; the microphone speaks " + str(args.mic_wav))
+            else:
+                runner.keyboard_presses(socket, _out)
+                _out(f"kiosk demo: press Enter to start or end a session (or: kiosk press --socket {socket})")
+            try:
+                code = await run(config_path, stream_factory=factory, max_sessions=args.sessions, on_summary=on_summary)
+            except AudioDeviceError as exc:
+                print(NO_AUDIO_HELP.format(what="device") + f"\n({exc})", file=sys.stderr)
+                return 2
+        finally:
+            sandbox.stop()
+            if wav_factory is not None:
+                wav_factory.close_speaker()
+    if args.speaker_wav is not None:
+        _out(f"kiosk demo: the speaker's sound is in {args.speaker_wav}")
+    _out(f"kiosk demo: {len(summaries)} session(s); exit {code}")
+    return code

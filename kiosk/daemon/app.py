@@ -1,0 +1,204 @@
+"""``run()``: the daemon from top to bottom.
+
+Validate the config before touching hardware, open the components, install signal handlers, ``READY=1``, wait for
+shutdown, ``STOPPING=1``, end any live session at the broker, tear down in reverse, return an exit code.
+Exit codes: 0 clean stop, 78 bad config (systemd does not restart), 69 a device could not be opened, 75 a hold asked
+for a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kiosk import session as sm
+from kiosk.audio import AudioEngine, StreamFactory, VadEvent, VadEventKind
+from kiosk.broker import SessionKeeper, SessionLedger, make_broker, make_client
+from kiosk.configfile import EX_CONFIG, load_config
+from kiosk.daemon.control import ControlServer, EventBus
+from kiosk.daemon.driver import Driver
+from kiosk.daemon.logsetup import setup_logging
+from kiosk.daemon.notify import Notifier
+from kiosk.daemon.observers import Observers
+from kiosk.daemon.reload import Reloader
+from kiosk.daemon.sessionrun import SessionRun, SessionSummary
+from kiosk.errors import AudioDeviceError, ConfigError, SecretError
+from kiosk.leds import StatusLeds
+from kiosk.secret import SecretSource
+from kiosk.trigger import ButtonEvent, ButtonTrigger
+
+log = logging.getLogger(__name__)
+
+EX_UNAVAILABLE = 69
+EX_TEMPFAIL = 75
+SHUTDOWN_BUDGET_S = 4.0
+
+
+async def run(
+    config_path: Path,
+    *,
+    pin_factory: Any = None,
+    stream_factory: StreamFactory | None = None,
+    max_sessions: int | None = None,
+    on_summary: Callable[[SessionSummary], None] | None = None,
+    configure_logging: bool = True,
+) -> int:
+    """Run the kiosk until SIGTERM/SIGINT (or ``max_sessions`` sessions); return the process exit code."""
+    # 1. Config, before any hardware.
+    try:
+        config = load_config(config_path)
+        secret = SecretSource.from_broker(config.broker)
+        if secret is not None:
+            secret.get()
+    except (ConfigError, SecretError) as exc:
+        if configure_logging:
+            setup_logging("info")
+        log.error("config error: %s", exc)
+        return EX_CONFIG
+    if configure_logging:
+        setup_logging(config.daemon.log_level)
+    loop = asyncio.get_running_loop()
+    notifier = Notifier()
+
+    # 2. Components: broker client, audio, LEDs, button, control socket.
+    client = make_client(config.broker)
+    try:
+        broker = make_broker(config, client=client, secret=secret)
+    except ConfigError as exc:
+        log.error("config error: %s", exc)
+        await client.aclose()
+        return EX_CONFIG
+    keeper = SessionKeeper(
+        broker=broker,
+        ledger=SessionLedger(config.daemon.state_dir),
+        end_timeout_s=config.broker.timeout_s,
+        end_retry_max_s=config.broker.end_retry_max_s,
+    )
+    audio = AudioEngine(audio=config.audio, trigger=config.trigger, stream_factory=stream_factory)
+    try:
+        await audio.start()
+    except AudioDeviceError as exc:
+        log.error("audio: %s", exc)
+        await client.aclose()
+        return EX_UNAVAILABLE
+    events = EventBus()
+    holder: dict[str, Driver] = {}
+
+    def make_run(number: int, pressed_at: float | None) -> SessionRun:
+        return SessionRun(
+            number=number,
+            pressed_at=pressed_at,
+            config=holder["driver"].config.session,
+            keeper=keeper,
+            audio=audio,
+            capture=audio.start_capture(since=pressed_at),
+            on_transcript=observers.transcript,
+        )
+
+    driver = Driver(config=config, make_run=make_run)
+    holder["driver"] = driver
+    leds = StatusLeds(config=config.leds, pin_factory=pin_factory)
+    observers = Observers(driver=driver, notifier=notifier, audio=audio, leds=leds, events=events)
+    exit_code = 0
+
+    def on_button(event: ButtonEvent) -> None:
+        nonlocal exit_code
+        if event == ButtonEvent.PRESS or (config.trigger.hold_action == "end" and driver.snapshot.in_session):
+            driver.press(sm.Source.BUTTON)
+        elif config.trigger.hold_action == "restart":
+            log.warning("button held: restarting the daemon")
+            exit_code = EX_TEMPFAIL
+            driver.dispatch(sm.Shutdown())
+
+    def on_vad(event: VadEvent) -> None:
+        if event.kind == VadEventKind.WAKE and driver.config.trigger.voice_wake:
+            driver.wake(event.speech_start)
+
+    trigger = None
+    if config.trigger.button_pin is not None:
+        trigger = ButtonTrigger(config=config.trigger, loop=loop, on_event=on_button, pin_factory=pin_factory)
+    audio.subscribe_vad(on_vad)
+    audio.subscribe_health(observers.audio_health)
+    control = ControlServer(
+        path=config.control.socket, mode=config.control.socket_mode, controller=observers, events=events
+    )
+    try:
+        await control.start()
+    except OSError as exc:
+        log.error("control socket: %s", exc)
+        await _close_all(trigger, leds, audio, keeper, client)
+        return EX_UNAVAILABLE
+
+    # 3. Signals, then ready.
+    reloader = Reloader(config_path=config_path, driver=driver, notifier=notifier)
+    signals = _install_signals(loop, driver, reloader)
+    if max_sessions is not None:
+        driver.on_summary = _counting(max_sessions, driver, on_summary)
+    else:
+        driver.on_summary = on_summary
+    recovery = loop.create_task(keeper.recover(), name="recover")
+    watchdog = loop.create_task(notifier.watchdog(), name="watchdog")
+    observers.start()
+    notifier.ready(observers.status_line(driver.snapshot))
+    log.info("kiosk ready (%s broker, identity %s)", config.broker.dialect, config.device.identity)
+
+    # 4. Wait for shutdown; the driver exits once no session is open.
+    await driver.exited.wait()
+    notifier.stopping()
+    log.info("stopping")
+
+    # 5. Teardown in reverse.
+    await driver.wait_idle(SHUTDOWN_BUDGET_S)
+    for sig in signals:
+        loop.remove_signal_handler(sig)
+    watchdog.cancel()
+    recovery.cancel()
+    await control.close()
+    await _close_all(trigger, leds, audio, keeper, client)
+    return exit_code
+
+
+async def _close_all(
+    trigger: ButtonTrigger | None, leds: StatusLeds, audio: AudioEngine, keeper: SessionKeeper, client: Any
+) -> None:
+    if trigger is not None:
+        trigger.close()
+    leds.close()
+    await audio.close()
+    await keeper.aclose()
+    await client.aclose()
+
+
+def _install_signals(loop: asyncio.AbstractEventLoop, driver: Driver, reloader: Reloader) -> list[int]:
+    terms = {"count": 0}
+
+    def on_term(name: str) -> None:
+        terms["count"] += 1
+        if terms["count"] > 1:
+            log.warning("second %s: exiting at once (any open session is ended at the next start)", name)
+            logging.shutdown()
+            os._exit(1)
+        log.info("%s: ending any session and stopping", name)
+        driver.dispatch(sm.Shutdown())
+
+    loop.add_signal_handler(signal.SIGTERM, on_term, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, on_term, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload)
+    return [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+
+
+def _counting(
+    limit: int, driver: Driver, forward: Callable[[SessionSummary], None] | None
+) -> Callable[[SessionSummary], None]:
+    def on_summary(summary: SessionSummary) -> None:
+        if forward is not None:
+            forward(summary)
+        if len(driver.summaries) >= limit:
+            driver.dispatch(sm.Shutdown())
+
+    return on_summary

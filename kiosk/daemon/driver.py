@@ -1,0 +1,165 @@
+"""The session driver: the single writer of the session snapshot, and the one place effects are carried out.
+
+Every input (button, voice wake, control socket, the room, timers) becomes a :mod:`kiosk.session` event passed to
+:meth:`Driver.dispatch` on the event loop. ``dispatch`` applies the pure transition, tells the observers (LEDs,
+systemd status, chimes, the events stream) about a changed snapshot, and carries out the effects: start a session
+task, tear it down, arm the error timer, or release ``run()`` when nothing is open any more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from kiosk import session as sm
+from kiosk.config import KioskConfig
+from kiosk.daemon.logsetup import fields
+from kiosk.daemon.sessionrun import SessionRun, SessionSummary
+from kiosk.reasons import FailureReason
+
+log = logging.getLogger(__name__)
+
+Observer = Callable[[sm.Snapshot, sm.Snapshot], None]
+
+
+@dataclasses.dataclass
+class LastEnd:
+    """How the last session ended."""
+
+    session: int
+    reason: str
+    failure: str | None
+    at: float
+
+
+class Driver:
+    """Owns the snapshot; runs at most one :class:`SessionRun` at a time."""
+
+    def __init__(self, *, config: KioskConfig, make_run: Callable[[int, float | None], SessionRun]) -> None:
+        self.config = config
+        self.snapshot = sm.Snapshot()
+        self._make_run = make_run
+        self._observers: list[Observer] = []
+        self._run: SessionRun | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._error_timer: asyncio.TimerHandle | None = None
+        self._pending_since: float | None = None
+        self.exited = asyncio.Event()
+        self.last_end: LastEnd | None = None
+        self.counters: Counter[str] = Counter()
+        self.summaries: list[SessionSummary] = []
+        self.on_summary: Callable[[SessionSummary], None] | None = None
+        self.idle_since = time.monotonic()
+
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer(old, new)`` on every snapshot change (observers never dispatch)."""
+        self._observers.append(observer)
+
+    @property
+    def run(self) -> SessionRun | None:
+        """The session being run, if any."""
+        return self._run
+
+    def press(self, source: sm.Source, *, at: float | None = None) -> None:
+        """A tap from ``source`` at monotonic time ``at``: starts a session, or ends the current one."""
+        self.counters["presses"] += 1
+        self._pending_since = at if at is not None else time.monotonic()
+        self.dispatch(sm.Press(source))
+
+    def wake(self, speech_start: float) -> None:
+        """Voice wake: speech began at ``speech_start``; ignored during the cooldown after a session."""
+        if self.snapshot.state != sm.State.IDLE:
+            return
+        if time.monotonic() - self.idle_since < self.config.trigger.cooldown_s:
+            log.debug("voice wake ignored during the cooldown")
+            return
+        self.counters["wakes"] += 1
+        self._pending_since = speech_start
+        self.dispatch(sm.Wake())
+
+    def dispatch(self, event: sm.Event) -> None:
+        """Apply ``event``; the only way the snapshot ever changes."""
+        old = self.snapshot
+        new, effects = sm.transition(old, event)
+        self.snapshot = new
+        if new != old:
+            if new.state != old.state:
+                log.info(
+                    "%s -> %s%s",
+                    old.state,
+                    new.state,
+                    f" ({new.end_reason}{', ' + new.failure if new.failure else ''})"
+                    if new.state == sm.State.ENDING
+                    else "",
+                    extra=fields(state=new.state, session=new.session, room=new.room, reason=new.failure),
+                )
+                if new.state == sm.State.IDLE:
+                    self.idle_since = time.monotonic()
+            for observer in self._observers:
+                observer(old, new)
+        for effect in effects:
+            self._carry_out(effect)
+
+    def _carry_out(self, effect: sm.Effect) -> None:
+        if isinstance(effect, sm.BeginSession):
+            self.counters["sessions"] += 1
+            self._run = self._make_run(effect.session, self._pending_since)
+            self._pending_since = None
+            self._task = asyncio.get_running_loop().create_task(self._supervise(self._run), name="session")
+        elif isinstance(effect, sm.Teardown):
+            if effect.failure is not None:
+                self.counters[f"failure.{effect.failure}"] += 1
+            self.last_end = LastEnd(effect.session, effect.reason, effect.failure, time.time())
+            if self._run is not None:
+                self._run.request_end()
+        elif isinstance(effect, sm.StartErrorTimer):
+            if self._error_timer is not None:
+                self._error_timer.cancel()
+            self._error_timer = asyncio.get_running_loop().call_later(
+                self.config.session.error_display_s, self.dispatch, sm.ErrorElapsed()
+            )
+        elif isinstance(effect, sm.Exit):
+            self.exited.set()
+
+    async def _supervise(self, run: SessionRun) -> None:
+        try:
+            await run.execute(self.dispatch)
+        except Exception:
+            # Supervisor boundary: a session must never take the daemon down with it.
+            log.exception("session %d crashed", run.number)
+        finally:
+            if self.snapshot.state in {sm.State.CONNECTING, sm.State.LIVE}:
+                self.dispatch(sm.Failure(FailureReason.INTERNAL))
+            summary = run.summary(end_reason=self.last_end.reason if self.last_end else None)
+            self.summaries.append(summary)
+            self._run = None
+            self._task = None
+            self.dispatch(sm.Ended())
+            if self.on_summary is not None:
+                self.on_summary(summary)
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait for the current session task to finish; False if it did not within ``timeout_s``."""
+        task = self._task
+        if task is None:
+            return True
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        return bool(done)
+
+    def status(self) -> dict[str, Any]:
+        """The driver's part of ``kiosk status``."""
+        snap = self.snapshot
+        out: dict[str, Any] = {
+            "state": str(snap.state),
+            "agent": str(snap.agent) if snap.state == sm.State.LIVE else None,
+            "failure": str(snap.failure) if snap.state == sm.State.ERROR and snap.failure else None,
+            "session": self._run.status() if self._run is not None else None,
+            "last_end": dataclasses.asdict(self.last_end) if self.last_end else None,
+            "counters": dict(self.counters),
+        }
+        return out

@@ -1,0 +1,220 @@
+"""One session from grant to goodbye: broker start, room, first words, live audio, silence, broker end.
+
+:meth:`SessionRun.execute` reports progress as session events and returns only when everything it opened is closed:
+the room is left and the broker was told (or the end was handed to the keeper's retries). A teardown requested from
+outside (button, shutdown, the agent leaving) cancels whatever the run is waiting on; an end the run decides itself
+(silence, maximum duration, no agent) is dispatched from inside, after which nothing cancels it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from livekit import rtc
+
+from kiosk import session as sm
+from kiosk.audio import AGENT, BACKGROUND, SessionCapture
+from kiosk.broker import BrokerSession, SessionKeeper
+from kiosk.config import SessionConfig
+from kiosk.daemon.room import AgentRoom, TranscriptLine
+from kiosk.errors import KioskError
+from kiosk.reasons import FailureReason
+
+log = logging.getLogger(__name__)
+Dispatch = Callable[[sm.Event], None]
+TICK_S = 0.1
+
+
+class Audio(Protocol):
+    """What a session needs of the audio engine."""
+
+    @property
+    def last_speech_t(self) -> float | None:
+        """Monotonic time of the visitor's last speech."""
+
+    def mixer_input(self, name: str) -> Any:
+        """A named mixer input with ``push(frame)`` and ``clear()``."""
+
+
+@dataclasses.dataclass
+class SessionSummary:
+    """What one session did, for ``kiosk demo`` and the benchmarks."""
+
+    number: int
+    room: str | None
+    press_to_live_ms: float | None
+    duration_s: float
+    end_reason: str | None
+    preconnect_s: float
+    transcript: list[tuple[str, str]]
+
+
+class SessionRun:
+    """Runs session number ``number``; create one per session."""
+
+    def __init__(
+        self,
+        *,
+        number: int,
+        pressed_at: float | None,
+        config: SessionConfig,
+        keeper: SessionKeeper,
+        audio: Audio,
+        capture: SessionCapture,
+        on_transcript: Callable[[TranscriptLine], None],
+    ) -> None:
+        self.number = number
+        self.pressed_at = pressed_at if pressed_at is not None else time.monotonic()
+        self._config = config
+        self._keeper = keeper
+        self._audio = audio
+        self._capture = capture
+        self._on_transcript = on_transcript
+        self.room: AgentRoom | None = None
+        self.room_name: str | None = None
+        self.live_at: float | None = None
+        self.ended_at: float | None = None
+        self.preconnect_s = 0.0
+        self.transcript: list[tuple[str, str]] = []
+        self.agent_state = sm.AgentState.ABSENT
+        self._task: asyncio.Task[Any] | None = None
+        self._settled = False
+
+    # ---- control from the driver ----------------------------------------------------------------------------------
+
+    def request_end(self) -> None:
+        """Teardown from outside: stop waiting and close everything (no-op once the run settled its own end)."""
+        if not self._settled and self._task is not None:
+            self._task.cancel()
+
+    def status(self) -> dict[str, Any]:
+        """This session's part of ``kiosk status``."""
+        now = time.monotonic()
+        return {
+            "id": self.number,
+            "room": self.room_name,
+            "duration_s": round(now - (self.live_at or self.pressed_at), 1),
+            "live": self.live_at is not None,
+        }
+
+    def summary(self, *, end_reason: str | None) -> SessionSummary:
+        """The session's summary (call after :meth:`execute` returned)."""
+        end = self.ended_at or time.monotonic()
+        return SessionSummary(
+            number=self.number,
+            room=self.room_name,
+            press_to_live_ms=round((self.live_at - self.pressed_at) * 1000, 1) if self.live_at else None,
+            duration_s=round(end - (self.live_at or self.pressed_at), 2),
+            end_reason=end_reason,
+            preconnect_s=round(self.preconnect_s, 2),
+            transcript=list(self.transcript),
+        )
+
+    # ---- the run ---------------------------------------------------------------------------------------------------
+
+    async def execute(self, dispatch: Dispatch) -> None:
+        """Run the whole session; returns once the room is left and the broker end was attempted."""
+        started: BrokerSession | None = None
+        self._task = asyncio.current_task()
+        try:
+            deadline = self.pressed_at + self._config.connect_timeout_s
+            started = await self._keeper.start(deadline=max(deadline, time.monotonic() + 1.0))
+            self.room_name = started.grant.room
+            dispatch(sm.Granted(started.grant.room))
+            self.room = AgentRoom(on_event=dispatch, on_audio=self._play, on_transcript=self._heard)
+            budget = max(1.0, deadline - time.monotonic())
+            await self.room.connect(started.grant.server_url, started.grant.token.get_secret_value(), budget_s=budget)
+            self.live_at = time.monotonic()
+            dispatch(sm.Connected())
+            await self._converse(dispatch)
+        except asyncio.CancelledError:
+            if self._settled:
+                raise
+            log.debug("session %d: teardown requested", self.number)
+        except KioskError as exc:
+            self._settle(dispatch, sm.Failure(exc.reason), f"session {self.number} failed: {exc}")
+        except rtc.ConnectError as exc:
+            self._settle(dispatch, sm.Failure(FailureReason.CONNECT_FAILED), f"room connect failed: {exc}")
+        except TimeoutError:
+            what = "room connect" if self.live_at is None else "session step"
+            self._settle(dispatch, sm.Failure(FailureReason.CONNECT_TIMEOUT), f"{what} timed out")
+        finally:
+            self._settled = True
+            self.ended_at = time.monotonic()
+            await self._close(started)
+
+    async def _converse(self, dispatch: Dispatch) -> None:
+        assert self.room is not None
+        if not await self.room.wait_for_agent(self._config.agent_join_timeout_s):
+            self._settle(dispatch, sm.Failure(FailureReason.AGENT_NO_SHOW), "the agent did not join")
+            return
+        pre = self._capture.take_preconnect()
+        self.preconnect_s = pre.duration_s
+        await self.room.send_preconnect(pre.pcm)
+        pump = asyncio.get_running_loop().create_task(self._pump_mic(), name="mic")
+        try:
+            end = await self._watch()
+            self._settle(dispatch, end, f"session {self.number}: {type(end).__name__.lower()}")
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+
+    async def _pump_mic(self) -> None:
+        assert self.room is not None
+        async for frame in self._capture:
+            await self.room.send_mic(frame.pcm)
+
+    async def _watch(self) -> sm.Event:
+        """Return Silence or MaxDuration when due; precise to one tick."""
+        assert self.room is not None and self.live_at is not None
+        while True:
+            now = time.monotonic()
+            if now - self.live_at >= self._config.max_duration_s:
+                return sm.MaxDuration()
+            if now - self.last_activity() >= self._config.silence_timeout_s:
+                return sm.Silence()
+            await asyncio.sleep(TICK_S)
+
+    def last_activity(self) -> float:
+        """When anyone last spoke: the visitor's speech, the agent's audio, or the agent thinking/speaking."""
+        assert self.live_at is not None and self.room is not None
+        candidates = [self.live_at, self.room.last_agent_audio]
+        if self._audio.last_speech_t is not None:
+            candidates.append(self._audio.last_speech_t)
+        if self.room.agent_state in {sm.AgentState.THINKING, sm.AgentState.SPEAKING}:
+            candidates.append(time.monotonic())
+        return max(candidates)
+
+    def _settle(self, dispatch: Dispatch, event: sm.Event, message: str) -> None:
+        """End from inside: mark the run settled first so the resulting teardown does not cancel us."""
+        self._settled = True
+        if isinstance(event, sm.Failure):
+            log.warning("%s", message)
+        else:
+            log.info("%s", message)
+        dispatch(event)
+
+    async def _close(self, started: BrokerSession | None) -> None:
+        self._capture.close()
+        for name in (AGENT, BACKGROUND):
+            self._audio.mixer_input(name).clear()
+        if self.room is not None:
+            await self.room.close()
+        if started is not None:
+            await self._keeper.end(started)
+
+    def _play(self, name: str, samples: npt.NDArray[np.int16]) -> None:
+        self._audio.mixer_input(BACKGROUND if name == "background" else AGENT).push(samples)
+
+    def _heard(self, line: TranscriptLine) -> None:
+        self.transcript.append((line.role, line.text))
+        self._on_transcript(line)
