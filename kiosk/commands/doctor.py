@@ -164,14 +164,14 @@ def _ledger(config: KioskConfig, report: Report) -> SessionLedger:
 
 async def _run(config: KioskConfig, *, join: bool, report: Report) -> None:
     source = SecretSource.from_broker(config.broker)
-    if source is not None:
-        with report.step("api key") as step:
-            status = source.status()
-            if not status.readable:
-                raise SecretError(status.describe())
-            step.detail = status.describe() + (f"; warning: {status.warning}" if status.warning else "")
     async with make_client(config.broker) as client:
-        broker = make_broker(config, client=client, secret=source)
+        broker = make_broker(config, client=client, secret=source)  # ConfigError (exit 78) before any request
+        if source is not None:
+            with report.step("api key") as step:
+                status = source.status()
+                if not status.readable:
+                    raise SecretError(status.describe())
+                step.detail = status.describe() + (f"; warning: {status.warning}" if status.warning else "")
         keeper = SessionKeeper(
             broker=broker,
             ledger=_ledger(config, report),
@@ -194,21 +194,25 @@ async def _run(config: KioskConfig, *, join: bool, report: Report) -> None:
                 with report.step("room join") as step:
                     step.detail = await _join_room(started.grant, config)
         finally:
-            with report.step("broker end") as step:
-                if not await keeper.end(started):
-                    raise BrokerError(
-                        f"the broker did not confirm the end of room {started.grant.room}; its record stays in "
-                        f"{keeper.ledger.directory} and the daemon ends it at its next start",
-                        reason=FailureReason.BROKER_ERROR,
-                    )
-                step.detail = f"ended room {started.grant.room}"
-            await keeper.aclose()
+            try:
+                with report.step("broker end") as step:
+                    if not await keeper.end(started):
+                        raise BrokerError(
+                            f"the broker did not confirm the end of room {started.grant.room}; its record stays "
+                            f"in {keeper.ledger.directory} and the daemon ends it at its next start",
+                            reason=FailureReason.BROKER_ERROR,
+                        )
+                    step.detail = f"ended room {started.grant.room}"
+            finally:
+                await keeper.aclose()
 
 
 def main(argv: list[str]) -> int:
     """Run ``kiosk doctor``."""
     parser = argparse.ArgumentParser(prog="kiosk doctor", description=__doc__.splitlines()[0])
-    parser.add_argument("--broker", action="store_true", help="test the broker: start, check and end a session")
+    parser.add_argument(
+        "--broker", action="store_true", help="test the broker: start, check and end a session (the default)"
+    )
     parser.add_argument("--room", action="store_true", help="also join the granted room (needs --broker)")
     parser.add_argument("--config", help="config file (default: $KIOSK_CONFIG or /etc/kiosk/kiosk.toml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each request (never keys or tokens)")

@@ -128,11 +128,25 @@ class SessionRun:
             deadline = self.pressed_at + self._config.connect_timeout_s
             started = await self._keeper.start(deadline=max(deadline, time.monotonic() + 1.0))
             self.room_name = started.grant.room
+            granted_at = time.monotonic()
+            log.info(
+                "session %d: room %s granted in %.0f ms (token valid %.0f s)",
+                self.number,
+                started.grant.room,
+                (granted_at - self.pressed_at) * 1000,
+                started.grant.expires_in_s(),
+            )
             dispatch(sm.Granted(started.grant.room))
             self.room = AgentRoom(on_event=dispatch, on_audio=self._play, on_transcript=self._heard)
             budget = max(1.0, deadline - time.monotonic())
             await self.room.connect(started.grant.server_url, started.grant.token.get_secret_value(), budget_s=budget)
             self.live_at = time.monotonic()
+            log.info(
+                "session %d: live in %.0f ms (room connect %.0f ms)",
+                self.number,
+                (self.live_at - self.pressed_at) * 1000,
+                (self.live_at - granted_at) * 1000,
+            )
             dispatch(sm.Connected())
             await self._converse(dispatch)
         except asyncio.CancelledError:
