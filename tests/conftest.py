@@ -5,4 +5,5 @@ from __future__ import annotations
 pytest_plugins = [
     "tests.fixtures.sandbox",
     "tests.fixtures.audio",
+    "tests.fixtures.daemon",
 ]

@@ -55,6 +55,8 @@ class SessionSummary:
     end_reason: str | None
     preconnect_s: float
     transcript: list[tuple[str, str]]
+    #: For a silence end: how late it came, past the last activity plus the timeout (seconds).
+    silence_lateness_s: float | None = None
 
 
 class SessionRun:
@@ -87,6 +89,7 @@ class SessionRun:
         self.agent_state = sm.AgentState.ABSENT
         self._task: asyncio.Task[Any] | None = None
         self._settled = False
+        self._silence_lateness: float | None = None
 
     # ---- control from the driver ----------------------------------------------------------------------------------
 
@@ -116,6 +119,7 @@ class SessionRun:
             end_reason=end_reason,
             preconnect_s=round(self.preconnect_s, 2),
             transcript=list(self.transcript),
+            silence_lateness_s=self._silence_lateness,
         )
 
     # ---- the run ---------------------------------------------------------------------------------------------------
@@ -194,7 +198,9 @@ class SessionRun:
             now = time.monotonic()
             if now - self.live_at >= self._config.max_duration_s:
                 return sm.MaxDuration()
-            if now - self.last_activity() >= self._config.silence_timeout_s:
+            quiet = now - self.last_activity()
+            if quiet >= self._config.silence_timeout_s:
+                self._silence_lateness = round(quiet - self._config.silence_timeout_s, 3)
                 return sm.Silence()
             await asyncio.sleep(TICK_S)
 
