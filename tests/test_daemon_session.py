@@ -18,6 +18,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from kiosk.daemon.app import run
 from kiosk.daemon.sessionrun import SessionSummary
 from kiosk.demo.wavio import WavStreamFactory
+from tests.fixtures.audio import SpeechClip
 from tests.fixtures.daemon import NotifySocket, daemon_config
 from tests.fixtures.sandbox import SandboxHandle, until
 
@@ -28,7 +29,7 @@ SILENCE_S = 3.0
 async def test_press_talk_silence_end(
     sandbox: SandboxHandle,
     tmp_path: Path,
-    speech_wav: Path,
+    speech: SpeechClip,
     notify_socket: NotifySocket,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -42,7 +43,7 @@ async def test_press_talk_silence_end(
     )
     pins = MockFactory(pin_class=MockPWMPin)
     speaker = tmp_path / "speaker.wav"
-    audio = WavStreamFactory(mic_wav=speech_wav, speaker_wav=speaker)
+    audio = WavStreamFactory(mic_wav=speech.wav, speaker_wav=speaker)
     summaries: list[SessionSummary] = []
     daemon = asyncio.create_task(
         run(

@@ -134,6 +134,10 @@ class AgentRoom:
         payload = json.dumps({"type": "user_text", "text": text}).encode()
         await self.room.local_participant.publish_data(payload, reliable=True, topic=USER_TEXT_TOPIC)
 
+    def leaving(self) -> None:
+        """The session is ending: the agent leaving or the room closing from now on is expected."""
+        self._closing = True
+
     async def close(self) -> None:
         """Leave the room and stop the audio pumps."""
         self._closing = True

@@ -224,13 +224,16 @@ class SessionRun:
         dispatch(event)
 
     async def _close(self, started: BrokerSession | None) -> None:
+        # The broker first: a vendor bills until it hears the end, and leaving the room takes longer.
         self._capture.close()
         for name in (AGENT, BACKGROUND):
             self._audio.mixer_input(name).clear()
         if self.room is not None:
-            await self.room.close()
+            self.room.leaving()
         if started is not None:
             await self._keeper.end(started)
+        if self.room is not None:
+            await self.room.close()
 
     def _play(self, name: str, samples: npt.NDArray[np.int16]) -> None:
         self._audio.mixer_input(BACKGROUND if name == "background" else AGENT).push(samples)
