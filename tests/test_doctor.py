@@ -1,0 +1,101 @@
+"""``kiosk doctor --broker [--room]`` against the sandbox for every dialect, and its failures."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.sandbox import SandboxHandle
+
+DIALECTS = ["lyzr", "oshara", "livekit", "self"]
+
+
+def write_config(sandbox: SandboxHandle, dialect: str, tmp_path: Path, *, url: str | None = None) -> Path:
+    """A kiosk.toml for ``dialect`` against the sandbox; the key comes from ``$DOCTOR_KEY``."""
+    base = url or sandbox.http_url
+    lines = ["[device]", 'identity = "kiosk-doc"', "[broker]", f'dialect = "{dialect}"', 'api_key_env = "DOCTOR_KEY"']
+    if dialect in {"lyzr", "oshara"}:
+        lines += [f'url = "{base}"', 'agent_id = "sandbox-agent"']
+    elif dialect == "livekit":
+        lines += [f'url = "{base}/api/token"', 'agent_name = "sandbox-agent"']
+    else:
+        lines += [f'livekit_url = "{sandbox.ws_url}"', f'livekit_api_key = "{sandbox.livekit_api_key}"']
+        lines += ['agent_name = "sandbox-agent"']
+    lines += ["timeout_s = 3.0", "[daemon]", f'state_dir = "{tmp_path / "state"}"']
+    path = tmp_path / f"{dialect}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def doctor(config: Path, key: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run ``kiosk doctor --broker`` in a subprocess (bounded by a timeout)."""
+    env = {**os.environ, "DOCTOR_KEY": key}
+    command = [sys.executable, "-m", "kiosk", "doctor", "--broker", "--config", str(config), *extra]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=90, check=False)
+
+
+def key_for(sandbox: SandboxHandle, dialect: str) -> str:
+    """The secret the dialect needs from the sandbox."""
+    return sandbox.livekit_api_secret if dialect == "self" else sandbox.api_key
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_doctor_passes_for_every_dialect(sandbox: SandboxHandle, tmp_path: Path, dialect: str) -> None:
+    """Every step prints ok with its time; the agent is seen in the room; nothing is left recorded."""
+    key = key_for(sandbox, dialect)
+    result = doctor(write_config(sandbox, dialect, tmp_path), key, "--room")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for step in ["config", "api key", "broker start", "server url", "token", "clock", "room join", "broker end"]:
+        assert re.search(rf"^\[ok\]\s+{step}\s.*\d+ ms$", result.stdout, re.MULTILINE), (step, result.stdout)
+    assert "(agent)" in result.stdout
+    assert result.stdout.rstrip().endswith("doctor: all checks passed")
+    assert key not in result.stdout + result.stderr and "eyJ" not in result.stdout + result.stderr
+    assert list((tmp_path / "state" / "sessions").glob("*.json")) == []
+
+
+def test_doctor_lyzr_session_is_ended_at_the_broker(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    """The doctor's Lyzr session shows as ended by the broker call in the sandbox."""
+    result = doctor(write_config(sandbox, "lyzr", tmp_path), sandbox.api_key)
+    assert result.returncode == 0, result.stdout + result.stderr
+    room = re.search(r"broker start\s+room (\S+)", result.stdout)
+    assert room is not None
+    assert sandbox.session(room.group(1))["end_reason"] == "broker_end"
+
+
+def test_doctor_names_an_unauthorized_key(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    """A wrong key fails the broker start step with broker_unauthorized and a non-zero exit."""
+    result = doctor(write_config(sandbox, "lyzr", tmp_path), "sk_wrong_key_0123456789abc")
+    assert result.returncode == 1
+    assert re.search(r"^\[FAIL\]\s+broker start\s+broker_unauthorized: .*\d+ ms$", result.stdout, re.MULTILINE)
+    assert "doctor: FAILED (broker_unauthorized)" in result.stdout
+    assert "sk_wrong_key_0123456789abc" not in result.stdout + result.stderr
+
+
+def test_doctor_names_an_unreachable_broker(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    """A closed port fails with broker_unreachable."""
+    result = doctor(write_config(sandbox, "oshara", tmp_path, url="http://127.0.0.1:9"), sandbox.api_key)
+    assert result.returncode == 1
+    assert "doctor: FAILED (broker_unreachable)" in result.stdout
+
+
+def test_doctor_names_a_missing_key(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    """An empty key source fails the api key step with secret_unreadable."""
+    result = doctor(write_config(sandbox, "lyzr", tmp_path), "")
+    assert result.returncode == 1
+    assert re.search(r"^\[FAIL\]\s+api key\s+secret_unreadable: .*DOCTOR_KEY", result.stdout, re.MULTILINE)
+
+
+def test_doctor_config_error_exits_78(tmp_path: Path) -> None:
+    """A broken config prints the message and exits 78."""
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[broker]\ndialect = "lyzr"\nurl = "http://broker.example.com"\nagent_id = "a"\napi_key_env = "K"\n'
+    )
+    result = doctor(path, "x")
+    assert result.returncode == 78
+    assert "broker.url" in result.stderr and "not encrypted" in result.stderr
