@@ -165,7 +165,7 @@ async def test_failed_end_is_retried_in_the_background_without_blocking(tmp_path
         await eventually(lambda: not keeper.ledger.pending())
     assert len(broker.ended) == 2
     assert keeper.retrying == 0
-    await keeper.aclose()
+    await asyncio.wait_for(keeper.aclose(), 5)
 
 
 @pytest.fixture

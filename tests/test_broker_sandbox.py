@@ -172,8 +172,11 @@ async def test_crash_between_start_and_end_is_recovered(
     """A process SIGKILLed mid-session leaves a record; the next start's recover() ends the orphan at the broker."""
     config = sandbox_config(sandbox, "lyzr", tmp_path)
     env = {**os.environ, "TEST_KEY": sandbox.api_key}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CRASHER, config.model_dump_json(), stdout=subprocess.PIPE, env=env
+    process = await asyncio.wait_for(
+        asyncio.create_subprocess_exec(
+            sys.executable, "-c", CRASHER, config.model_dump_json(), stdout=subprocess.PIPE, env=env
+        ),
+        10,
     )
     try:
         assert process.stdout is not None
@@ -185,7 +188,7 @@ async def test_crash_between_start_and_end_is_recovered(
         process.send_signal(signal.SIGKILL)
         async with asyncio.timeout(10):
             await process.wait()
-    assert (await asyncio.to_thread(sandbox.session, room))["ended_at"] is None
+    assert (await asyncio.wait_for(asyncio.to_thread(sandbox.session, room), 10))["ended_at"] is None
     ledger = SessionLedger(tmp_path)
     assert [r.room for r in ledger.pending()] == [room]
     broker = make_broker(config, client=client, secret=sandbox_secret(sandbox, "lyzr"))
@@ -195,4 +198,4 @@ async def test_crash_between_start_and_end_is_recovered(
         record = await sandbox.wait_session(room, lambda r: r["ended_at"] is not None)
     assert record["end_reason"] == "broker_end"
     assert ledger.pending() == []
-    await keeper.aclose()
+    await asyncio.wait_for(keeper.aclose(), 5)

@@ -59,7 +59,7 @@ async def test_logs_and_errors_hold_no_key_and_no_token(
         seen += [str(caught.value), repr(caught.value)]
     leaky_token = token()
     tokens.append(leaky_token)
-    failures = [
+    failures: list[httpx.Response | Exception] = [
         reply(400, {"message": f"bad agent; key={API_KEY} token {leaky_token}"}),
         reply(500, {"detail": f"upstream said x-api-key: {API_KEY}"}),
         reply(200, lyzr_ok(userToken=token(exp=time.time() - 7200))),
@@ -73,7 +73,7 @@ async def test_logs_and_errors_hold_no_key_and_no_token(
             with pytest.raises(BrokerError) as caught:
                 await keeper.start()
         seen += [str(caught.value), repr(caught.value)]
-        await keeper.aclose()
+        await asyncio.wait_for(keeper.aclose(), 5)
     text = everything_logged(caplog) + "\n".join(seen)
     logged = everything_logged(caplog)
     assert "granted room" in logged and grant.room in logged and "HTTP Request" in logged  # the logs say things

@@ -15,7 +15,7 @@ MESSAGE_LIMIT = 200
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(?i)\b(bearer|x-api-key|api[_-]?key|token|secret|password)(\s*[:=]\s*|\s+)\S+")
-_KEYLIKE = re.compile(r"\b(sk|pk|rk|lk|API)[_-]?[A-Za-z0-9]{12,}\b")
+_KEYLIKE = re.compile(r"\b(sk|pk|rk|lk|API)[_-]?[A-Za-z0-9][A-Za-z0-9_-]{11,}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
