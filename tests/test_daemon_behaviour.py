@@ -1,0 +1,165 @@
+"""The daemon's behaviour in this process against the sandbox: control socket, events, reload, watchdog, ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kiosk.commands.control import request_once
+from kiosk.daemon.app import run
+from kiosk.daemon.sessionrun import SessionSummary
+from kiosk.demo.wavio import WavStreamFactory
+from tests.fixtures.audio import SpeechClip
+from tests.fixtures.daemon import NotifySocket, daemon_config
+from tests.fixtures.sandbox import SandboxHandle, until
+
+KEY_ENV = "KIOSK_TEST_BROKER_KEY"
+
+
+@dataclass
+class Daemon:
+    """A daemon running in this process, with its config, socket and summaries."""
+
+    task: asyncio.Task[int]
+    config: Path
+    socket: Path
+    audio: WavStreamFactory
+    summaries: list[SessionSummary] = field(default_factory=list)
+
+    async def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One control request."""
+        return await asyncio.to_thread(request_once, self.socket, request)
+
+    async def state(self) -> str:
+        """The current state."""
+        return str((await self.ask({"cmd": "status"}))["state"])
+
+    async def wait_state(self, state: str, within: float = 20.0) -> None:
+        """Poll until the daemon is in ``state``."""
+        async with asyncio.timeout(within):
+            while await self.state() != state:  # noqa: ASYNC110 - polling another component's state
+                await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def daemon(
+    sandbox: SandboxHandle, tmp_path: Path, speech: SpeechClip, *, silence_s: float = 30.0, extra: str = ""
+) -> AsyncIterator[Daemon]:
+    """Run the daemon in-process until the block ends, then SIGTERM-equivalent shutdown and a clean exit."""
+    config = daemon_config(
+        http_url=sandbox.http_url, tmp_path=tmp_path, key_env=KEY_ENV, silence_s=silence_s, extra=extra
+    )
+    audio = WavStreamFactory(mic_wav=speech.wav, speaker_wav=None)
+    summaries: list[SessionSummary] = []
+    task = asyncio.create_task(run(config, stream_factory=audio, on_summary=summaries.append, configure_logging=False))
+    handle = Daemon(task=task, config=config, socket=tmp_path / "control.sock", audio=audio, summaries=summaries)
+    try:
+        await until(lambda: handle.socket.exists() or task.done(), within=20)
+        assert not task.done(), "the daemon exited at start"
+        yield handle
+    finally:
+        if not task.done():
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(task, timeout=15) in (0, None)
+
+
+@pytest.fixture(autouse=True)
+def _broker_key(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, sandbox.api_key)
+
+
+async def test_status_say_and_events(sandbox: SandboxHandle, tmp_path: Path, speech: SpeechClip) -> None:
+    """While live: status names the room, say reaches the agent (its echo shown once), events stream it all."""
+    async with daemon(sandbox, tmp_path, speech) as d:
+        reader, writer = await asyncio.open_unix_connection(str(d.socket))
+        writer.write(b'{"cmd": "events"}\n')
+        await writer.drain()
+        refused = await d.ask({"cmd": "say", "text": "too early"})
+        assert refused["ok"] is False and "press first" in refused["error"]
+        assert (await d.ask({"cmd": "press"}))["did"] == "started a session"
+        await d.wait_state("live")
+        status = await d.ask({"cmd": "status"})
+        assert status["session"]["room"] and status["versions"]["kiosk"]
+        assert (await d.ask({"cmd": "say", "text": "Where is the lift?"}))["ok"] is True
+        room = status["session"]["room"]
+        await sandbox.wait_session(room, lambda r: "Where is the lift?" in r["heard"].get("user_texts", []))
+        events: list[dict[str, Any]] = []
+        async with asyncio.timeout(15):
+            while not any(e.get("type") == "transcript" and "Where is the lift?" in e["text"] for e in events):
+                events.append(json.loads(await reader.readline()))
+        assert (await d.ask({"cmd": "press"}))["did"] == "ended the session"
+        await d.wait_state("idle")
+        writer.close()
+    states = [e["state"] for e in events if e.get("type") == "state"]
+    assert "connecting" in states and "live" in states
+    visitor_echoes = [e for e in events if e.get("type") == "transcript" and e["role"] == "visitor"]
+    assert not any(e["text"] == "Where is the lift?" for e in visitor_echoes), "the typed text's echo was shown"
+    assert d.summaries[0].end_reason == "control"
+
+
+async def test_sighup_keeps_old_config_when_new_one_is_bad(
+    sandbox: SandboxHandle, tmp_path: Path, speech: SpeechClip, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGHUP with a broken file is refused (logged) and the daemon carries on; a good one is taken."""
+    caplog.set_level(logging.INFO)
+    async with daemon(sandbox, tmp_path, speech) as d:
+        good = d.config.read_text()
+        d.config.write_text(good + "\n[session]\nbogus = 1\n")
+        os.kill(os.getpid(), signal.SIGHUP)
+        await until(lambda: "refusing the new config" in caplog.text, within=5)
+        assert await d.state() == "idle"
+        d.config.write_text(good.replace("silence_timeout_s = 30.0", "silence_timeout_s = 7.0"))
+        os.kill(os.getpid(), signal.SIGHUP)
+        await until(lambda: "config reloaded" in caplog.text, within=5)
+
+
+async def test_watchdog_stops_when_the_loop_stalls(
+    sandbox: SandboxHandle,
+    tmp_path: Path,
+    speech: SpeechClip,
+    notify_socket: NotifySocket,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pings come every half interval from the loop; a loop blocked for 1.5 s sends none meanwhile."""
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    async with daemon(sandbox, tmp_path, speech):
+        await asyncio.sleep(1.0)
+        blocked_at = time.monotonic()
+        time.sleep(1.5)  # noqa: ASYNC251 - the point: the whole event loop stalls here
+        await asyncio.sleep(0.6)
+    pings = notify_socket.times_of("WATCHDOG=1")
+    before = [t for t in pings if t < blocked_at]
+    assert len(before) >= 3
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
+    assert max(gaps) >= 1.4, "pings went on while the loop was blocked"
+    assert sorted(gaps)[len(gaps) // 2] == pytest.approx(0.2, abs=0.1)
+
+
+async def test_max_duration_ends_the_session(sandbox: SandboxHandle, tmp_path: Path, speech: SpeechClip) -> None:
+    """A session reaching session.max_duration_s ends with that reason, and the broker is told."""
+    extra = ""
+    async with daemon(sandbox, tmp_path, speech, silence_s=3.0, extra=extra) as d:
+        text = d.config.read_text().replace("silence_timeout_s = 3.0", "silence_timeout_s = 3.0\nmax_duration_s = 4.0")
+        d.config.write_text(text)
+        os.kill(os.getpid(), signal.SIGHUP)
+        await asyncio.sleep(0.2)
+        d.audio.cue()
+        await d.ask({"cmd": "press"})
+        await until(lambda: bool(d.summaries), within=30)
+    [summary] = d.summaries
+    assert summary.end_reason == "max_duration"
+    record = sandbox.session(summary.room or "")
+    assert record["ended_at"] is not None
