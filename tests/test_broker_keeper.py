@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from kiosk.broker import EndTicket, Grant, OnRoom, SessionKeeper, SessionLedger
+from kiosk.broker import EndTicket, Grant, OnRoom, SessionKeeper, SessionLedger, SessionRecord
 from kiosk.config import Dialect
 from kiosk.errors import BrokerError, ClockError
 from kiosk.reasons import FailureReason
@@ -209,6 +209,28 @@ async def test_unwritable_state_dir_refuses_to_start(tmp_path: Path) -> None:
         with pytest.raises(BrokerError, match=r"daemon\.state_dir"):
             await keeper.start()
     assert broker.records_at_start == []
+
+
+class FullDiskLedger(SessionLedger):
+    """A ledger whose disk fills up after the first write."""
+
+    def save(self, record: SessionRecord) -> None:
+        """Refuse to record the room."""
+        if record.room is not None:
+            raise OSError(28, "No space left on device")
+        super().save(record)
+
+
+async def test_record_update_failure_still_ends_the_session(tmp_path: Path) -> None:
+    """If the room cannot be written down, the session is ended at once and the start fails as internal."""
+    ledger = FullDiskLedger(tmp_path)
+    broker = ScriptedBroker(ledger)
+    keeper = SessionKeeper(broker=broker, ledger=ledger, end_timeout_s=1.0, end_retry_max_s=0.2)
+    async with asyncio.timeout(5):
+        with pytest.raises(BrokerError) as caught:
+            await keeper.start()
+    assert caught.value.reason == FailureReason.INTERNAL and "No space left" in str(caught.value)
+    assert broker.ended == ["room-0"] and ledger.pending() == []
 
 
 def test_corrupt_record_is_set_aside(tmp_path: Path) -> None:

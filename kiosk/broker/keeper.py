@@ -97,7 +97,16 @@ class SessionKeeper:
         current = [record]
 
         def on_room(ticket: EndTicket) -> None:
-            current[0] = self.ledger.set_room(current[0], ticket)
+            # Remember the room in memory first: if the disk write fails, the session is still ended below.
+            current[0] = current[0].with_ticket(ticket)
+            try:
+                self.ledger.save(current[0])
+            except OSError as exc:
+                raise BrokerError(
+                    f"cannot update the session record in {self.ledger.directory} ({exc.strerror or exc}); "
+                    "ending the session rather than risk leaving it open",
+                    reason=FailureReason.INTERNAL,
+                ) from None
 
         self._active.add(record.id)
         self._idle.clear()

@@ -62,6 +62,10 @@ class SessionRecord(BaseModel):
             return True
         return True
 
+    def with_ticket(self, ticket: EndTicket) -> SessionRecord:
+        """This record with the room (and address and identity) from ``ticket``."""
+        return self.model_copy(update={"room": ticket.room, "url": ticket.url, "identity": ticket.identity})
+
     def ticket(self) -> EndTicket | None:
         """What ending this session needs, or None when the room was never learned."""
         if self.room is None:
@@ -94,9 +98,13 @@ class SessionLedger:
 
     def set_room(self, record: SessionRecord, ticket: EndTicket) -> SessionRecord:
         """Record the room the broker named for ``record``'s session."""
-        updated = record.model_copy(update={"room": ticket.room, "url": ticket.url, "identity": ticket.identity})
-        self._write(updated)
+        updated = record.with_ticket(ticket)
+        self.save(updated)
         return updated
+
+    def save(self, record: SessionRecord) -> None:
+        """Write ``record`` atomically (temporary file, fsync, rename, fsync of the directory)."""
+        self._write(record)
 
     def remove(self, record_id: str) -> None:
         """Forget a session whose end was confirmed (a missing record is fine)."""
