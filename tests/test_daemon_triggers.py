@@ -1,0 +1,87 @@
+"""Voice wake and a failed session, through the whole daemon against the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+from kiosk.commands.control import request_once
+from kiosk.daemon.app import run
+from kiosk.daemon.sessionrun import SessionSummary
+from kiosk.demo.wavio import WavStreamFactory
+from tests.fixtures.audio import SpeechClip
+from tests.fixtures.daemon import daemon_config
+from tests.fixtures.sandbox import SandboxHandle, until
+
+KEY_ENV = "KIOSK_TEST_BROKER_KEY"
+
+
+async def test_voice_wake_keeps_the_words_that_woke_it(
+    sandbox: SandboxHandle, tmp_path: Path, speech: SpeechClip, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With voice wake on, speech starts a session; the speech before the wake reaches the agent too."""
+    monkeypatch.setenv(KEY_ENV, sandbox.api_key)
+    extra = "[trigger]\nvoice_wake = true\nwake_min_speech_ms = 300\ncooldown_s = 0\n"
+    config = daemon_config(http_url=sandbox.http_url, tmp_path=tmp_path, key_env=KEY_ENV, silence_s=2.5, extra=extra)
+    audio = WavStreamFactory(mic_wav=speech.wav, speaker_wav=None)
+    summaries: list[SessionSummary] = []
+    task = asyncio.create_task(
+        run(config, stream_factory=audio, max_sessions=1, on_summary=summaries.append, configure_logging=False)
+    )
+    await until(lambda: (tmp_path / "control.sock").exists() or task.done(), within=20)
+    await asyncio.sleep(0.5)
+    audio.cue()
+    assert await asyncio.wait_for(task, timeout=60) == 0
+    [summary] = summaries
+    assert summary.end_reason == "silence"
+    record = await sandbox.wait_session(summary.room or "", lambda r: r["ended_at"] is not None)
+    heard = record["heard"]
+    spoken = len(speech.pcm(16000)) / 16000
+    assert heard["preconnect_seconds"] >= 0.3, "the words that woke the kiosk were lost"
+    # Speech measured by the agent's VAD excludes pauses; the whole utterance must have arrived nonetheless.
+    assert heard["preconnect_seconds"] + heard["speech_seconds"] >= 0.6 * spoken, heard
+
+
+async def test_agent_no_show_is_a_named_failure(
+    sandbox: SandboxHandle, tmp_path: Path, speech: SpeechClip, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A room the agent never joins ends with agent_no_show, shows the failure code on the LED, then idles."""
+    monkeypatch.setenv(KEY_ENV, sandbox.livekit_api_secret)
+    config = tmp_path / "kiosk.toml"
+    config.write_text(
+        '[device]\nidentity = "kiosk-noshow"\n\n'
+        f'[broker]\ndialect = "self"\nlivekit_url = "{sandbox.ws_url}"\nlivekit_api_key = "{sandbox.livekit_api_key}"\n'
+        f'api_key_env = "{KEY_ENV}"\n\n'
+        "[session]\nagent_join_timeout_s = 1.5\nerror_display_s = 1.0\n\n"
+        '[leds]\nkind = "single"\npin = 18\n\n'
+        f'[control]\nsocket = "{tmp_path / "control.sock"}"\n\n[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+    )
+    pins = MockFactory(pin_class=MockPWMPin)
+    audio = WavStreamFactory(mic_wav=speech.wav, speaker_wav=None)
+    socket = tmp_path / "control.sock"
+    task = asyncio.create_task(run(config, pin_factory=pins, stream_factory=audio, configure_logging=False))
+    try:
+        await until(lambda: socket.exists() or task.done(), within=20)
+        await asyncio.to_thread(request_once, socket, {"cmd": "press"})
+        async with asyncio.timeout(20):
+            while (status := await asyncio.to_thread(request_once, socket, {"cmd": "status"}))["state"] != "error":
+                await asyncio.sleep(0.05)
+        assert status["failure"] == "agent_no_show"
+        assert status["last_end"]["failure"] == "agent_no_show"
+        pins.pin(18).clear_states()
+        await asyncio.sleep(0.9)
+        flashes = [entry.state for entry in pins.pin(18).states].count(1.0)
+        async with asyncio.timeout(10):
+            while (await asyncio.to_thread(request_once, socket, {"cmd": "status"}))["state"] != "idle":
+                await asyncio.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(task, timeout=15) == 0
+    finally:
+        pins.reset()
+    # Code 11 (agent did not join): 0.3 s per flash, so about three flashes in 0.9 s.
+    assert 2 <= flashes <= 4
