@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -90,8 +91,9 @@ async def test_visitor_session_through_each_dialect(sandbox: SandboxHandle, dial
 
 
 async def test_preconnect_buffer_and_spoken_turn_are_recorded(sandbox: SandboxHandle) -> None:
-    """A 48 kHz pre-connect buffer and a live turn both reach the agent and its session record."""
+    """A 48 kHz pre-connect buffer and a live turn reach the agent and its record, with their arrival times."""
     url, token, room_name = await grant(sandbox, "lyzr")
+    before = time.monotonic()
     early = resample(load_clip("reply.wav"), RATE)  # 16 kHz clip ...
     early_48k = np.repeat(early, 3)  # ... as 48 kHz raw PCM, the way the mobile SDKs send it
     async with joined(url, token) as (room, watch, source):
@@ -107,6 +109,7 @@ async def test_preconnect_buffer_and_spoken_turn_are_recorded(sandbox: SandboxHa
             )
         await watch.wait_for(greeted, within=15)
         async with asyncio.timeout(10):
+            spoken_at = time.monotonic()
             await speak(source, visitor_speech())
         await watch.wait_for(lambda w: "Here is what I heard." in [r["text"] for r in w.replies], within=10)
         turn_lines = [r["text"] for r in watch.replies if r["type"] == "user_text"]
@@ -122,3 +125,10 @@ async def test_preconnect_buffer_and_spoken_turn_are_recorded(sandbox: SandboxHa
         seconds = wav.getnframes() / wav.getframerate()
     assert seconds == pytest.approx(heard["preconnect_seconds"] + heard["speech_seconds"], abs=0.05)
     assert heard["fingerprint"]
+    # Arrival times are CLOCK_MONOTONIC, comparable with this process's time.monotonic().
+    assert before < heard["preconnect_at"] < spoken_at
+    assert spoken_at < heard["first_audio_at"] < spoken_at + 2.0
+    with wave.open(heard["live_wav_path"]) as wav:
+        live = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    assert len(live) / RATE == pytest.approx(heard["live_seconds"], abs=0.01)
+    assert len(live) / RATE > len(visitor_speech()) / RATE - 0.5

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,17 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
-from kiosk.sandbox.agent_audio import FRAME, RATE, Hearing, Samples, TurnDetector, fingerprint, load_clip, resample
+from kiosk.sandbox.agent_audio import (
+    AUDIBLE_PEAK,
+    FRAME,
+    RATE,
+    Hearing,
+    Samples,
+    TurnDetector,
+    fingerprint,
+    load_clip,
+    resample,
+)
 from kiosk.sandbox.preconnect import PRECONNECT_TOPIC, PreconnectError, read_preconnect
 from kiosk.sandbox.sessions import SessionRecord
 
@@ -55,6 +66,7 @@ class ScriptedAgent:
         self._token = token
         self._record = record
         self._wav_path = state_dir / f"{record.id}.wav"
+        self._live_wav_path = state_dir / f"{record.id}.live.wav"
         self._no_show_s = no_show_s
         self._max_session_s = max_session_s
         self._room = rtc.Room()
@@ -197,7 +209,12 @@ class ScriptedAgent:
         detector = TurnDetector()
         pending = np.zeros(0, np.int16)
         async for event in rtc.AudioStream(track, sample_rate=RATE, num_channels=1):
-            pending = np.concatenate([pending, np.frombuffer(bytes(event.frame.data), dtype=np.int16)])
+            samples = np.frombuffer(bytes(event.frame.data), dtype=np.int16)
+            heard = self._record.heard
+            if heard.first_audio_at is None and len(samples) and int(np.abs(samples).max()) > AUDIBLE_PEAK:
+                heard.first_audio_at = time.monotonic()
+            self._hearing.record_stream(samples)
+            pending = np.concatenate([pending, samples])
             while len(pending) >= FRAME:
                 frame, pending = pending[:FRAME], pending[FRAME:]
                 if (turn := detector.feed(frame)) is not None:
@@ -216,6 +233,8 @@ class ScriptedAgent:
             self._events.put_nowait(("text", text))
 
     def _on_preconnect(self, reader: rtc.ByteStreamReader, sender: str) -> None:
+        if self._record.heard.preconnect_at is None:
+            self._record.heard.preconnect_at = time.monotonic()
         self._spawn(self._take_preconnect(reader, sender))
 
     async def _take_preconnect(self, reader: rtc.ByteStreamReader, sender: str) -> None:
@@ -240,6 +259,9 @@ class ScriptedAgent:
         if len(heard):
             self._record.heard.wav_path = str(self._hearing.write_wav(self._wav_path))
             self._record.heard.fingerprint = fingerprint(heard)
+        if self._hearing.stream:
+            self._record.heard.live_wav_path = str(self._hearing.write_stream(self._live_wav_path))
+            self._record.heard.live_seconds = round(self._hearing.stream_seconds, 3)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -13,6 +13,10 @@ import webrtcvad
 
 RATE = 16000
 FRAME = 480  # 30 ms at 16 kHz, a frame size webrtcvad accepts
+#: A received frame with a sample beyond this counts as audible (decoded digital silence stays within a few units).
+AUDIBLE_PEAK = 16
+#: How much of the live microphone stream the agent keeps as received.
+LIVE_RECORD_S = 60.0
 Samples = npt.NDArray[np.int16]
 
 
@@ -87,6 +91,21 @@ class Hearing:
         """Start empty."""
         self.preconnect: list[Samples] = []
         self.live: list[Samples] = []
+        self.stream: list[Samples] = []
+        self._stream_samples = 0
+
+    def record_stream(self, samples: Samples) -> None:
+        """Keep received live samples as they came, silence included, up to ``LIVE_RECORD_S`` seconds."""
+        room = int(LIVE_RECORD_S * RATE) - self._stream_samples
+        if room > 0 and len(samples):
+            kept = samples[:room]
+            self.stream.append(kept)
+            self._stream_samples += len(kept)
+
+    @property
+    def stream_seconds(self) -> float:
+        """Seconds of live stream kept."""
+        return self._stream_samples / RATE
 
     def all(self) -> Samples:
         """Every heard sample at 16 kHz, pre-connect first."""
@@ -95,13 +114,22 @@ class Hearing:
 
     def write_wav(self, path: Path) -> Path:
         """Write everything heard to ``path`` as 16 kHz mono WAV."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with wave.open(str(path), "wb") as wav:
-            wav.setnchannels(1)
-            wav.setsampwidth(2)
-            wav.setframerate(RATE)
-            wav.writeframes(self.all().astype("<i2").tobytes())
-        return path
+        return write_wav(path, self.all())
+
+    def write_stream(self, path: Path) -> Path:
+        """Write the live stream as received to ``path`` as 16 kHz mono WAV."""
+        return write_wav(path, np.concatenate(self.stream) if self.stream else np.zeros(0, np.int16))
+
+
+def write_wav(path: Path, samples: Samples) -> Path:
+    """Write 16 kHz mono samples to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(RATE)
+        wav.writeframes(samples.astype("<i2").tobytes())
+    return path
 
 
 def envelope(samples: Samples, *, step_s: float = 0.25) -> str:

@@ -34,6 +34,13 @@ class Heard:
     wav_path: str = ""
     fingerprint: str = ""
     user_texts: list[str] = field(default_factory=list)
+    #: ``time.monotonic()`` (CLOCK_MONOTONIC, shared by every process on the machine) when the first audible live
+    #: microphone frame arrived, and when a pre-connect buffer began to arrive; for latency benchmarks.
+    first_audio_at: float | None = None
+    preconnect_at: float | None = None
+    #: The live microphone stream as received (first ``LIVE_RECORD_S`` seconds, 16 kHz), silence included.
+    live_wav_path: str = ""
+    live_seconds: float = 0.0
 
 
 @dataclass
