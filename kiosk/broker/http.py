@@ -68,11 +68,6 @@ def make_client(broker: BrokerConfig) -> httpx.AsyncClient:
     )
 
 
-def default_deadline(timeout_s: float) -> float:
-    """A deadline (``time.monotonic()`` seconds) one request timeout from now."""
-    return time.monotonic() + timeout_s
-
-
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     if not value:
