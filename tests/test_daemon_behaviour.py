@@ -49,7 +49,7 @@ class Daemon:
     async def wait_state(self, state: str, within: float = 20.0) -> None:
         """Poll until the daemon is in ``state``."""
         async with asyncio.timeout(within):
-            while await self.state() != state:  # noqa: ASYNC110 - polling another component's state
+            while await self.state() != state:
                 await asyncio.sleep(0.05)
 
 
