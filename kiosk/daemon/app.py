@@ -86,6 +86,7 @@ async def run(
         log.error("audio: %s", exc)
         await client.aclose()
         return EX_UNAVAILABLE
+    await _warm_up()
     events = EventBus()
     holder: dict[str, Driver] = {}
 
@@ -161,6 +162,14 @@ async def run(
     await control.close()
     await _close_all(trigger, leds, audio, keeper, client)
     return exit_code
+
+
+async def _warm_up() -> None:
+    """Start LiveKit's native runtime now, so the first press does not pay for loading it."""
+    from livekit import rtc
+
+    source = rtc.AudioSource(48000, 1)
+    await source.aclose()
 
 
 async def _close_all(

@@ -103,7 +103,9 @@ class Peer:
 
     def subscribe(self, owner: Peer, track_sid: str, track: MediaStreamTrack) -> None:
         """Forward ``track`` (a relay of ``owner``'s track ``track_sid``) to this participant."""
-        if self.closed:
+        if self.closed or track_sid in self._senders:
+            # Joining and publishing can interleave (a join awaits its broadcast while another peer publishes):
+            # a second subscription to the same track would put a duplicate msid into the SDP, which the SDK rejects.
             track.stop()
             return
         # the SDK finds the publication from the msid: "<participant sid>|<track sid> <track sid>"

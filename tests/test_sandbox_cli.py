@@ -1,0 +1,30 @@
+"""``kiosk sandbox``'s banner: every pasteable [broker] block is a valid kiosk config."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+from kiosk.configfile import parse_config
+from kiosk.sandbox.cli import banner
+
+
+def test_every_broker_block_is_valid_config() -> None:
+    """Each dialect's block validates as it is printed, and names its key file instead of holding a key."""
+    sandbox = SimpleNamespace(
+        api_key="sk_sandbox_abc",
+        http_url="http://127.0.0.1:7880",
+        ws_url="ws://127.0.0.1:7880",
+        livekit_api_key="APIabc",
+        livekit_api_secret="secret-abc",
+    )
+    text = banner(sandbox)  # type: ignore[arg-type]
+    blocks = re.findall(r"^\[broker\]\n(?:[a-z_]+ = .*\n)+", text, flags=re.MULTILINE)
+    assert len(blocks) == 4
+    dialects = set()
+    for block in blocks:
+        config = parse_config(block, source="banner")
+        dialects.add(config.broker.dialect)
+        assert config.broker.api_key_file is not None
+        assert "sk_sandbox_abc" not in block and "secret-abc" not in block
+    assert dialects == {"lyzr", "oshara", "livekit", "self"}
