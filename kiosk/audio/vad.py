@@ -19,6 +19,9 @@ from kiosk.audio.frames import FRAME_MS, SAMPLE_RATE, Pcm, dbfs
 VOICED_SHARE = 0.8
 #: Frames of level history behind the noise floor estimate (2 s).
 FLOOR_FRAMES = 200
+#: Speech rises and falls with its syllables; a held musical note or a machine hum does not. A wake needs the level
+#: over its window to vary at least this much (standard deviation of the frames' dBFS).
+WAKE_MIN_LEVEL_SPREAD_DB = 3.0
 
 
 class VadEventKind(enum.StrEnum):
@@ -58,6 +61,7 @@ class VoiceActivity:
         self._margin_db = margin_db
         self._min_dbfs = min_dbfs
         self._levels: deque[float] = deque(maxlen=FLOOR_FRAMES)
+        self._wake_levels: deque[float] = deque(maxlen=max(1, wake_ms // FRAME_MS))
         self._floor = min_dbfs
         self._frames = 0
         self._silent_run = 0
@@ -81,6 +85,7 @@ class VoiceActivity:
         """Judge one frame: webrtcvad says speech and the level stands out from the noise floor."""
         level = dbfs(pcm)
         self._levels.append(level)
+        self._wake_levels.append(level)
         self._frames += 1
         if self._frames % 10 == 1:
             self._floor = float(np.percentile(np.fromiter(self._levels, dtype=np.float32), 10))
@@ -111,10 +116,13 @@ class VoiceActivity:
             if self._silent_run >= self._offset_frames:
                 self.speaking = False
                 events.append(VadEvent(VadEventKind.OFFSET, t, self._segment_start))
-        if self.speaking and not self._woken and self._wake.voiced():
+        if self.speaking and not self._woken and self._wake.voiced() and self._modulated():
             self._woken = True
             events.append(VadEvent(VadEventKind.WAKE, t, self._segment_start))
         return events
+
+    def _modulated(self) -> bool:
+        return float(np.std(np.fromiter(self._wake_levels, dtype=np.float32))) >= WAKE_MIN_LEVEL_SPREAD_DB
 
 
 class _Window:
