@@ -15,6 +15,7 @@ its record removed like any other).
 
 from __future__ import annotations
 
+import abc
 import logging
 import time
 from typing import Any, Literal
@@ -42,7 +43,7 @@ def _field_problem(exc: ValidationError) -> str:
     return f"field {field!r} is wrong: {first['msg']}"
 
 
-class _VendorBroker:
+class _VendorBroker(abc.ABC):
     """What both vendor dialects hold: the HTTP caller, the broker's address, the agent and the overrides."""
 
     def __init__(
@@ -58,8 +59,9 @@ class _VendorBroker:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.url!r}, identity={self.identity!r})"
 
+    @abc.abstractmethod
     def _check_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        """Validate ``[broker.overrides]`` for this dialect; raise ConfigError naming any unknown key."""
 
 
 class LyzrStart(BaseModel):
