@@ -85,3 +85,29 @@ async def test_agent_no_show_is_a_named_failure(
         pins.reset()
     # Code 11 (agent did not join): 0.3 s per flash, so about three flashes in 0.9 s.
     assert 2 <= flashes <= 4
+
+
+async def test_holding_the_button_restarts_the_daemon(
+    sandbox: SandboxHandle, tmp_path: Path, speech: SpeechClip, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With hold_action = "restart", a long press ends the session it started and exits 75 for systemd to restart."""
+    monkeypatch.setenv(KEY_ENV, sandbox.api_key)
+    extra = '[trigger]\nbutton_pin = 17\nbounce_time_ms = 0\nhold_time_s = 1.0\nhold_action = "restart"\n'
+    config = daemon_config(http_url=sandbox.http_url, tmp_path=tmp_path, key_env=KEY_ENV, extra=extra)
+    pins = MockFactory()
+    summaries: list[SessionSummary] = []
+    audio = WavStreamFactory(mic_wav=speech.wav, speaker_wav=None)
+    task = asyncio.create_task(
+        run(config, pin_factory=pins, stream_factory=audio, on_summary=summaries.append, configure_logging=False)
+    )
+    try:
+        await until(lambda: (tmp_path / "control.sock").exists() or task.done(), within=20)
+        pins.pin(17).drive_low()
+        code = await asyncio.wait_for(task, timeout=30)
+    finally:
+        pins.reset()
+    assert code == 75
+    [summary] = summaries
+    assert summary.end_reason == "shutdown"
+    record = sandbox.session(summary.room or "")
+    assert record["ended_at"] is not None
