@@ -1,0 +1,130 @@
+"""``python -m bench``: every benchmark of the kiosk against its baseline, one table, results.json and a plot.
+
+    python -m bench [--smoke] [--only press,idle,call,memory,echo] [--out DIR]
+
+Without ``--out`` a full run writes ``bench/results.json`` and ``bench/press_to_live.png``; a ``--smoke`` run
+(tiny sizes, for the test suite) writes to a temporary directory instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import echo
+from bench.common import Figure, sandbox, speech
+from bench.figures import call_figures, echo_figures, idle_figures, memory_figures, press_figures
+from bench.pulse import pulseaudio
+from bench.report import plot, table, write_json
+
+NAMES = ("press", "idle", "call", "memory", "echo")
+SPEECH = "Hello I am looking for the main library"
+HERE = Path(__file__).resolve().parent
+
+
+def sizes(smoke: bool) -> dict[str, float]:
+    """How big each benchmark is: a full run stays under 15 minutes on a 2-core machine."""
+    if smoke:
+        return {"sessions": 2, "silence_every": 2, "idle_s": 2.0, "call_s": 3.0, "soak": 5, "echo_s": 3.5}
+    return {"sessions": 30, "silence_every": 2, "idle_s": 60.0, "call_s": 20.0, "soak": 300, "echo_s": 12.0}
+
+
+def run(*, smoke: bool, only: tuple[str, ...], out: Path) -> tuple[list[Figure], dict[str, object]]:
+    """Run the chosen benchmarks; return the figures and the raw details."""
+    size = sizes(smoke)
+    figures: list[Figure] = []
+    details: dict[str, object] = {"sizes": size, "smoke": smoke}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="kiosk-bench-") as tmp:
+        work = Path(tmp)
+        speech48 = speech(SPEECH, work)
+        needs_sandbox = set(only) - {"echo"}
+        with sandbox(work, secrets.token_urlsafe(18)) if needs_sandbox else _nothing() as sb:
+            if "press" in only:
+                from bench.presslive import measure
+
+                (work / "press").mkdir()
+                samples = asyncio.run(
+                    measure(
+                        sb=sb,
+                        workdir=work / "press",
+                        speech48=speech48,
+                        sessions=int(size["sessions"]),
+                        silence_every=int(size["silence_every"]),
+                        silence_s=1.0,
+                    )
+                )
+                new, raw = press_figures(samples, speech48)
+                figures += new
+                details["press"] = raw
+                picture = plot(
+                    out / "press_to_live.png",
+                    [s.press_to_audio_ms for s in samples["kiosk"]],
+                    [s.press_to_audio_ms for s in samples["baseline"]],
+                    250.0,
+                )
+                details["plot"] = str(picture) if picture else "matplotlib not installed"
+            if needs_sandbox - {"press"}:
+                with pulseaudio() as pulse:
+                    if "idle" in only:
+                        new, raw = idle_figures(sb=sb, pulse=pulse, workdir=work, seconds=size["idle_s"])
+                        figures += new
+                        details["idle"] = raw
+                    if "call" in only:
+                        new, raw = call_figures(
+                            sb=sb, pulse=pulse, workdir=work, speech48=speech48, seconds=size["call_s"]
+                        )
+                        figures += new
+                        details["call"] = raw
+                    if "memory" in only:
+                        new, raw = memory_figures(
+                            sb=sb, pulse=pulse, workdir=work, sessions=int(size["soak"]), idle=details.get("idle")
+                        )
+                        figures += new
+                        details["memory"] = raw
+        if "echo" in only:
+            raw_echo = echo.run(seconds=size["echo_s"])
+            figures += echo_figures(raw_echo)
+            details["echo"] = raw_echo
+    details["total_s"] = round(time.monotonic() - started, 1)
+    return figures, details
+
+
+class _nothing:
+    """A context manager yielding None (no sandbox needed)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks, print the table, write the results."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that every benchmark runs")
+    parser.add_argument("--only", default=",".join(NAMES), help=f"comma-separated subset of {', '.join(NAMES)}")
+    parser.add_argument("--out", type=Path, default=None, help="where to write results.json and the plot")
+    args = parser.parse_args(argv)
+    only = tuple(n.strip() for n in args.only.split(",") if n.strip())
+    unknown = set(only) - set(NAMES)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose from {', '.join(NAMES)}")
+    out = args.out or (Path(tempfile.mkdtemp(prefix="kiosk-bench-out-")) if args.smoke else HERE)
+    out.mkdir(parents=True, exist_ok=True)
+    figures, details = run(smoke=args.smoke, only=only, out=out)
+    write_json(out / "results.json", figures, details)
+    print(f"\nkiosk benchmarks ({'smoke' if args.smoke else 'full'} run, {details['total_s']} s)\n")
+    print(table(figures))
+    print(f"\nresults: {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Each benchmark's raw readings turned into table figures, each with its goal and baseline."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import Figure, Samples, percentile, rounded
+from bench.presslive import Sample
+from bench.pulse import PulseAudio
+from bench.resources import bare_streams_cpu, idle_cpu, in_call, soak
+
+GOAL_P50_MS = 250.0
+GOAL_RATIO = 1.10
+GOAL_KEPT = 1.0
+#: Alignment works in 10 ms frames; a frame or two at a part's edge may be misjudged either way.
+KEPT_TOLERANCE = 0.01
+GOAL_IDLE_PCT = 0.5
+GOAL_CALL_RATIO = 1.0
+GOAL_RSS_IDLE_MB = 90.0
+GOAL_GROWTH_MB = 10.0
+GOAL_LATENESS_S = (0.0, 0.5)
+SOAK_SILENCE_S = 0.5
+
+
+def press_figures(samples: dict[str, list[Sample]], speech48: Samples) -> tuple[list[Figure], dict[str, Any]]:
+    """Press-to-live, first words kept and silence-end precision."""
+    kiosk = [s.press_to_audio_ms for s in samples["kiosk"]]
+    base = [s.press_to_audio_ms for s in samples["baseline"]]
+    k50, k95, b50, b95 = (percentile(v, q) for v, q in ((kiosk, 50), (kiosk, 95), (base, 50), (base, 95)))
+    ratio50 = k50 / b50 if k50 and b50 else None
+    ratio95 = k95 / b95 if k95 and b95 else None
+    kept = [s.kept for s in samples["kiosk"] if s.kept is not None]
+    kept_base = [s.kept for s in samples["baseline"] if s.kept is not None]
+    late = [s.silence_lateness_s for s in samples["kiosk"] if s.silence_lateness_s is not None]
+    speech_s = len(speech48) / 48000
+    n = len(kiosk)
+    figures = [
+        Figure(
+            f"press-to-live p50 (n={n})",
+            rounded(k50),
+            "ms",
+            f"<= {GOAL_P50_MS:.0f} ms",
+            k50 is not None and k50 <= GOAL_P50_MS,
+            rounded(b50),
+            "press to the first audible live mic frame at the agent",
+        ),
+        Figure("press-to-live p95", rounded(k95), "ms", "", None, rounded(b95)),
+        Figure(
+            "press-to-live ratio p50",
+            rounded(ratio50, 2),
+            "x",
+            f"<= {GOAL_RATIO:.2f}x",
+            ratio50 is not None and ratio50 <= GOAL_RATIO,
+        ),
+        Figure("press-to-live ratio p95", rounded(ratio95, 2), "x", f"<= {GOAL_RATIO:.2f}x", None),
+        Figure(
+            "room connected p50 (kiosk's own clock)",
+            rounded(percentile([s.press_to_connected_ms or math.nan for s in samples["kiosk"]], 50)),
+            "ms",
+            "",
+            None,
+            rounded(percentile([s.press_to_connected_ms or math.nan for s in samples["baseline"]], 50)),
+        ),
+        Figure(
+            "pre-connect buffer arrives p50",
+            rounded(percentile([s.preconnect_arrival_ms or math.nan for s in samples["kiosk"]], 50)),
+            "ms",
+        ),
+        Figure(
+            f"first words kept, mean ({speech_s:.1f} s of speech from the press)",
+            rounded(100 * float(np.mean(kept)), 1) if kept else None,
+            "%",
+            "100 %",
+            bool(kept) and float(np.mean(kept)) >= GOAL_KEPT - KEPT_TOLERANCE,
+            rounded(100 * float(np.mean(kept_base)), 1) if kept_base else None,
+            "baseline = a client without pre-roll that sends once live",
+        ),
+        Figure("first words kept, worst session", rounded(100 * min(kept), 1) if kept else None, "%", "100 %"),
+        Figure(
+            f"silence end lateness p50 (n={len(late)})",
+            rounded(percentile(late, 50), 3),
+            "s",
+            "in [0, 0.5] s",
+            None,
+        ),
+        Figure(
+            "silence end lateness min..max",
+            rounded(max(late), 3) if late else None,
+            "s",
+            "in [0, 0.5] s",
+            bool(late) and GOAL_LATENESS_S[0] <= min(late) and max(late) <= GOAL_LATENESS_S[1],
+            note=f"min {min(late):.3f} s, max {max(late):.3f} s (value = max)" if late else "",
+        ),
+    ]
+    raw = {k: [dataclasses.asdict(s) for s in v] for k, v in samples.items()}
+    return figures, raw
+
+
+def idle_figures(*, sb: Any, pulse: PulseAudio, workdir: Path, seconds: float) -> tuple[list[Figure], dict[str, Any]]:
+    """Idle CPU with voice wake on and off, and the floor of two bare PortAudio streams."""
+    raw: dict[str, Any] = idle_cpu(sb=sb, pulse=pulse, workdir=workdir, seconds=seconds)
+    raw["cpu_bare_streams_pct"] = bare_streams_cpu(pulse=pulse, workdir=workdir, seconds=seconds)
+    raw["seconds"] = seconds
+    on, off, bare = raw["cpu_wake_on_pct"], raw["cpu_wake_off_pct"], raw["cpu_bare_streams_pct"]
+    note = "baseline = a process holding the same two PortAudio streams with empty callbacks"
+    return [
+        Figure(
+            f"idle CPU, voice wake on ({seconds:.0f} s room noise)",
+            rounded(on, 2),
+            "%",
+            f"<= {GOAL_IDLE_PCT} %",
+            on <= GOAL_IDLE_PCT,
+            rounded(bare, 2),
+            note,
+        ),
+        Figure("idle CPU, voice wake off", rounded(off, 2), "%", "", None, rounded(bare, 2)),
+    ], raw
+
+
+def call_figures(
+    *, sb: Any, pulse: PulseAudio, workdir: Path, speech48: Samples, seconds: float
+) -> tuple[list[Figure], dict[str, Any]]:
+    """In-call CPU against LiveKit's MediaDevices, and RSS in a call."""
+    raw: dict[str, Any] = in_call(sb=sb, pulse=pulse, workdir=workdir, speech48=speech48, seconds=seconds)
+    raw["seconds"] = seconds
+    ratio = raw["cpu_call_pct"] / raw["cpu_call_baseline_pct"] if raw["cpu_call_baseline_pct"] else None
+    return [
+        Figure(
+            f"in-call CPU ({seconds:.0f} s, speech both ways)",
+            rounded(raw["cpu_call_pct"], 2),
+            "%",
+            "",
+            None,
+            rounded(raw["cpu_call_baseline_pct"], 2),
+            "baseline = rtc.MediaDevices (APM + publish + playback) in its own process",
+        ),
+        Figure(
+            "in-call CPU ratio", rounded(ratio, 2), "x", f"<= {GOAL_CALL_RATIO:.1f}x", ratio is not None and ratio <= 1
+        ),
+        Figure("RSS in call", rounded(raw["rss_call_mb"]), "MB", "", None, rounded(raw["rss_call_baseline_mb"])),
+    ], raw
+
+
+def memory_figures(
+    *, sb: Any, pulse: PulseAudio, workdir: Path, sessions: int, idle: Any
+) -> tuple[list[Figure], dict[str, Any]]:
+    """RSS idle, RSS growth and file descriptors over a soak, and sessions left open at the broker."""
+    result = soak(sb=sb, pulse=pulse, workdir=workdir, sessions=sessions, silence_s=SOAK_SILENCE_S)
+    raw = dataclasses.asdict(result)
+    rss_idle = idle.get("rss_idle_wake_off_mb") if isinstance(idle, dict) else result.rss_mb[0]
+    growth = result.rss_mb[-1] - result.rss_mb[0]
+    fds_start, fds_end = result.fds[0], result.fds[-1]
+    per = result.seconds / max(1, result.sessions)
+    return [
+        Figure("RSS idle", rounded(rss_idle), "MB", f"<= {GOAL_RSS_IDLE_MB:.0f} MB", rss_idle <= GOAL_RSS_IDLE_MB),
+        Figure(
+            f"RSS growth over {result.sessions} sessions",
+            rounded(growth),
+            "MB",
+            f"<= {GOAL_GROWTH_MB:.0f} MB",
+            growth <= GOAL_GROWTH_MB,
+            rounded(result.rss_mb[0]),
+            f"baseline = RSS after two warm-up sessions; peak {max(result.rss_mb):.1f} MB; {per:.2f} s per session",
+        ),
+        Figure("open FDs after the soak", float(fds_end), "", f"<= {fds_start} (before)", fds_end <= fds_start),
+        Figure(
+            "sessions left open at the broker",
+            float(result.open_at_broker),
+            "",
+            "0",
+            result.open_at_broker == 0 and result.not_ended == 0,
+            note=f"{result.not_ended} session(s) not ended by a broker end call; failures {result.failures or 'none'}",
+        ),
+    ], raw
+
+
+def echo_figures(raw: dict[str, Any]) -> list[Figure]:
+    """ERLE and double-talk loss from :mod:`bench.echo`."""
+    return [
+        Figure(
+            "echo: ERLE (AEC+NS+HPF+AGC)", raw["erle_db"], "dB", ">= 30 dB", raw["erle_ok"], raw["erle_baseline_db"]
+        ),
+        Figure("echo: double-talk loss", raw["double_talk_loss_db"], "dB", "<= 6 dB", raw["double_talk_ok"]),
+    ]

@@ -1,0 +1,245 @@
+"""Idle CPU, in-call CPU and memory: the daemon as ``python -m kiosk run`` with PulseAudio devices, measured alone.
+
+CPU is the process's user + system time over wall time (% of one core), read from ``/proc/PID/stat``; memory is
+its RSS from ``/proc/PID/statm``; file descriptors are counted in ``/proc/PID/fd``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import Samples, Sandbox, cpu_percent_over, kiosk_config, open_fds, pink_noise, rss_mb, write_wav
+from bench.pulse import MIC_PCM, SPK_PCM, PulseAudio
+from kiosk.commands.control import request_once
+
+KEY_ENV = "KIOSK_BENCH_BROKER_KEY"
+#: Room noise: pink noise at -50 dBFS RMS, a quiet lobby (ventilation, distant voices) at a kiosk's microphone.
+NOISE_DBFS = -50.0
+SETTLE_S = 3.0
+
+
+@dataclass
+class Daemon:
+    """A ``kiosk run`` subprocess."""
+
+    process: subprocess.Popen[bytes]
+    socket: Path
+
+    @property
+    def pid(self) -> int:
+        """Its process id."""
+        return self.process.pid
+
+    def ask(self, cmd: str) -> dict[str, Any]:
+        """One control-socket request."""
+        return request_once(self.socket, {"cmd": cmd}, timeout=10)
+
+    def wait_state(self, state: str, within: float = 20.0, *, sessions: int | None = None) -> dict[str, Any]:
+        """Poll ``status`` until the daemon is in ``state`` (and has run ``sessions`` sessions, if given)."""
+        deadline = time.monotonic() + within
+        while True:
+            status = self.ask("status")
+            count = status.get("counters", {}).get("sessions", 0)
+            if status.get("state") == state and (sessions is None or count >= sessions):
+                return status
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise TimeoutError(f"daemon not {state} within {within} s: {status}")
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def daemon(*, sb: Sandbox, pulse: PulseAudio, workdir: Path, silence_s: float, voice_wake: bool) -> Iterator[Daemon]:
+    """Run ``python -m kiosk run`` on the PulseAudio devices until the block ends (SIGTERM, then SIGKILL)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    extra = (
+        f'[audio]\ninput_device = "{MIC_PCM}"\noutput_device = "{SPK_PCM}"\n\n'
+        f"[trigger]\nvoice_wake = {'true' if voice_wake else 'false'}\n"
+    )
+    config = kiosk_config(sb=sb, workdir=workdir, key_env=KEY_ENV, silence_s=silence_s, extra=extra)
+    env = {**pulse.env, KEY_ENV: sb.api_key}
+    with (workdir / "daemon.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kiosk", "run", "--config", str(config)], env=env, stdout=log, stderr=log
+        )
+    handle = Daemon(process=process, socket=workdir / "control.sock")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError, ValueError, Exception):
+                if handle.ask("status").get("state") == "idle":
+                    break
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"the daemon did not start; see {workdir / 'daemon.log'}")
+            time.sleep(0.1)
+        yield handle
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def playing(pulse: PulseAudio, wav: Path) -> Iterator[None]:
+    """Play ``wav`` into the microphone sink for the duration of the block."""
+    player = pulse.play(wav)
+    try:
+        yield
+    finally:
+        player.terminate()
+        player.wait(timeout=5)
+
+
+def idle_cpu(*, sb: Sandbox, pulse: PulseAudio, workdir: Path, seconds: float) -> dict[str, float]:
+    """CPU (% of a core) of the idle daemon over ``seconds`` of room noise, voice wake on and off; idle RSS."""
+    noise = write_wav(workdir / "noise.wav", pink_noise(seconds + SETTLE_S + 5, dbfs=NOISE_DBFS))
+    out: dict[str, float] = {}
+    for wake in (True, False):
+        name = "on" if wake else "off"
+        with (
+            daemon(sb=sb, pulse=pulse, workdir=workdir / f"idle-{name}", silence_s=1.0, voice_wake=wake) as d,
+            playing(pulse, noise),
+        ):
+            time.sleep(SETTLE_S)
+            out[f"cpu_wake_{name}_pct"] = cpu_percent_over(d.pid, seconds)
+            out[f"rss_idle_wake_{name}_mb"] = rss_mb(d.pid)
+            if d.ask("status").get("counters", {}).get("sessions", 0):
+                raise RuntimeError("room noise woke the kiosk: the idle figure would include a session")
+    return out
+
+
+def speech_loop(speech48: Samples, seconds: float) -> Samples:
+    """Speech, then a pause long enough for the agent to answer, repeated for ``seconds``."""
+    pause = np.zeros(int(4.0 * 48000), np.int16)
+    unit = np.concatenate([speech48, pause])
+    return np.tile(unit, int(np.ceil(seconds * 48000 / len(unit))))
+
+
+def in_call(*, sb: Sandbox, pulse: PulseAudio, workdir: Path, speech48: Samples, seconds: float) -> dict[str, float]:
+    """CPU and RSS of one live session with speech both ways: the daemon, then MediaDevices as the baseline."""
+    wav = write_wav(workdir / "talk.wav", speech_loop(speech48, seconds + 10))
+    out: dict[str, float] = {}
+    with daemon(sb=sb, pulse=pulse, workdir=workdir / "call", silence_s=60.0, voice_wake=False) as d:
+        d.ask("press")
+        d.wait_state("live")
+        with playing(pulse, wav):
+            time.sleep(1.0)
+            out["cpu_call_pct"] = cpu_percent_over(d.pid, seconds)
+            out["rss_call_mb"] = rss_mb(d.pid)
+        d.ask("press")
+        d.wait_state("idle")
+    env = {**pulse.env, KEY_ENV: sb.api_key}
+    with (workdir / "mdcall.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.mdcall", "--url", sb.http_url, "--seconds", str(seconds + 3)],
+            env={**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if b"LIVE" not in line:
+            raise RuntimeError(f"the MediaDevices baseline did not go live; see {workdir / 'mdcall.log'}")
+        with playing(pulse, wav):
+            time.sleep(1.0)
+            out["cpu_call_baseline_pct"] = cpu_percent_over(process.pid, seconds)
+            out["rss_call_baseline_mb"] = rss_mb(process.pid)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+    return out
+
+
+@dataclass
+class Soak:
+    """Readings over a soak of back-to-back sessions."""
+
+    sessions: int = 0
+    seconds: float = 0.0
+    rss_mb: list[float] = field(default_factory=list)
+    fds: list[int] = field(default_factory=list)
+    silence_ended: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    open_at_broker: int = 0
+    not_ended: int = 0
+
+
+def soak(
+    *, sb: Sandbox, pulse: PulseAudio, workdir: Path, sessions: int, silence_s: float, silence_every: int = 10
+) -> Soak:
+    """``sessions`` back-to-back sessions (two warm-ups first); RSS and FDs after each.
+
+    A session is a press, then a second press once live (every ``silence_every``-th one is left to end by silence
+    instead, after the agent's greeting): short sessions keep the soak within the run's time budget.
+    """
+    result = Soak()
+    with daemon(sb=sb, pulse=pulse, workdir=workdir / "soak", silence_s=silence_s, voice_wake=False) as d:
+        for number in range(1, 3):
+            d.ask("press")
+            d.wait_state("idle", sessions=number)
+        time.sleep(0.5)
+        result.rss_mb.append(rss_mb(d.pid))
+        result.fds.append(open_fds(d.pid))
+        start = time.monotonic()
+        for number in range(3, sessions + 3):
+            d.ask("press")
+            if number % silence_every:
+                d.wait_state("live", sessions=number)
+                d.ask("press")
+            else:
+                result.silence_ended += 1
+            status = d.wait_state("idle", sessions=number)
+            result.rss_mb.append(rss_mb(d.pid))
+            result.fds.append(open_fds(d.pid))
+        result.seconds = time.monotonic() - start
+        result.sessions = sessions
+        result.failures = {k: v for k, v in status.get("counters", {}).items() if k.startswith("failure")}
+        time.sleep(2.0)
+        result.rss_mb.append(rss_mb(d.pid))
+        result.fds.append(open_fds(d.pid))
+    time.sleep(1.0)
+    records = [r for r in sb.sessions() if r["identity"] == "kiosk-bench"]
+    result.open_at_broker = sum(1 for r in records if r["ended_at"] is None)
+    result.not_ended = sum(1 for r in records if r["end_reason"] != "broker_end")
+    return result
+
+
+def bare_streams_cpu(*, pulse: PulseAudio, workdir: Path, seconds: float) -> float:
+    """The floor: CPU of a process that only keeps the same two PortAudio streams open with empty callbacks."""
+    noise = workdir / "noise.wav"
+    script = (
+        "import sys, time, sounddevice as sd\n"
+        "def find(n, k):\n"
+        "    return next(i for i, d in enumerate(sd.query_devices()) if n in d['name'] and d[k] > 0)\n"
+        f"i = sd.InputStream(device=find('{MIC_PCM}', 'max_input_channels'), samplerate=48000, channels=1,"
+        " dtype='int16', blocksize=480, callback=lambda *a: None)\n"
+        f"o = sd.OutputStream(device=find('{SPK_PCM}', 'max_output_channels'), samplerate=48000, channels=1,"
+        " dtype='int16', blocksize=480, callback=lambda out, *a: out.fill(0))\n"
+        "i.start(); o.start(); print('OPEN', flush=True); time.sleep(float(sys.argv[1]))\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(seconds + SETTLE_S + 2)], env=pulse.env, stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        process.stdout.readline()
+        with playing(pulse, noise):
+            time.sleep(SETTLE_S)
+            return cpu_percent_over(process.pid, seconds)
+    finally:
+        process.kill()
+        process.wait(timeout=5)
