@@ -104,3 +104,17 @@ def test_syntax_error_exits_78(tmp_path: Path) -> None:
     result = _run(str(_write(tmp_path, "[broker\n")))
     assert result.returncode == 78
     assert "line 1" in result.stderr
+
+
+def test_secret_looking_overrides_are_masked(tmp_path: Path) -> None:
+    """Override values under key-like names (x-api-key, authorization, password) are shown as ***."""
+    body = (
+        '[broker]\ndialect = "lyzr"\nurl = "https://b"\nagent_id = "a"\napi_key_env = "K"\n'
+        '[broker.overrides]\nlanguage = "en"\n"x-api-key" = "sk_hidden_1"\nauthorization = "Bearer hidden_2"\n'
+        '[broker.overrides.agentConfig]\npassword = "hidden_3"\n'
+    )
+    result = _run(str(_write(tmp_path, body)), env={"K": SECRET})
+    assert result.returncode == 0, result.stderr
+    assert 'language = "en"' in result.stdout
+    for hidden in ("sk_hidden_1", "hidden_2", "hidden_3", SECRET):
+        assert hidden not in result.stdout + result.stderr

@@ -81,3 +81,15 @@ def test_redaction_masks_tokens_keys_and_known_secrets(caplog: pytest.LogCapture
     finally:
         logger.removeFilter(redact)
     assert caplog.messages == ["token *** key *** and *** in room r1"]
+
+
+def test_tracebacks_are_masked_too(capsys: pytest.CaptureFixture[str], restore_logging: None) -> None:
+    """An exception whose text quotes a token or the configured key is masked in the printed traceback."""
+    setup_logging("info", environ={}, secrets=["plain-secret-1234"])
+    try:
+        raise RuntimeError(f"request failed: access_token={JWT} key=plain-secret-1234")
+    except RuntimeError:
+        logging.getLogger("kiosk.test").exception("broker call failed")
+    err = capsys.readouterr().err
+    assert "broker call failed" in err and "RuntimeError: request failed" in err
+    assert JWT not in err and "plain-secret-1234" not in err

@@ -19,7 +19,7 @@ from kiosk.errors import ConfigError
 from kiosk.secret import SecretSource
 
 MASK = "***"
-_SENSITIVE = re.compile(r"(^|_)(api_?key|key|secret|token|password)$", re.IGNORECASE)
+_SENSITIVE = re.compile(r"key|secret|token|password|passwd|authorization|credential|cookie", re.IGNORECASE)
 _SOURCE_KEYS = {"api_key_file", "api_key_credential", "api_key_env"}
 
 
@@ -76,7 +76,7 @@ def masked(data: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in data.items():
         if isinstance(value, Mapping):
             out[key] = masked(value)
-        elif _SENSITIVE.search(key) and key not in _SOURCE_KEYS and value is not None:
+        elif _SENSITIVE.search(key) and key not in _SOURCE_KEYS and not key.endswith("_ttl_s") and value is not None:
             out[key] = MASK
         else:
             out[key] = value

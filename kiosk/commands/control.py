@@ -64,7 +64,14 @@ def socket_path(cli_socket: str | None, cli_config: str | None) -> Path:
 
 
 def _connect(path: Path, timeout: float) -> socket.socket:
-    if not path.exists():
+    try:
+        present = path.exists()
+    except PermissionError:
+        raise ControlError(
+            f"permission denied on {path.parent}: run as root or add yourself to the service's group "
+            "(sudo usermod -aG kiosk $USER, then log in again)"
+        ) from None
+    if not present:
         raise ControlError(f"no control socket at {path}: {_daemon_hint()}")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -84,13 +91,23 @@ def _connect(path: Path, timeout: float) -> socket.socket:
 
 def request_once(path: Path, request: dict[str, Any], *, timeout: float = 10.0) -> dict[str, Any]:
     """Send one request and return the daemon's one-line answer."""
-    with _connect(path, timeout) as sock, sock.makefile("rwb") as stream:
-        stream.write(json.dumps(request).encode() + b"\n")
-        stream.flush()
-        line = stream.readline()
+    try:
+        with _connect(path, timeout) as sock, sock.makefile("rwb") as stream:
+            stream.write(json.dumps(request).encode() + b"\n")
+            stream.flush()
+            line = stream.readline()
+    except TimeoutError:
+        raise ControlError(
+            f"the daemon did not answer on {path} within {timeout:.0f} s (is it stuck? journalctl -u kiosk)"
+        ) from None
+    except OSError as exc:
+        raise ControlError(f"talking to the daemon on {path} failed: {exc.strerror or exc}") from None
     if not line:
-        raise ControlError(f"the daemon closed {path} without answering")
-    answer: dict[str, Any] = json.loads(line)
+        raise ControlError(f"the daemon closed {path} without answering (see journalctl -u kiosk)")
+    try:
+        answer: dict[str, Any] = json.loads(line)
+    except ValueError:
+        raise ControlError(f"the daemon's answer on {path} is not JSON: is this a kiosk control socket?") from None
     return answer
 
 

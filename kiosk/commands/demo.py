@@ -97,10 +97,16 @@ async def _demo(args: argparse.Namespace) -> int:
                 presses.add(task)
                 task.add_done_callback(presses.discard)
 
+            reports: set[asyncio.Task[None]] = set()
+
+            async def report(summary: SessionSummary) -> None:
+                heard = await asyncio.to_thread(runner.agent_heard, info["http_url"], summary.room)
+                runner.print_summary(summary, heard, _out)
+
             def on_summary(summary: SessionSummary) -> None:
                 summaries.append(summary)
-                heard = runner.agent_heard(info["http_url"], summary.room)
-                runner.print_summary(summary, heard, _out)
+                task = loop.create_task(report(summary))
+                reports.add(task)
                 if auto and (args.sessions is None or len(summaries) < args.sessions):
                     loop.call_later(2.5, press)
 
@@ -112,6 +118,8 @@ async def _demo(args: argparse.Namespace) -> int:
                 _out(f"kiosk demo: press Enter to start or end a session (or: kiosk press --socket {socket})")
             try:
                 code = await run(config_path, stream_factory=factory, max_sessions=args.sessions, on_summary=on_summary)
+                if reports:
+                    await asyncio.wait(reports, timeout=10)
             except AudioDeviceError as exc:
                 print(NO_AUDIO_HELP.format(what="device") + f"\n({exc})", file=sys.stderr)
                 return 2

@@ -61,7 +61,8 @@ async def run(
         log.error("config error: %s", exc)
         return EX_CONFIG
     if configure_logging:
-        setup_logging(config.daemon.log_level)
+        known = [secret.get().get_secret_value()] if secret is not None else []
+        setup_logging(config.daemon.log_level, secrets=known)
     loop = asyncio.get_running_loop()
     notifier = Notifier()
 
@@ -107,11 +108,19 @@ async def run(
     observers = Observers(driver=driver, notifier=notifier, audio=audio, leds=leds, events=events)
     exit_code = 0
 
+    press_started_session = False
+
     def on_button(event: ButtonEvent) -> None:
-        nonlocal exit_code
-        if event == ButtonEvent.PRESS or (config.trigger.hold_action == "end" and driver.snapshot.in_session):
+        nonlocal exit_code, press_started_session
+        action = driver.config.trigger.hold_action
+        if event == ButtonEvent.PRESS:
+            before = driver.snapshot.state
             driver.press(sm.Source.BUTTON)
-        elif config.trigger.hold_action == "restart":
+            press_started_session = before != driver.snapshot.state == sm.State.CONNECTING
+        elif action == "end" and driver.snapshot.in_session and not press_started_session:
+            # A visitor who keeps the button down after starting a session keeps it.
+            driver.press(sm.Source.BUTTON)
+        elif action == "restart":
             log.warning("button held: restarting the daemon")
             exit_code = EX_TEMPFAIL
             driver.dispatch(sm.Shutdown())
@@ -207,7 +216,7 @@ def _counting(
     def on_summary(summary: SessionSummary) -> None:
         if forward is not None:
             forward(summary)
-        if len(driver.summaries) >= limit:
+        if driver.sessions_done >= limit:
             driver.dispatch(sm.Shutdown())
 
     return on_summary

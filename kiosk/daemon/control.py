@@ -20,6 +20,7 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64 * 1024
+MAX_CLIENTS = 16
 COMMANDS = ("status", "press", "say", "events")
 
 
@@ -102,9 +103,12 @@ class ControlServer:
         assert task is not None
         self._clients.add(task)
         try:
+            if len(self._clients) > MAX_CLIENTS:
+                await _send(writer, _error(f"too many control clients (at most {MAX_CLIENTS}); try again"))
+                return
             await self._handle(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client hung up; nothing to answer
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            log.debug("control client went away")
         finally:
             self._clients.discard(task)
             writer.close()
@@ -137,6 +141,10 @@ class ControlServer:
             answer = await handlers[command]()
         except ValueError as exc:
             answer = _error(str(exc))
+        except Exception as exc:
+            # Supervisor boundary of one request: the daemon goes on, the client hears what failed.
+            log.exception("control request %r failed", command)
+            answer = _error(f"{command} failed: {type(exc).__name__}; see the daemon's log")
         await _send(writer, {"ok": True, **answer} if "ok" not in answer else answer)
 
     async def _stream_events(self, writer: asyncio.StreamWriter) -> None:

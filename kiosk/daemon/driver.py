@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -20,11 +20,12 @@ from kiosk import session as sm
 from kiosk.config import KioskConfig
 from kiosk.daemon.logsetup import fields
 from kiosk.daemon.sessionrun import SessionRun, SessionSummary
-from kiosk.reasons import FailureReason
+from kiosk.reasons import EndReason, FailureReason
 
 log = logging.getLogger(__name__)
 
 Observer = Callable[[sm.Snapshot, sm.Snapshot], None]
+SUMMARIES_KEPT = 50
 
 
 @dataclasses.dataclass
@@ -52,7 +53,8 @@ class Driver:
         self.exited = asyncio.Event()
         self.last_end: LastEnd | None = None
         self.counters: Counter[str] = Counter()
-        self.summaries: list[SessionSummary] = []
+        self.summaries: deque[SessionSummary] = deque(maxlen=SUMMARIES_KEPT)
+        self.sessions_done = 0
         self.on_summary: Callable[[SessionSummary], None] | None = None
         self.idle_since = time.monotonic()
 
@@ -85,25 +87,31 @@ class Driver:
     def dispatch(self, event: sm.Event) -> None:
         """Apply ``event``; the only way the snapshot ever changes."""
         old = self.snapshot
+        if isinstance(event, sm.Shutdown) and self._run is not None and old.state == sm.State.ENDING:
+            self._run.request_end(shutdown=True)  # an end already under way: make it quick
         new, effects = sm.transition(old, event)
         self.snapshot = new
-        if new != old:
-            if new.state != old.state:
-                log.info(
-                    "%s -> %s%s",
-                    old.state,
-                    new.state,
-                    f" ({new.end_reason}{', ' + new.failure if new.failure else ''})"
-                    if new.state == sm.State.ENDING
-                    else "",
-                    extra=fields(state=new.state, session=new.session, room=new.room, reason=new.failure),
-                )
-                if new.state == sm.State.IDLE:
-                    self.idle_since = time.monotonic()
-            for observer in self._observers:
-                observer(old, new)
+        if new != old and new.state != old.state:
+            log.info(
+                "%s -> %s%s",
+                old.state,
+                new.state,
+                f" ({new.end_reason}{', ' + new.failure if new.failure else ''})"
+                if new.state == sm.State.ENDING
+                else "",
+                extra=fields(state=new.state, session=new.session, room=new.room, reason=new.failure),
+            )
+            if new.state == sm.State.IDLE:
+                self.idle_since = time.monotonic()
         for effect in effects:
             self._carry_out(effect)
+        if new != old:
+            for observer in self._observers:
+                try:
+                    observer(old, new)
+                except Exception:
+                    # Observers only show state: a broken LED or status line must never stop the session machine.
+                    log.exception("observer %r failed", observer)
 
     def _carry_out(self, effect: sm.Effect) -> None:
         if isinstance(effect, sm.BeginSession):
@@ -111,12 +119,13 @@ class Driver:
             self._run = self._make_run(effect.session, self._pending_since)
             self._pending_since = None
             self._task = asyncio.get_running_loop().create_task(self._supervise(self._run), name="session")
+            self._run.attach(self._task)
         elif isinstance(effect, sm.Teardown):
             if effect.failure is not None:
                 self.counters[f"failure.{effect.failure}"] += 1
             self.last_end = LastEnd(effect.session, effect.reason, effect.failure, time.time())
             if self._run is not None:
-                self._run.request_end()
+                self._run.request_end(shutdown=effect.reason == EndReason.SHUTDOWN)
         elif isinstance(effect, sm.StartErrorTimer):
             if self._error_timer is not None:
                 self._error_timer.cancel()
@@ -137,6 +146,7 @@ class Driver:
                 self.dispatch(sm.Failure(FailureReason.INTERNAL))
             summary = run.summary(end_reason=self.last_end.reason if self.last_end else None)
             self.summaries.append(summary)
+            self.sessions_done += 1
             self._run = None
             self._task = None
             self.dispatch(sm.Ended())

@@ -19,6 +19,15 @@ _KEYS = re.compile(r"\b(sk|pk|lk|key)[_-][A-Za-z0-9_-]{12,}\b")
 FIELDS = ("state", "session", "room", "reason")
 
 
+def redact(text: str, secrets: list[str]) -> str:
+    """Mask JWTs, key-shaped words and the given secret values in ``text``."""
+    masked = _KEYS.sub("***", _JWT.sub("***", text))
+    for secret in secrets:
+        if secret:
+            masked = masked.replace(secret, "***")
+    return masked
+
+
 class RedactFilter(logging.Filter):
     """Masks tokens and key-shaped strings in the formatted message, as a last line of defence."""
 
@@ -29,13 +38,22 @@ class RedactFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite the record's message with secrets masked; always keeps the record."""
         message = record.getMessage()
-        masked = _KEYS.sub("***", _JWT.sub("***", message))
-        for secret in self.secrets:
-            if secret:
-                masked = masked.replace(secret, "***")
+        masked = redact(message, self.secrets)
         if masked != message:
             record.msg, record.args = masked, None
         return True
+
+
+class RedactingFormatter(logging.Formatter):
+    """A formatter whose tracebacks are masked too (an exception's text may quote a request or a token)."""
+
+    def __init__(self, fmt: str, datefmt: str | None = None, *, secrets: list[str]) -> None:
+        super().__init__(fmt, datefmt)
+        self._secrets = secrets
+
+    def formatException(self, ei: Any) -> str:
+        """The traceback, masked."""
+        return redact(super().formatException(ei), self._secrets)
 
 
 class _JournalFields(logging.Filter):
@@ -50,6 +68,7 @@ class _JournalFields(logging.Filter):
 def setup_logging(level: str, *, environ: Mapping[str, str] | None = None, secrets: list[str] | None = None) -> None:
     """Configure the root logger once for the daemon."""
     env = os.environ if environ is None else environ
+    known = list(secrets or [])
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -59,12 +78,14 @@ def setup_logging(level: str, *, environ: Mapping[str, str] | None = None, secre
 
         journal: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER="kiosk")
         journal.addFilter(_JournalFields())
-        journal.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        journal.setFormatter(RedactingFormatter("%(name)s: %(message)s", secrets=known))
         handler = journal
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
-    handler.addFilter(RedactFilter(secrets))
+        handler.setFormatter(
+            RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S", secrets=known)
+        )
+    handler.addFilter(RedactFilter(known))
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Libraries that log request URLs or SDP at INFO stay at WARNING.

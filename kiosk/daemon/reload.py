@@ -1,6 +1,6 @@
 """SIGHUP: read the config again; a bad new config is refused and the old one kept.
 
-Settings read per session (``[session]``, ``trigger.voice_wake`` and the cooldown, log level) take effect at once;
+Settings read per session (``[session]``, voice wake, the cooldown, the hold action, log level) take effect at once;
 the rest (broker, audio devices, pins, the control socket) need a restart, which the log says.
 """
 
@@ -15,7 +15,6 @@ from kiosk.daemon.notify import Notifier
 from kiosk.errors import ConfigError
 
 log = logging.getLogger(__name__)
-LIVE_SECTIONS = ("session", "trigger", "daemon")
 
 
 class Reloader:
@@ -36,18 +35,21 @@ class Reloader:
             self._notifier.notify("READY=1")
             return False
         old = self._driver.config
-        restart = [
-            name
-            for name in type(old).model_fields
-            if name not in LIVE_SECTIONS and getattr(old, name) != getattr(new, name)
-        ]
-        live_trigger = {"voice_wake", "cooldown_s", "hold_action"}
-        trigger_hw = old.trigger.model_dump(exclude=live_trigger) != new.trigger.model_dump(exclude=live_trigger)
+        # What a running daemon can take at once; everything else is read when it starts.
+        live = {"session": None, "trigger": {"voice_wake", "cooldown_s", "hold_action"}, "daemon": {"log_level"}}
+        restart = []
+        for name in type(old).model_fields:
+            before, after = getattr(old, name), getattr(new, name)
+            if name in live:
+                fields = live[name]
+                if fields is not None and before.model_dump(exclude=fields) != after.model_dump(exclude=fields):
+                    restart.append(name)
+            elif before != after:
+                restart.append(name)
         self._driver.config = new
         logging.getLogger().setLevel(new.daemon.log_level.upper())
         log.info("SIGHUP: config reloaded from %s", self._path)
-        if restart or trigger_hw:
-            changed = restart + (["trigger (pins/VAD)"] if trigger_hw else [])
-            log.warning("changes to %s take effect after a restart: systemctl restart kiosk", ", ".join(changed))
+        if restart:
+            log.warning("changes to [%s] take effect after a restart: systemctl restart kiosk", "], [".join(restart))
         self._notifier.notify("READY=1")
         return True

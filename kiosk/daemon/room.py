@@ -67,7 +67,9 @@ class AgentRoom:
         self._agent_present = asyncio.Event()
         self._pending_echoes: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._streams: list[rtc.AudioStream] = []
         self._closing = False
+        self._connecting: asyncio.Future[None] | None = None
         self.last_agent_audio = 0.0
         self.agent_state = AgentState.ABSENT
         self.frames_sent = 0
@@ -84,16 +86,22 @@ class AgentRoom:
         return self._agent.identity if self._agent is not None else None
 
     async def connect(self, url: str, token: str, *, budget_s: float) -> None:
-        """Join the room and publish the microphone track; raises ``rtc.ConnectError`` or ``TimeoutError``."""
-        options = rtc.RoomOptions(auto_subscribe=True, connect_timeout=budget_s)
-        async with asyncio.timeout(budget_s):
-            await self.room.connect(url, token, options)
-            track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
-            publish = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, preconnect_buffer=True)
-            publication = await self.room.local_participant.publish_track(track, publish)
-        self._mic_sid = publication.sid
+        """Join the room and publish the microphone track; raises ``rtc.ConnectError`` or ``TimeoutError``.
+
+        The SDK's connect is never cancelled half-way (that leaves a participant the SDK cannot disconnect): a
+        teardown or the budget only stop the waiting, and :meth:`close` finishes the connect before leaving.
+        """
+        self._connecting = asyncio.ensure_future(self._connect(url, token, budget_s))
+        await asyncio.wait_for(asyncio.shield(self._connecting), budget_s)
         for participant in self.room.remote_participants.values():
             self._participant_connected(participant)
+
+    async def _connect(self, url: str, token: str, budget_s: float) -> None:
+        await self.room.connect(url, token, rtc.RoomOptions(auto_subscribe=True, connect_timeout=budget_s))
+        track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
+        publish = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, preconnect_buffer=True)
+        publication = await self.room.local_participant.publish_track(track, publish)
+        self._mic_sid = publication.sid
 
     async def wait_for_agent(self, within_s: float) -> bool:
         """Wait until the agent is in the room; False when it did not come in time."""
@@ -130,7 +138,7 @@ class AgentRoom:
 
     async def say(self, text: str) -> None:
         """Send a typed message to the agent on ``voice.user_text``; its echo is not shown twice."""
-        self._pending_echoes.append(text)
+        self._pending_echoes = [*self._pending_echoes[-19:], text]
         payload = json.dumps({"type": "user_text", "text": text}).encode()
         await self.room.local_participant.publish_data(payload, reliable=True, topic=USER_TEXT_TOPIC)
 
@@ -138,22 +146,34 @@ class AgentRoom:
         """The session is ending: the agent leaving or the room closing from now on is expected."""
         self._closing = True
 
-    async def close(self) -> None:
-        """Leave the room and stop the audio pumps."""
+    async def close(self, *, budget_s: float = 5.0) -> None:
+        """Leave the room, stop the audio pumps and release the microphone source, within ``budget_s``."""
         self._closing = True
+        deadline = asyncio.get_running_loop().time() + budget_s
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=2)
+            await asyncio.wait(self._tasks, timeout=min(1.0, budget_s / 4))
         try:
-            await asyncio.wait_for(self.room.disconnect(), timeout=3)
-            await self._source.aclose()
+            if self._connecting is not None and not self._connecting.done():
+                # Let an interrupted connect finish (it is bounded by the SDK's connect timeout) so it can be left.
+                await asyncio.wait({self._connecting}, timeout=max(0.1, deadline - asyncio.get_running_loop().time()))
+            remaining = max(0.1, deadline - asyncio.get_running_loop().time())
+            await asyncio.wait_for(self.room.disconnect(), timeout=remaining)
         except Exception:  # leaving a room that is already gone is fine, but say so
             log.debug("room teardown was not clean", exc_info=True)
+        finally:
+            for stream in self._streams:
+                await stream.aclose()
+            self._streams.clear()
+            await self._source.aclose()
+            self._pending_echoes.clear()
 
     # ---- SDK callbacks (on the event loop) ------------------------------------------------------------------------
 
     def _participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        if self._closing:
+            return
         if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT or self._agent is not None:
             return
         self._agent = participant
@@ -172,7 +192,7 @@ class AgentRoom:
             self._on_event(AgentLeft())
 
     def _attributes_changed(self, changed: dict[str, str], participant: rtc.Participant) -> None:
-        if self._agent is None or participant.identity != self._agent.identity:
+        if self._closing or self._agent is None or participant.identity != self._agent.identity:
             return
         if AGENT_STATE_ATTRIBUTE in changed:
             self.agent_state = AgentState.parse(changed[AGENT_STATE_ATTRIBUTE])
@@ -181,27 +201,27 @@ class AgentRoom:
     def _track_subscribed(
         self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
     ) -> None:
-        if track.kind != rtc.TrackKind.KIND_AUDIO:
+        if self._closing or track.kind != rtc.TrackKind.KIND_AUDIO:
             return
         name = "background" if publication.name == BACKGROUND_TRACK else "agent"
         stream = rtc.AudioStream(track, sample_rate=RATE, num_channels=1, frame_size_ms=10)
+        self._streams.append(stream)
         task = asyncio.get_running_loop().create_task(self._pump(name, stream))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         log.debug("playing %s track %s of %s", name, publication.sid, participant.identity)
 
     async def _pump(self, name: str, stream: rtc.AudioStream) -> None:
-        try:
-            async for event in stream:
-                samples = np.frombuffer(event.frame.data, dtype=np.int16)
-                if name == "agent" and float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) > AUDIBLE_RMS:
-                    self.last_agent_audio = time.monotonic()
-                self._on_audio(name, samples)
-        finally:
-            await stream.aclose()
+        async for event in stream:
+            if self._closing:
+                break
+            samples = np.frombuffer(event.frame.data, dtype=np.int16)
+            if name == "agent" and float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) > AUDIBLE_RMS:
+                self.last_agent_audio = time.monotonic()
+            self._on_audio(name, samples)
 
     def _data_received(self, packet: rtc.DataPacket) -> None:
-        if packet.topic != REPLY_TOPIC:
+        if self._closing or packet.topic != REPLY_TOPIC:
             return
         try:
             message = json.loads(packet.data)

@@ -31,6 +31,8 @@ from kiosk.reasons import FailureReason
 log = logging.getLogger(__name__)
 Dispatch = Callable[[sm.Event], None]
 TICK_S = 0.1
+#: While the daemon stops, the broker end and the room's close each get this long (systemd allows 15 s in all).
+SHUTDOWN_CLOSE_S = 2.0
 
 
 class Audio(Protocol):
@@ -90,11 +92,24 @@ class SessionRun:
         self._task: asyncio.Task[Any] | None = None
         self._settled = False
         self._silence_lateness: float | None = None
+        self._end_requested = False
+        self._shutdown = False
+        self._start: asyncio.Future[BrokerSession] | None = None
+        self.agent_at: float | None = None
 
     # ---- control from the driver ----------------------------------------------------------------------------------
 
-    def request_end(self) -> None:
-        """Teardown from outside: stop waiting and close everything (no-op once the run settled its own end)."""
+    def attach(self, task: asyncio.Task[Any]) -> None:
+        """The task that runs :meth:`execute` (set by the driver as it creates it)."""
+        self._task = task
+
+    def request_end(self, *, shutdown: bool = False) -> None:
+        """Teardown from outside: stop waiting and close everything (no-op once the run settled its own end).
+
+        Works before the task has even started: :meth:`execute` then goes straight to closing.
+        """
+        self._shutdown = self._shutdown or shutdown
+        self._end_requested = True
         if not self._settled and self._task is not None:
             self._task.cancel()
 
@@ -126,11 +141,15 @@ class SessionRun:
 
     async def execute(self, dispatch: Dispatch) -> None:
         """Run the whole session; returns once the room is left and the broker end was attempted."""
-        started: BrokerSession | None = None
         self._task = asyncio.current_task()
         try:
+            if self._end_requested:
+                raise asyncio.CancelledError
             deadline = self.pressed_at + self._config.connect_timeout_s
-            started = await self._keeper.start(deadline=max(deadline, time.monotonic() + 1.0))
+            # The start is shielded: cancelled half-way, a vendor may have opened a paid session whose room the
+            # kiosk would never learn. _close lets it finish and ends it.
+            self._start = asyncio.ensure_future(self._keeper.start(deadline=max(deadline, time.monotonic() + 1.0)))
+            started = await asyncio.shield(self._start)
             self.room_name = started.grant.room
             granted_at = time.monotonic()
             log.info(
@@ -167,19 +186,20 @@ class SessionRun:
         finally:
             self._settled = True
             self.ended_at = time.monotonic()
-            await self._close(started)
+            await self._close()
 
     async def _converse(self, dispatch: Dispatch) -> None:
         assert self.room is not None
         if not await self.room.wait_for_agent(self._config.agent_join_timeout_s):
             self._settle(dispatch, sm.Failure(FailureReason.AGENT_NO_SHOW), "the agent did not join")
             return
+        self.agent_at = time.monotonic()
         pre = self._capture.take_preconnect()
         self.preconnect_s = pre.duration_s
         await self.room.send_preconnect(pre.pcm)
         pump = asyncio.get_running_loop().create_task(self._pump_mic(), name="mic")
         try:
-            end = await self._watch()
+            end = await self._watch(pump)
             self._settle(dispatch, end, f"session {self.number}: {type(end).__name__.lower()}")
         finally:
             pump.cancel()
@@ -191,11 +211,15 @@ class SessionRun:
         async for frame in self._capture:
             await self.room.send_mic(frame.pcm)
 
-    async def _watch(self) -> sm.Event:
-        """Return Silence or MaxDuration when due; precise to one tick."""
+    async def _watch(self, pump: asyncio.Task[None]) -> sm.Event:
+        """Return Silence or MaxDuration when due (precise to one tick), or a Failure if the uplink died."""
         assert self.room is not None and self.live_at is not None
         while True:
             now = time.monotonic()
+            if pump.done():
+                error = pump.exception() if not pump.cancelled() else None
+                log.error("session %d: the microphone uplink stopped: %r", self.number, error)
+                return sm.Failure(FailureReason.CONNECT_FAILED)
             if now - self.live_at >= self._config.max_duration_s:
                 return sm.MaxDuration()
             quiet = now - self.last_activity()
@@ -207,7 +231,8 @@ class SessionRun:
     def last_activity(self) -> float:
         """When anyone last spoke: the visitor's speech, the agent's audio, or the agent thinking/speaking."""
         assert self.live_at is not None and self.room is not None
-        candidates = [self.live_at, self.room.last_agent_audio]
+        # The silence clock starts when the agent is there to talk to, not when the room connected.
+        candidates = [self.agent_at or self.live_at, self.room.last_agent_audio]
         if self._audio.last_speech_t is not None:
             candidates.append(self._audio.last_speech_t)
         if self.room.agent_state in {sm.AgentState.THINKING, sm.AgentState.SPEAKING}:
@@ -223,17 +248,38 @@ class SessionRun:
             log.info("%s", message)
         dispatch(event)
 
-    async def _close(self, started: BrokerSession | None) -> None:
-        # The broker first: a vendor bills until it hears the end, and leaving the room takes longer.
+    async def _close(self) -> None:
+        """Release everything the run opened; bounded to a few seconds when the daemon is stopping."""
+        budget = SHUTDOWN_CLOSE_S if self._shutdown else None
         self._capture.close()
+        if self.room is not None:
+            self.room.leaving()  # no more agent audio to the speaker, no more events from this room
         for name in (AGENT, BACKGROUND):
             self._audio.mixer_input(name).clear()
-        if self.room is not None:
-            self.room.leaving()
-        if started is not None:
-            await self._keeper.end(started)
-        if self.room is not None:
-            await self.room.close()
+        try:
+            started = await self._finish_start(budget)
+            if started is not None:
+                # The broker first: a vendor bills until it hears the end, and leaving the room takes longer.
+                await asyncio.wait_for(self._keeper.end(started), timeout=budget)
+        except TimeoutError:
+            log.warning(
+                "session %d: the broker end did not finish in time; it is retried at the next start", self.number
+            )
+        except Exception:
+            # Supervisor boundary of the broker end: the room must still be left below.
+            log.exception("session %d: ending at the broker failed", self.number)
+        finally:
+            if self.room is not None:
+                await self.room.close(budget_s=(budget or 10.0) / 2)
+
+    async def _finish_start(self, budget: float | None) -> BrokerSession | None:
+        """The started session, waiting for a start that a teardown interrupted (it may have opened one)."""
+        if self._start is None:
+            return None
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._start), timeout=budget)
+        except (KioskError, rtc.ConnectError, TimeoutError):
+            return None
 
     def _play(self, name: str, samples: npt.NDArray[np.int16]) -> None:
         self._audio.mixer_input(BACKGROUND if name == "background" else AGENT).push(samples)

@@ -47,11 +47,13 @@ class SandboxProcess:
 
 def start_sandbox(*, api_key: str, log: IO[str], timeout_s: float = 30.0) -> SandboxProcess:
     """Start ``python -m kiosk.sandbox --port 0`` and wait for its ready line."""
+    # The key goes through the environment: a command line is visible to every user in ps.
     process = subprocess.Popen(
-        [sys.executable, "-m", "kiosk.sandbox", "--host", "127.0.0.1", "--port", "0", "--api-key", api_key],
+        [sys.executable, "-m", "kiosk.sandbox", "--host", "127.0.0.1", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,
+        env={**os.environ, "KIOSK_SANDBOX_API_KEY": api_key},
     )
     assert process.stdout is not None
     deadline = time.monotonic() + timeout_s

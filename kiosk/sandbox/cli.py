@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -22,7 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7880, help="port to listen on; 0 picks a free one")
-    parser.add_argument("--api-key", default=None, help="broker API key (x-api-key); generated if omitted")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("KIOSK_SANDBOX_API_KEY"),
+        help="broker API key (x-api-key); default $KIOSK_SANDBOX_API_KEY, else generated",
+    )
     parser.add_argument("--livekit-api-key", default=None, help="LiveKit API key for self-minted tokens")
     parser.add_argument("--livekit-api-secret", default=None, help="LiveKit API secret for self-minted tokens")
     parser.add_argument("--agent-no-show", type=float, default=60.0, help="seconds the agent waits for a visitor")
