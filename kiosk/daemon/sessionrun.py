@@ -93,6 +93,7 @@ class SessionRun:
         self._settled = False
         self._silence_lateness: float | None = None
         self._end_requested = False
+        self._running = False
         self._shutdown = False
         self._start: asyncio.Future[BrokerSession] | None = None
         self.agent_at: float | None = None
@@ -110,7 +111,8 @@ class SessionRun:
         """
         self._shutdown = self._shutdown or shutdown
         self._end_requested = True
-        if not self._settled and self._task is not None:
+        # A task cancelled before its first step never runs its finally: only cancel one that is running.
+        if self._running and not self._settled and self._task is not None:
             self._task.cancel()
 
     def status(self) -> dict[str, Any]:
@@ -142,6 +144,7 @@ class SessionRun:
     async def execute(self, dispatch: Dispatch) -> None:
         """Run the whole session; returns once the room is left and the broker end was attempted."""
         self._task = asyncio.current_task()
+        self._running = True
         try:
             if self._end_requested:
                 raise asyncio.CancelledError
