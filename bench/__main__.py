@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -91,6 +92,10 @@ def run(*, smoke: bool, only: tuple[str, ...], out: Path) -> tuple[list[Figure],
             raw_echo = echo.run(seconds=size["echo_s"])
             figures += echo_figures(raw_echo)
             details["echo"] = raw_echo
+        logs = Path(tempfile.mkdtemp(prefix="kiosk-bench-logs-"))
+        details["logs"] = str(logs)
+        for log in work.rglob("*.log"):
+            shutil.copy(log, logs / "-".join(log.relative_to(work).parts))
     details["total_s"] = round(time.monotonic() - started, 1)
     return figures, details
 

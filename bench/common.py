@@ -192,6 +192,7 @@ def kiosk_config(
     key_env: str,
     silence_s: float,
     identity: str = "kiosk-bench",
+    log_level: str = "warning",
     extra: str = "",
 ) -> Path:
     """Write a kiosk.toml for the lyzr dialect against ``sb``; returns its path."""
@@ -201,7 +202,7 @@ def kiosk_config(
         f"[session]\nsilence_timeout_s = {silence_s}\nagent_join_timeout_s = 10.0\nconnect_timeout_s = 10.0\n"
         "error_display_s = 1.0\nlog_transcript = false\n\n"
         f'[control]\nsocket = "{workdir / "control.sock"}"\n\n'
-        f'[daemon]\nstate_dir = "{workdir / "state"}"\nlog_level = "warning"\n\n{extra}'
+        f'[daemon]\nstate_dir = "{workdir / "state"}"\nlog_level = "{log_level}"\n\n{extra}'
     )
     path = workdir / "kiosk.toml"
     path.write_text(text)

@@ -17,7 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import Samples, Sandbox, cpu_percent_over, kiosk_config, open_fds, pink_noise, rss_mb, write_wav
+from bench.common import (
+    Samples,
+    Sandbox,
+    cpu_percent_over,
+    cpu_seconds,
+    kiosk_config,
+    open_fds,
+    pink_noise,
+    rss_mb,
+    write_wav,
+)
 from bench.pulse import MIC_PCM, SPK_PCM, PulseAudio
 from kiosk.commands.control import request_once
 
@@ -57,14 +67,18 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def daemon(*, sb: Sandbox, pulse: PulseAudio, workdir: Path, silence_s: float, voice_wake: bool) -> Iterator[Daemon]:
+def daemon(
+    *, sb: Sandbox, pulse: PulseAudio, workdir: Path, silence_s: float, voice_wake: bool, log_level: str = "warning"
+) -> Iterator[Daemon]:
     """Run ``python -m kiosk run`` on the PulseAudio devices until the block ends (SIGTERM, then SIGKILL)."""
     workdir.mkdir(parents=True, exist_ok=True)
     extra = (
         f'[audio]\ninput_device = "{MIC_PCM}"\noutput_device = "{SPK_PCM}"\n\n'
         f"[trigger]\nvoice_wake = {'true' if voice_wake else 'false'}\n"
     )
-    config = kiosk_config(sb=sb, workdir=workdir, key_env=KEY_ENV, silence_s=silence_s, extra=extra)
+    config = kiosk_config(
+        sb=sb, workdir=workdir, key_env=KEY_ENV, silence_s=silence_s, log_level=log_level, extra=extra
+    )
     env = {**pulse.env, KEY_ENV: sb.api_key}
     with (workdir / "daemon.log").open("w") as log:
         process = subprocess.Popen(
@@ -174,6 +188,9 @@ class Soak:
     fds: list[int] = field(default_factory=list)
     silence_ended: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    stuck: list[str] = field(default_factory=list)
+    session_s: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
     open_at_broker: int = 0
     not_ended: int = 0
 
@@ -187,25 +204,34 @@ def soak(
     instead, after the agent's greeting): short sessions keep the soak within the run's time budget.
     """
     result = Soak()
-    with daemon(sb=sb, pulse=pulse, workdir=workdir / "soak", silence_s=silence_s, voice_wake=False) as d:
+    soak_dir = workdir / "soak"
+    with daemon(sb=sb, pulse=pulse, workdir=soak_dir, silence_s=silence_s, voice_wake=False, log_level="info") as d:
         for number in range(1, 3):
             d.ask("press")
             d.wait_state("idle", sessions=number)
         time.sleep(0.5)
         result.rss_mb.append(rss_mb(d.pid))
         result.fds.append(open_fds(d.pid))
-        start = time.monotonic()
+        start, cpu0 = time.monotonic(), cpu_seconds(d.pid)
         for number in range(3, sessions + 3):
+            began = time.monotonic()
             d.ask("press")
-            if number % silence_every:
-                d.wait_state("live", sessions=number)
-                d.ask("press")
-            else:
-                result.silence_ended += 1
-            status = d.wait_state("idle", sessions=number)
+            try:
+                if number % silence_every:
+                    d.wait_state("live", sessions=number)
+                    d.ask("press")
+                else:
+                    result.silence_ended += 1
+                status = d.wait_state("idle", sessions=number)
+            except TimeoutError as exc:
+                # a failed session is a finding, not the end of the soak: note it and carry on once idle again
+                result.stuck.append(f"session {number}: {exc}"[:400])
+                status = d.wait_state("idle", within=60.0)
+            result.session_s.append(round(time.monotonic() - began, 3))
             result.rss_mb.append(rss_mb(d.pid))
             result.fds.append(open_fds(d.pid))
         result.seconds = time.monotonic() - start
+        result.cpu_s = cpu_seconds(d.pid) - cpu0
         result.sessions = sessions
         result.failures = {k: v for k, v in status.get("counters", {}).items() if k.startswith("failure")}
         time.sleep(2.0)

@@ -1,0 +1,74 @@
+"""Smoke run of ``python -m bench``: every benchmark runs at tiny sizes and reports every figure as a number.
+
+Benchmarks never gate on speed: this checks only that each figure is present and numeric, so they cannot rot.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NEEDED = ("espeak-ng", "sox", "pulseaudio", "pactl", "paplay")
+EXPECTED = (
+    "press-to-live p50",
+    "press-to-live p95",
+    "press-to-live ratio p50",
+    "first words kept, mean",
+    "first words kept, worst session",
+    "silence end lateness p50",
+    "silence end lateness min..max",
+    "idle CPU, voice wake on",
+    "idle CPU, voice wake off",
+    "in-call CPU (",
+    "in-call CPU ratio",
+    "RSS in call",
+    "RSS idle",
+    "RSS growth over",
+    "open FDs after the soak",
+    "sessions left open at the broker",
+    "echo: ERLE",
+    "echo: double-talk loss",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.pulse
+@pytest.mark.timeout(240)
+def test_bench_smoke_reports_every_figure(tmp_path: Path) -> None:
+    """``python -m bench --smoke --out DIR`` exits 0, prints the table and writes a numeric value for each figure."""
+    missing = [tool for tool in NEEDED if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"the benchmarks need {', '.join(missing)}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("XDG_CONFIG_HOME", None)  # the benchmarks bring their own ALSA config
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=220,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "PASS" in done.stdout or "MISS" in done.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    figures = {f["name"]: f for f in results["figures"]}
+    for prefix in EXPECTED:
+        matches = [f for name, f in figures.items() if name.startswith(prefix)]
+        assert matches, f"no figure {prefix!r} in {sorted(figures)}"
+        value = matches[0]["value"]
+        assert isinstance(value, int | float) and math.isfinite(value), (prefix, value)
+    for figure in figures.values():
+        assert figure["ok"] in (True, False, None)
+    if importlib.util.find_spec("matplotlib") is not None:  # the plot needs the bench extra
+        assert (tmp_path / "press_to_live.png").stat().st_size > 1000
