@@ -142,6 +142,20 @@ class AgentRoom:
         payload = json.dumps({"type": "user_text", "text": text}).encode()
         await self.room.local_participant.publish_data(payload, reliable=True, topic=USER_TEXT_TOPIC)
 
+    async def stop_mic(self, *, budget_s: float = 1.0) -> None:
+        """Unpublish the microphone while still connected.
+
+        The SDK keeps a published track's native capture thread alive after the room is left, one per session,
+        unless the track is unpublished first; a kiosk runs thousands of sessions.
+        """
+        sid, self._mic_sid = self._mic_sid, ""
+        if not sid or not self.room.isconnected():
+            return
+        try:
+            await asyncio.wait_for(self.room.local_participant.unpublish_track(sid), timeout=budget_s)
+        except Exception:  # a room closing under us: nothing more to release here
+            log.debug("unpublishing the microphone failed", exc_info=True)
+
     def leaving(self) -> None:
         """The session is ending: the agent leaving or the room closing from now on is expected."""
         self._closing = True

@@ -260,6 +260,8 @@ class SessionRun:
         for name in (AGENT, BACKGROUND):
             self._audio.mixer_input(name).clear()
         try:
+            if self.room is not None:
+                await self.room.stop_mic(budget_s=min(1.0, budget or 1.0))
             started = await self._finish_start(budget)
             if started is not None:
                 # The broker first: a vendor bills until it hears the end, and leaving the room takes longer.
