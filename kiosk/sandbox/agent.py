@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from livekit import rtc
+from livekit.rtc.participant import UnpublishTrackError
 
 from kiosk.sandbox.agent_audio import (
     AUDIBLE_PEAK,
@@ -76,6 +77,7 @@ class ScriptedAgent:
         self._listening = asyncio.Event()
         self._hearing = Hearing()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._published: list[str] = []
         self._greeting = load_clip("greeting.wav")
         self._reply = load_clip("reply.wav")
         self._voice = rtc.AudioSource(RATE, 1, queue_size_ms=1000)
@@ -106,6 +108,7 @@ class ScriptedAgent:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._update_record()
+            await self.unpublish()
             await room.disconnect()
             await asyncio.gather(self._voice.aclose(), self._ambience.aclose())
             logger.info("agent left room %s", self._record.room)
@@ -126,7 +129,20 @@ class ScriptedAgent:
     async def _publish(self, name: str, source: rtc.AudioSource, kind: rtc.TrackSource.ValueType) -> None:
         track = rtc.LocalAudioTrack.create_audio_track(name, source)
         async with asyncio.timeout(STEP_TIMEOUT_S):
-            await self._room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=kind))
+            publication = await self._room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=kind))
+        self._published.append(publication.sid)
+
+    async def unpublish(self) -> None:
+        """Unpublish the agent's tracks while still connected (the SDK keeps a capture thread per track otherwise)."""
+        sids, self._published = self._published, []
+        for sid in sids:
+            if not self._room.isconnected():
+                return
+            try:
+                async with asyncio.timeout(STEP_TIMEOUT_S):
+                    await self._room.local_participant.unpublish_track(sid)
+            except (TimeoutError, UnpublishTrackError):
+                logger.debug("agent could not unpublish %s", sid)
 
     async def _converse(self) -> None:
         if any(p.kind != _AGENT for p in self._room.remote_participants.values()):

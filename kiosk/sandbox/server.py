@@ -25,6 +25,7 @@ from kiosk.sandbox.tokens import mint_self_token
 
 logger = logging.getLogger(__name__)
 
+AGENT_UNPUBLISH_TIMEOUT_S = 1.0
 AGENT_STOP_TIMEOUT_S = 5.0
 
 
@@ -51,7 +52,10 @@ class Sandbox:
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="kiosk-sandbox-"))
         self._no_show_s = agent_no_show_s
         self.registry = RoomRegistry()
-        self.session_manager = SessionManager(registry=self.registry, dispatch=self._dispatch)
+        self.session_manager = SessionManager(
+            registry=self.registry, dispatch=self._dispatch, before_close=self._agent_leaves
+        )
+        self._agent_by_room: dict[str, ScriptedAgent] = {}
         self.registry.observer = self.session_manager
         self.broker = Broker(
             sessions=self.session_manager,
@@ -155,7 +159,18 @@ class Sandbox:
         )
         task = asyncio.create_task(self._run_agent(agent, record))
         self._agents.add(task)
+        self._agent_by_room[record.room] = agent
         task.add_done_callback(self._agents.discard)
+        task.add_done_callback(lambda _: self._agent_by_room.pop(record.room, None))
+
+    async def _agent_leaves(self, room: str) -> None:
+        """Let the room's agent unpublish before its room closes (bounded)."""
+        agent = self._agent_by_room.get(room)
+        if agent is not None:
+            try:
+                await asyncio.wait_for(agent.unpublish(), timeout=AGENT_UNPUBLISH_TIMEOUT_S)
+            except TimeoutError:
+                logger.debug("the agent of room %s did not unpublish in time", room)
 
     async def _run_agent(self, agent: ScriptedAgent, record: SessionRecord) -> None:
         try:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -70,10 +70,20 @@ Dispatcher = Callable[[SessionRecord], None]
 class SessionManager:
     """Creates sessions, dispatches the agent, and ends sessions when their room should close."""
 
-    def __init__(self, *, registry: RoomRegistry, dispatch: Dispatcher) -> None:
-        """Track sessions of rooms in ``registry``; ``dispatch`` sends the scripted agent into a new one."""
+    def __init__(
+        self,
+        *,
+        registry: RoomRegistry,
+        dispatch: Dispatcher,
+        before_close: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        """Track sessions of rooms in ``registry``; ``dispatch`` sends the scripted agent into a new one.
+
+        ``before_close(room)`` runs before a session's room is closed (the agent leaves tidily).
+        """
         self._registry = registry
         self._dispatch = dispatch
+        self._before_close = before_close
         self.records: dict[str, SessionRecord] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -107,6 +117,8 @@ class SessionManager:
             record.ended_at = time.time()
             record.end_reason = reason
             logger.info("session %s ended: %s", record.id, reason)
+        if self._before_close is not None:
+            await self._before_close(room)
         await self._registry.close_room(room, models.DisconnectReason.ROOM_DELETED)
         return record
 
