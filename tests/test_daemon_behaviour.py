@@ -163,3 +163,25 @@ async def test_max_duration_ends_the_session(sandbox: SandboxHandle, tmp_path: P
     assert summary.end_reason == "max_duration"
     record = sandbox.session(summary.room or "")
     assert record["ended_at"] is not None
+
+
+def _capture_threads() -> int:
+    """Native audio-source capture threads alive in this process (Linux thread names)."""
+    tasks = Path("/proc/self/task")
+    return sum(1 for t in tasks.iterdir() if (t / "comm").read_text().startswith("AudioSourceCapt"))
+
+
+async def test_sessions_leave_no_native_threads_behind(
+    sandbox: SandboxHandle, tmp_path: Path, speech: SpeechClip
+) -> None:
+    """Back-to-back sessions do not accumulate the SDK's per-track capture threads (a kiosk runs thousands)."""
+    async with daemon(sandbox, tmp_path, speech) as d:
+        baseline = _capture_threads()
+        for _ in range(3):
+            await d.ask({"cmd": "press"})
+            await d.wait_state("live")
+            await d.ask({"cmd": "press"})
+            await d.wait_state("idle")
+        await asyncio.sleep(0.5)
+        assert _capture_threads() <= baseline
+    assert [s.end_reason for s in d.summaries] == ["control"] * 3
