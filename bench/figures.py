@@ -29,8 +29,11 @@ SOAK_SILENCE_S = 0.5
 
 def press_figures(samples: dict[str, list[Sample]], speech48: Samples) -> tuple[list[Figure], dict[str, Any]]:
     """Press-to-live, first words kept and silence-end precision."""
-    kiosk = [s.press_to_audio_ms for s in samples["kiosk"]]
+    # The first microphone audio at the agent: the pre-connect buffer (the words spoken while connecting) or the
+    # first live frame, whichever came first. A client without pre-roll only has live frames.
+    kiosk = [min(s.press_to_audio_ms, s.preconnect_arrival_ms or math.inf) for s in samples["kiosk"]]
     base = [s.press_to_audio_ms for s in samples["baseline"]]
+    kiosk_live = [s.press_to_audio_ms for s in samples["kiosk"]]
     k50, k95, b50, b95 = (percentile(v, q) for v, q in ((kiosk, 50), (kiosk, 95), (base, 50), (base, 95)))
     ratio50 = k50 / b50 if k50 and b50 else None
     ratio95 = k95 / b95 if k95 and b95 else None
@@ -47,7 +50,7 @@ def press_figures(samples: dict[str, list[Sample]], speech48: Samples) -> tuple[
             f"<= {GOAL_P50_MS:.0f} ms",
             k50 is not None and k50 <= GOAL_P50_MS,
             rounded(b50),
-            "press to the first audible live mic frame at the agent",
+            "press to the first microphone audio at the agent (pre-connect buffer or live frame)",
         ),
         Figure("press-to-live p95", rounded(k95), "ms", "", None, rounded(b95)),
         Figure(
@@ -58,6 +61,15 @@ def press_figures(samples: dict[str, list[Sample]], speech48: Samples) -> tuple[
             ratio50 is not None and ratio50 <= GOAL_RATIO,
         ),
         Figure("press-to-live ratio p95", rounded(ratio95, 2), "x", f"<= {GOAL_RATIO:.2f}x", None),
+        Figure(
+            "press to first live mic frame p50",
+            rounded(percentile(kiosk_live, 50)),
+            "ms",
+            "",
+            None,
+            rounded(b50),
+            "the kiosk sends live frames once the agent has taken the pre-connect buffer",
+        ),
         Figure(
             "room connected p50 (kiosk's own clock)",
             rounded(percentile([s.press_to_connected_ms or math.nan for s in samples["kiosk"]], 50)),

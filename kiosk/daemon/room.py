@@ -79,6 +79,8 @@ class AgentRoom:
         self.room.on("track_subscribed", self._track_subscribed)
         self.room.on("data_received", self._data_received)
         self.room.on("disconnected", self._disconnected)
+        self.room.on("local_track_subscribed", self._mic_subscribed)
+        self._mic_heard = asyncio.Event()
 
     @property
     def agent_identity(self) -> str | None:
@@ -107,6 +109,14 @@ class AgentRoom:
         """Wait until the agent is in the room; False when it did not come in time."""
         try:
             await asyncio.wait_for(self._agent_present.wait(), within_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_mic_subscribed(self, within_s: float) -> bool:
+        """Wait until someone (the agent) subscribed to the microphone: frames sent before that are lost."""
+        try:
+            await asyncio.wait_for(self._mic_heard.wait(), within_s)
         except TimeoutError:
             return False
         return True
@@ -199,6 +209,9 @@ class AgentRoom:
         if state:
             self.agent_state = AgentState.parse(state)
             self._on_event(AgentStateChanged(self.agent_state))
+
+    def _mic_subscribed(self, track: rtc.Track) -> None:
+        self._mic_heard.set()
 
     def _participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
         if self._agent is not None and participant.identity == self._agent.identity and not self._closing:

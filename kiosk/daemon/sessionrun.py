@@ -33,6 +33,7 @@ Dispatch = Callable[[sm.Event], None]
 TICK_S = 0.1
 #: While the daemon stops, the broker end and the room's close each get this long (systemd allows 15 s in all).
 SHUTDOWN_CLOSE_S = 2.0
+MIC_SUBSCRIBE_WAIT_S = 5.0
 
 
 class Audio(Protocol):
@@ -197,6 +198,10 @@ class SessionRun:
             self._settle(dispatch, sm.Failure(FailureReason.AGENT_NO_SHOW), "the agent did not join")
             return
         self.agent_at = time.monotonic()
+        # Keep buffering until the agent receives the microphone: what is sent live before that is lost, while
+        # everything buffered until then arrives in the pre-connect buffer (LiveKit's clients wait the same way).
+        if not await self.room.wait_mic_subscribed(MIC_SUBSCRIBE_WAIT_S):
+            log.warning("session %d: the agent has not subscribed to the microphone; sending anyway", self.number)
         pre = self._capture.take_preconnect()
         self.preconnect_s = pre.duration_s
         await self.room.send_preconnect(pre.pcm)

@@ -53,6 +53,7 @@ class Peer:
         self._pending_tracks: dict[str, models.TrackInfo] = {}
         self._senders: dict[str, RTCRtpSender] = {}
         self._relayed: dict[str, MediaStreamTrack] = {}
+        self._to_confirm: list[tuple[Peer, str]] = []
         self._candidates: dict[int, list[dict[str, Any]]] = {0: [], 1: []}
         self._answer: asyncio.Future[RTCSessionDescription] | None = None
         self._offer_wanted = False
@@ -114,6 +115,7 @@ class Peer:
         sender._stream_id = f"{owner.sid}|{track_sid}"
         self._senders[track_sid] = sender
         self._relayed[track_sid] = track
+        self._to_confirm.append((owner, track_sid))
         self.request_offer()
 
     def unsubscribe(self, track_sid: str) -> None:
@@ -150,12 +152,23 @@ class Peer:
                     answer = await self._answer
                 await self.subscriber.setRemoteDescription(answer)
                 await self._flush_candidates(1)
+                await self._confirm_subscriptions()
             except InvalidStateError as exc:
                 logger.debug("subscriber renegotiation for %s raced a close: %s", self.identity, exc)
                 return
             except TimeoutError:
                 logger.warning("%s did not answer the subscriber offer in time", self.identity)
                 return
+
+    async def _confirm_subscriptions(self) -> None:
+        """Tell each publisher that this participant now receives its track, as LiveKit does (``track_subscribed``).
+
+        Clients wait for it: a pre-connect audio buffer is sent once the agent really subscribes to the microphone.
+        """
+        confirmed, self._to_confirm = self._to_confirm, []
+        for owner, track_sid in confirmed:
+            if not owner.closed and track_sid in self._senders:
+                await owner.send(signal.SignalResponse(track_subscribed=signal.TrackSubscribed(track_sid=track_sid)))
 
     async def handle(self, request: signal.SignalRequest) -> bool:
         """Act on one signaling request; return False once the participant has left."""
