@@ -223,6 +223,7 @@ class DaemonConfig(Section):
 
     state_dir: Path = Path("/var/lib/kiosk")
     log_level: LogLevel = "info"
+    recycle_rss_mb: Annotated[int, Field(ge=0, le=65536)] = 400
 
 
 class KioskConfig(Section):

@@ -111,3 +111,21 @@ async def test_holding_the_button_restarts_the_daemon(
     assert summary.end_reason == "shutdown"
     record = sandbox.session(summary.room or "")
     assert record["ended_at"] is not None
+
+
+async def test_a_bloated_daemon_recycles_itself_between_visitors(
+    sandbox: SandboxHandle, tmp_path: Path, speech: SpeechClip, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past daemon.recycle_rss_mb the daemon finishes the session, then exits 75 for systemd to restart it."""
+    monkeypatch.setenv(KEY_ENV, sandbox.api_key)
+    config = daemon_config(http_url=sandbox.http_url, tmp_path=tmp_path, key_env=KEY_ENV, silence_s=1.0, extra="")
+    config.write_text(config.read_text().replace('log_level = "info"', 'log_level = "info"\nrecycle_rss_mb = 1'))
+    summaries: list[SessionSummary] = []
+    audio = WavStreamFactory(mic_wav=speech.wav, speaker_wav=None)
+    task = asyncio.create_task(run(config, stream_factory=audio, on_summary=summaries.append, configure_logging=False))
+    await until(lambda: (tmp_path / "control.sock").exists() or task.done(), within=20)
+    await asyncio.to_thread(request_once, tmp_path / "control.sock", {"cmd": "press"})
+    assert await asyncio.wait_for(task, timeout=60) == 75
+    [summary] = summaries
+    assert summary.end_reason == "silence", "the visitor's session must end normally before the restart"
+    assert sandbox.session(summary.room or "")["ended_at"] is not None

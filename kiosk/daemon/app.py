@@ -147,10 +147,20 @@ async def run(
     # 3. Signals, then ready.
     reloader = Reloader(config_path=config_path, driver=driver, notifier=notifier)
     signals = _install_signals(loop, driver, reloader)
-    if max_sessions is not None:
-        driver.on_summary = _counting(max_sessions, driver, on_summary)
-    else:
-        driver.on_summary = on_summary
+
+    def recycle() -> bool:
+        nonlocal exit_code
+        limit = driver.config.daemon.recycle_rss_mb
+        used = rss_mb()
+        if not limit or used < limit:
+            return False
+        log.warning(
+            "memory %.0f MB is above daemon.recycle_rss_mb = %d: restarting between visitors to release it", used, limit
+        )
+        exit_code = EX_TEMPFAIL
+        return True
+
+    driver.on_summary = _after_session(max_sessions, driver, on_summary, recycle)
     recovery = loop.create_task(keeper.recover(), name="recover")
     watchdog = loop.create_task(notifier.watchdog(), name="watchdog")
     observers.start()
@@ -210,13 +220,27 @@ def _install_signals(loop: asyncio.AbstractEventLoop, driver: Driver, reloader: 
     return [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
 
 
-def _counting(
-    limit: int, driver: Driver, forward: Callable[[SessionSummary], None] | None
+def _after_session(
+    limit: int | None, driver: Driver, forward: Callable[[SessionSummary], None] | None, recycle: Callable[[], bool]
 ) -> Callable[[SessionSummary], None]:
+    """What happens after each session: report it, stop after ``limit`` sessions, or recycle a bloated process."""
+
     def on_summary(summary: SessionSummary) -> None:
         if forward is not None:
             forward(summary)
-        if driver.sessions_done >= limit:
+        if (limit is not None and driver.sessions_done >= limit) or recycle():
             driver.dispatch(sm.Shutdown())
 
     return on_summary
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MB (Linux)."""
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii")
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
