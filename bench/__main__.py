@@ -21,7 +21,7 @@ from bench import echo
 from bench.common import Figure, sandbox, speech
 from bench.figures import call_figures, echo_figures, idle_figures, memory_figures, press_figures
 from bench.pulse import pulseaudio
-from bench.report import plot, table, write_json
+from bench.report import plot, press_series, table, write_json
 
 NAMES = ("press", "idle", "call", "memory", "echo")
 SPEECH = "Hello I am looking for the main library"
@@ -63,12 +63,7 @@ def run(*, smoke: bool, only: tuple[str, ...], out: Path) -> tuple[list[Figure],
                 new, raw = press_figures(samples, speech48)
                 figures += new
                 details["press"] = raw
-                picture = plot(
-                    out / "press_to_live.png",
-                    [s.press_to_audio_ms for s in samples["kiosk"]],
-                    [s.press_to_audio_ms for s in samples["baseline"]],
-                    250.0,
-                )
+                picture = plot(out / "press_to_live.png", press_series(raw["kiosk"], raw["baseline"]), 250.0)
                 details["plot"] = str(picture) if picture else "matplotlib not installed"
             if needs_sandbox - {"press"}:
                 with pulseaudio() as pulse:

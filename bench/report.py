@@ -47,8 +47,8 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def plot(path: Path, kiosk_ms: list[float], baseline_ms: list[float], goal_ms: float) -> Path | None:
-    """Press-to-live CDFs of the kiosk and the baseline as a PNG; None when matplotlib is not installed."""
+def plot(path: Path, series: dict[str, list[float]], goal_ms: float) -> Path | None:
+    """Press-to-live CDFs, one per named series, as a PNG; None when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -57,13 +57,16 @@ def plot(path: Path, kiosk_ms: list[float], baseline_ms: list[float], goal_ms: f
     except ImportError:
         return None
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    for label, values in (("kiosk daemon", kiosk_ms), ("baseline client", baseline_ms)):
+    lowest = goal_ms
+    for label, values in series.items():
         if values:
             xs = sorted(values)
+            lowest = min(lowest, xs[0])
             ys = [(i + 1) / len(xs) for i in range(len(xs))]
             ax.step(xs, ys, where="post", label=f"{label} (n={len(xs)})")
     ax.axvline(goal_ms, color="grey", linestyle="--", label=f"goal p50 <= {goal_ms:.0f} ms")
-    ax.set_xlabel("press to first audible mic frame at the agent (ms)")
+    ax.set_xlim(left=max(0.0, lowest - 50))
+    ax.set_xlabel("press to microphone audio at the agent (ms)")
     ax.set_ylabel("fraction of sessions")
     ax.set_title("Press-to-live")
     ax.grid(alpha=0.3)
@@ -72,3 +75,20 @@ def plot(path: Path, kiosk_ms: list[float], baseline_ms: list[float], goal_ms: f
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def press_series(
+    kiosk: list[dict[str, float | None]], baseline: list[dict[str, float | None]]
+) -> dict[str, list[float]]:
+    """The plotted series from the raw press samples (as stored in results.json)."""
+
+    def first_audio(sample: dict[str, float | None]) -> float:
+        live = float(sample["press_to_audio_ms"] or 0.0)
+        pre = sample.get("preconnect_arrival_ms")
+        return min(live, float(pre)) if pre is not None else live
+
+    return {
+        "kiosk: first mic audio (pre-connect buffer or live)": [first_audio(s) for s in kiosk],
+        "kiosk: first live frame": [float(s["press_to_audio_ms"] or 0.0) for s in kiosk],
+        "baseline client: first live frame": [float(s["press_to_audio_ms"] or 0.0) for s in baseline],
+    }
