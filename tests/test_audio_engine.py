@@ -233,3 +233,37 @@ def test_devices_command_marks_defaults(capsys: pytest.CaptureFixture[str]) -> N
     assert "*[ 1] Fake Speaker  (ALSA, 48000 Hz, 2 ch)" in out
     assert out.index("inputs:") < out.index("outputs:")
     assert "(none)" in format_devices([], (None, None))
+
+
+class CountingProcessor(ReverseRecorder):
+    """A pass-through processor that counts the mic frames it processes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.processed = 0
+
+    def process(self, pcm: np.ndarray) -> np.ndarray:
+        self.processed += 1
+        return pcm
+
+
+async def test_idle_without_wake_rests_the_processing() -> None:
+    """With idle processing off, no frame and no reverse block is processed until a session captures audio."""
+    factory = FakeStreamFactory(devices=MONO48)
+    processor = CountingProcessor()
+    engine = AudioEngine(audio=AudioConfig(**RAW), stream_factory=factory, processor=processor)
+    engine.idle_processing = False
+    await engine.start()
+    mic, speaker = factory.latest("input"), factory.latest("output")
+    for _ in range(10):
+        mic.feed(np.ones(480, dtype=np.int16))
+        speaker.pull(1)
+    await settle()
+    assert processor.processed == 0 and processor.reversed == []
+    capture = engine.start_capture()
+    for _ in range(10):
+        mic.feed(np.ones(480, dtype=np.int16))
+        speaker.pull(1)
+    await until(lambda: processor.processed == 10 and len(processor.reversed) >= 9, limit_s=2)
+    capture.close()
+    await engine.close()

@@ -65,6 +65,9 @@ class AudioEngine:
         self._rng = rng
         self._max_pending_s = max_pending_s
         self.processor = processor or Processor(audio)
+        #: Whether the mic and the reverse stream are processed while no session is open. Only voice wake needs
+        #: it; without wake, idle frames go raw into the pre-roll and the APM rests (a third of the idle CPU).
+        self.idle_processing = True
         self.vad = VoiceActivity(
             aggressiveness=trigger.vad_aggressiveness,
             onset_ms=audio.speech_onset_ms,
@@ -152,7 +155,7 @@ class AudioEngine:
                 loop=loop,
                 params=params,
                 mixer=self.mixer,
-                reverse=self.processor.reverse,
+                reverse=self._reverse,
                 on_audible=self._on_audible,
                 on_finished=finished,
                 clock=self._clock,
@@ -219,7 +222,18 @@ class AudioEngine:
 
     # -- the mic path ----------------------------------------------------------------------------------
 
+    def _resting(self) -> bool:
+        return not self.idle_processing and not self._sessions and not self._frame_subscribers
+
+    def _reverse(self, pcm: Pcm) -> None:
+        if not self._resting():
+            self.processor.reverse(pcm)
+
     def _on_mic_frame(self, pcm: Pcm, t: float) -> None:
+        if self._resting():
+            # Only the few milliseconds before a press are ever taken from an idle pre-roll: raw is fine there.
+            self._preroll.push(MicFrame(t=t, pcm=pcm))
+            return
         frame = MicFrame(t=t, pcm=self.processor.process(pcm))
         self._preroll.push(frame)
         for session in self._sessions:

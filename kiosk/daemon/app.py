@@ -19,6 +19,7 @@ from typing import Any
 from kiosk import session as sm
 from kiosk.audio import AudioEngine, StreamFactory, VadEvent, VadEventKind
 from kiosk.broker import SessionKeeper, SessionLedger, make_broker, make_client
+from kiosk.config import KioskConfig
 from kiosk.configfile import EX_CONFIG, load_config
 from kiosk.daemon.control import ControlServer, EventBus
 from kiosk.daemon.driver import Driver
@@ -87,6 +88,7 @@ async def run(
         log.error("audio: %s", exc)
         await client.aclose()
         return EX_UNAVAILABLE
+    audio.idle_processing = config.trigger.voice_wake
     await _warm_up()
     events = EventBus()
     holder: dict[str, Driver] = {}
@@ -145,7 +147,10 @@ async def run(
         return EX_UNAVAILABLE
 
     # 3. Signals, then ready.
-    reloader = Reloader(config_path=config_path, driver=driver, notifier=notifier)
+    def reloaded(new: KioskConfig) -> None:
+        audio.idle_processing = new.trigger.voice_wake
+
+    reloader = Reloader(config_path=config_path, driver=driver, notifier=notifier, on_reload=reloaded)
     signals = _install_signals(loop, driver, reloader)
 
     def recycle() -> bool:

@@ -7,8 +7,10 @@ the rest (broker, audio devices, pins, the control socket) need a restart, which
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
+from kiosk.config import KioskConfig
 from kiosk.configfile import load_config
 from kiosk.daemon.driver import Driver
 from kiosk.daemon.notify import Notifier
@@ -20,10 +22,18 @@ log = logging.getLogger(__name__)
 class Reloader:
     """Applies a new config on SIGHUP."""
 
-    def __init__(self, *, config_path: Path, driver: Driver, notifier: Notifier) -> None:
+    def __init__(
+        self,
+        *,
+        config_path: Path,
+        driver: Driver,
+        notifier: Notifier,
+        on_reload: Callable[[KioskConfig], None] | None = None,
+    ) -> None:
         self._path = config_path
         self._driver = driver
         self._notifier = notifier
+        self._on_reload = on_reload
 
     def reload(self) -> bool:
         """Reload now; True when the new config was taken."""
@@ -47,6 +57,8 @@ class Reloader:
             elif before != after:
                 restart.append(name)
         self._driver.config = new
+        if self._on_reload is not None:
+            self._on_reload(new)
         logging.getLogger().setLevel(new.daemon.log_level.upper())
         log.info("SIGHUP: config reloaded from %s", self._path)
         if restart:
