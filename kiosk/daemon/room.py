@@ -107,19 +107,11 @@ class AgentRoom:
 
     async def wait_for_agent(self, within_s: float) -> bool:
         """Wait until the agent is in the room; False when it did not come in time."""
-        try:
-            await asyncio.wait_for(self._agent_present.wait(), within_s)
-        except TimeoutError:
-            return False
-        return True
+        return await _within(self._agent_present, within_s)
 
     async def wait_mic_subscribed(self, within_s: float) -> bool:
         """Wait until someone (the agent) subscribed to the microphone: frames sent before that are lost."""
-        try:
-            await asyncio.wait_for(self._mic_heard.wait(), within_s)
-        except TimeoutError:
-            return False
-        return True
+        return await _within(self._mic_heard, within_s)
 
     async def send_mic(self, samples: npt.NDArray[np.int16]) -> None:
         """Publish one 10 ms frame of processed microphone audio (48 kHz mono int16)."""
@@ -270,3 +262,12 @@ class AgentRoom:
         if not self._closing:
             log.warning("room disconnected (reason %s)", reason)
             self._on_event(Disconnected())
+
+
+async def _within(event: asyncio.Event, seconds: float) -> bool:
+    """Whether ``event`` is set within ``seconds``."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -22,8 +21,8 @@ import httpx
 from kiosk.commands.control import request_once
 from kiosk.daemon.sessionrun import SessionSummary
 from kiosk.errors import KioskError
+from kiosk.sandbox.ready import parse_ready
 
-READY_PREFIX = "SANDBOX READY "
 KEY_ENV = "KIOSK_DEMO_BROKER_KEY"
 
 
@@ -61,8 +60,9 @@ def start_sandbox(*, api_key: str, log: IO[str], timeout_s: float = 30.0) -> San
         line = process.stdout.readline()
         if not line:
             break
-        if line.startswith(READY_PREFIX):
-            return SandboxProcess(process, json.loads(line[len(READY_PREFIX) :]))
+        info = parse_ready(line)
+        if info is not None:
+            return SandboxProcess(process, info)
     process.kill()
     raise KioskError(f"the sandbox did not start within {timeout_s:.0f} s; see {log.name}")
 

@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
-from kiosk.sandbox.server import Sandbox
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kiosk.sandbox.server import Sandbox
 
 __all__ = ["Sandbox"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: parents that only read the sandbox's ready line need not load aiohttp and aiortc.
+    if name == "Sandbox":
+        from kiosk.sandbox.server import Sandbox
+
+        return Sandbox
+    raise AttributeError(name)

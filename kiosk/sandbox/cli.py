@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from kiosk.sandbox.ready import READY_PREFIX
 from kiosk.sandbox.server import Sandbox
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def ready_line(sb: Sandbox) -> str:
         "livekit_api_secret": sb.livekit_api_secret,
         "state_dir": str(sb.state_dir),
     }
-    return "SANDBOX READY " + json.dumps(info)
+    return READY_PREFIX + json.dumps(info)
 
 
 async def serve(args: argparse.Namespace) -> int:
