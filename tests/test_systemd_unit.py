@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -92,3 +93,35 @@ def test_security_exposure_score(tmp_path: Path) -> None:
     print(f"systemd exposure score: {match.group(1)} (threshold {MAX_EXPOSURE})")
     assert float(match.group(1)) <= MAX_EXPOSURE
     assert result.returncode == 0, result.stderr
+
+
+def test_exec_reload_sends_sighup_to_the_main_process() -> None:
+    """ExecReload, run as systemd runs it (MAINPID in the environment), delivers SIGHUP to the main process.
+
+    It must not need /bin/kill: a minimal Debian has no procps.
+    """
+    (command,) = _directives()["ExecReload"]
+    argv = shlex.split(command)
+    assert not argv[0].startswith("-"), "a failing reload must not be ignored"
+    assert Path(argv[0]).is_file(), f"{argv[0]} is not on this system"
+    assert "/bin/kill" not in command and "procps" not in command
+    main = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP}); print('ready', flush=True); "
+            "signal.sigwait({signal.SIGHUP}); print('hup', flush=True)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert main.stdout is not None
+        assert main.stdout.readline().strip() == "ready"
+        env = {"PATH": "/usr/bin:/bin", "MAINPID": str(main.pid)}
+        subprocess.run(argv, env=env, check=True, timeout=30)
+        assert main.stdout.readline().strip() == "hup"
+        assert main.wait(timeout=30) == 0
+    finally:
+        main.kill()
+        main.wait(timeout=30)
