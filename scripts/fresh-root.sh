@@ -122,7 +122,10 @@ copy /etc/pip.conf /etc/xdg/pip /root/.pip /root/.config/pip
 for dir in $(python3 -m pip config list 2>/dev/null | sed -nE "s/^[^=]*\.(find-links|index-url|extra-index-url)='(.*)'$/\2/p") \
   ${PIP_FIND_LINKS:-} ${PIP_INDEX_URL:-} ${PIP_EXTRA_INDEX_URL:-}; do
   dir=${dir#file://}
-  case "$dir" in /*) [ -d "$dir" ] && bind "$dir" ro ;; esac
+  dir=${dir%/}
+  # A PEP 503 index folder ".../simple" links to files beside it: bind the folder that holds both.
+  [ "${dir##*/}" = simple ] && dir=${dir%/simple}
+  case "$dir" in /*) if [ -d "$dir" ] && ! mountpoint -q "$root$dir"; then bind "$dir" ro; fi ;; esac
 done
 env_args=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 CI=true)
 while IFS='=' read -r name value; do
