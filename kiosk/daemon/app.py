@@ -101,7 +101,8 @@ async def run(
             keeper=keeper,
             audio=audio,
             capture=audio.start_capture(since=pressed_at),
-            on_transcript=observers.transcript,
+            on_caption=observers.caption,
+            text_topic=holder["driver"].config.text_topic,
         )
 
     driver = Driver(config=config, make_run=make_run)

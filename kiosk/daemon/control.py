@@ -2,7 +2,7 @@
 
 Protocol: the client sends one JSON object on one line, ``{"cmd": "status"}``, ``{"cmd": "press"}``,
 ``{"cmd": "say", "text": "..."}`` or ``{"cmd": "events"}``. The daemon answers one line, ``{"ok": true, ...}`` or
-``{"ok": false, "error": "..."}``; for ``events`` it then streams one JSON line per state change or transcript line
+``{"ok": false, "error": "..."}``; for ``events`` it then streams one JSON line per state change or caption update
 until the client hangs up. A slow ``events`` reader loses its oldest lines rather than slowing the daemon.
 """
 

@@ -22,9 +22,11 @@ from livekit import rtc
 
 from kiosk import session as sm
 from kiosk.audio import AGENT, BACKGROUND, SessionCapture
+from kiosk.audio.preroll import for_uplink
 from kiosk.broker import BrokerSession, SessionKeeper
 from kiosk.config import SessionConfig
-from kiosk.daemon.room import AgentRoom, TranscriptLine
+from kiosk.daemon.captions import Caption
+from kiosk.daemon.room import AgentRoom, TextTopic
 from kiosk.errors import KioskError
 from kiosk.reasons import FailureReason
 
@@ -33,7 +35,9 @@ Dispatch = Callable[[sm.Event], None]
 TICK_S = 0.1
 #: While the daemon stops, the broker end and the room's close each get this long (systemd allows 15 s in all).
 SHUTDOWN_CLOSE_S = 2.0
-MIC_SUBSCRIBE_WAIT_S = 5.0
+#: How long to keep buffering after the agent joined, for its subscription to the microphone. livekit-server confirms
+#: a subscription to the publisher (``track_subscribed``); a server that never does gets live audio after this.
+MIC_SUBSCRIBE_GRACE_S = 1.0
 
 
 class Audio(Protocol):
@@ -74,7 +78,8 @@ class SessionRun:
         keeper: SessionKeeper,
         audio: Audio,
         capture: SessionCapture,
-        on_transcript: Callable[[TranscriptLine], None],
+        on_caption: Callable[[Caption], None],
+        text_topic: TextTopic = "lk.chat",
     ) -> None:
         self.number = number
         self.pressed_at = pressed_at if pressed_at is not None else time.monotonic()
@@ -82,14 +87,14 @@ class SessionRun:
         self._keeper = keeper
         self._audio = audio
         self._capture = capture
-        self._on_transcript = on_transcript
+        self._on_caption = on_caption
+        self._text_topic = text_topic
         self.room: AgentRoom | None = None
         self.room_name: str | None = None
         self.live_at: float | None = None
         self.ended_at: float | None = None
         self.preconnect_s = 0.0
         self.transcript: list[tuple[str, str]] = []
-        self.agent_state = sm.AgentState.ABSENT
         self._task: asyncio.Task[Any] | None = None
         self._settled = False
         self._silence_lateness: float | None = None
@@ -164,7 +169,9 @@ class SessionRun:
                 started.grant.expires_in_s(),
             )
             dispatch(sm.Granted(started.grant.room))
-            self.room = AgentRoom(on_event=dispatch, on_audio=self._play, on_transcript=self._heard)
+            self.room = AgentRoom(
+                on_event=dispatch, on_audio=self._play, on_caption=self._caption, text_topic=self._text_topic
+            )
             budget = max(1.0, deadline - time.monotonic())
             await self.room.connect(started.grant.server_url, started.grant.token.get_secret_value(), budget_s=budget)
             self.live_at = time.monotonic()
@@ -200,11 +207,11 @@ class SessionRun:
         self.agent_at = time.monotonic()
         # Keep buffering until the agent receives the microphone: what is sent live before that is lost, while
         # everything buffered until then arrives in the pre-connect buffer (LiveKit's clients wait the same way).
-        if not await self.room.wait_mic_subscribed(MIC_SUBSCRIBE_WAIT_S):
-            log.warning("session %d: the agent has not subscribed to the microphone; sending anyway", self.number)
+        if not await self.room.wait_mic_subscribed(MIC_SUBSCRIBE_GRACE_S):
+            log.info("session %d: no subscription confirmed by the server; going live", self.number)
         pre = self._capture.take_preconnect()
         self.preconnect_s = pre.duration_s
-        await self.room.send_preconnect(pre.pcm)
+        await self.room.send_preconnect(await asyncio.to_thread(for_uplink, pre))
         pump = asyncio.get_running_loop().create_task(self._pump_mic(), name="mic")
         try:
             end = await self._watch(pump)
@@ -240,7 +247,7 @@ class SessionRun:
         """When anyone last spoke: the visitor's speech, the agent's audio, or the agent thinking/speaking."""
         assert self.live_at is not None and self.room is not None
         # The silence clock starts when the agent is there to talk to, not when the room connected.
-        candidates = [self.agent_at or self.live_at, self.room.last_agent_audio]
+        candidates = [self.agent_at or self.live_at, self.room.last_agent_audio, self.room.last_agent_busy]
         if self._audio.last_speech_t is not None:
             candidates.append(self._audio.last_speech_t)
         if self.room.agent_state in {sm.AgentState.THINKING, sm.AgentState.SPEAKING}:
@@ -294,6 +301,7 @@ class SessionRun:
     def _play(self, name: str, samples: npt.NDArray[np.int16]) -> None:
         self._audio.mixer_input(BACKGROUND if name == "background" else AGENT).push(samples)
 
-    def _heard(self, line: TranscriptLine) -> None:
-        self.transcript.append((line.role, line.text))
-        self._on_transcript(line)
+    def _caption(self, caption: Caption) -> None:
+        if caption.final:
+            self.transcript.append((caption.role, caption.text))
+        self._on_caption(caption)

@@ -235,6 +235,7 @@ class Peer:
             stereo=request.stereo,
             disable_dtx=request.disable_dtx,
             stream=request.stream,
+            audio_features=request.audio_features,
         )
         self._pending_tracks[request.cid] = info
         await self.send(
