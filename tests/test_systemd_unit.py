@@ -50,6 +50,12 @@ def test_unit_has_what_the_daemon_needs() -> None:
     assert d["LoadCredential"][0].startswith("broker-api-key:")
     after = " ".join(d["After"])
     assert "network-online.target" in after and "time-sync.target" in after
+    # time-sync.target alone does not wait for NTP: the wait service does, bounded by the shipped drop-in.
+    assert "systemd-time-wait-sync.service" in after and "systemd-time-wait-sync.service" in " ".join(d["Wants"])
+    drop_in = UNIT.parent / "systemd-time-wait-sync.service.d" / "kiosk.conf"
+    parser_drop_in = configparser.ConfigParser(interpolation=None)
+    parser_drop_in.read_string(drop_in.read_text())
+    assert 0 < int(parser_drop_in["Service"]["TimeoutStartSec"]) <= 120
     allowed = " ".join(d["DeviceAllow"])
     assert "char-alsa" in allowed and "char-gpiochip" in allowed
     assert "AF_INET" in d["RestrictAddressFamilies"][0]

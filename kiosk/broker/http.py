@@ -24,6 +24,7 @@ from kiosk.errors import BrokerError, ConfigError
 from kiosk.reasons import FailureReason
 from kiosk.secret import SecretSource
 
+from .clock import ServerClock
 from .policy import scrub, url_for_log
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,11 @@ class BrokerHttpError(BrokerError):
         self.retry_after = retry_after
 
 
-def make_client(broker: BrokerConfig) -> httpx.AsyncClient:
-    """The one HTTP client the daemon keeps: timeouts from config, TLS always verified (``ca_file`` if set)."""
+def make_client(broker: BrokerConfig, *, server_clock: ServerClock | None = None) -> httpx.AsyncClient:
+    """The one HTTP client the daemon keeps: timeouts from config, TLS always verified (``ca_file`` if set).
+
+    ``server_clock`` follows the broker's ``Date`` header on every answer.
+    """
     verify: ssl.SSLContext | bool = True
     if broker.ca_file is not None:
         try:
@@ -65,6 +69,7 @@ def make_client(broker: BrokerConfig) -> httpx.AsyncClient:
         follow_redirects=False,
         limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=300.0),
         headers={"user-agent": "kiosk-broker-client"},
+        event_hooks={"response": [server_clock.observe]} if server_clock is not None else None,
     )
 
 

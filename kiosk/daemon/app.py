@@ -16,9 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from kiosk import session as sm
 from kiosk.audio import AudioEngine, StreamFactory, VadEvent, VadEventKind
-from kiosk.broker import SessionKeeper, SessionLedger, make_broker, make_client
+from kiosk.broker import ServerClock, SessionKeeper, SessionLedger, make_broker, make_client
 from kiosk.config import KioskConfig
 from kiosk.configfile import EX_CONFIG, load_config
 from kiosk.daemon.control import ControlServer, EventBus
@@ -68,7 +70,8 @@ async def run(
     notifier = Notifier()
 
     # 2. Components: broker client, audio, LEDs, button, control socket.
-    client = make_client(config.broker)
+    server_clock = ServerClock()
+    client = make_client(config.broker, server_clock=server_clock)
     try:
         broker = make_broker(config, client=client, secret=secret)
     except ConfigError as exc:
@@ -103,6 +106,7 @@ async def run(
             capture=audio.start_capture(since=pressed_at),
             on_caption=observers.caption,
             text_topic=holder["driver"].config.text_topic,
+            server_clock=server_clock,
         )
 
     driver = Driver(config=config, make_run=make_run)
@@ -168,6 +172,7 @@ async def run(
 
     driver.on_summary = _after_session(max_sessions, driver, on_summary, recycle)
     recovery = loop.create_task(keeper.recover(), name="recover")
+    clock_check = loop.create_task(_check_clock(client, config.broker.url, server_clock), name="clock")
     watchdog = loop.create_task(notifier.watchdog(), name="watchdog")
     observers.start()
     notifier.ready(observers.status_line(driver.snapshot))
@@ -184,9 +189,23 @@ async def run(
         loop.remove_signal_handler(sig)
     watchdog.cancel()
     recovery.cancel()
+    clock_check.cancel()
     await control.close()
     await _close_all(trigger, leds, audio, keeper, client)
     return exit_code
+
+
+async def _check_clock(client: httpx.AsyncClient, url: str | None, server_clock: ServerClock) -> None:
+    """Log at start-up how the local clock compares with the broker's (its HTTP ``Date``; a skew warns)."""
+    if url is None:
+        return
+    try:
+        await client.head(url, timeout=5.0)
+    except httpx.HTTPError as exc:
+        log.debug("clock check: the broker did not answer a HEAD request: %s", type(exc).__name__)
+        return
+    if server_clock.skew_s is not None and not server_clock.wrong:
+        log.info("the local clock agrees with the broker's (%+.0f s)", server_clock.skew_s)
 
 
 async def _warm_up() -> None:

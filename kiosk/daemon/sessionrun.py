@@ -23,7 +23,8 @@ from livekit import rtc
 from kiosk import session as sm
 from kiosk.audio import AGENT, BACKGROUND, SessionCapture
 from kiosk.audio.preroll import for_uplink
-from kiosk.broker import BrokerSession, SessionKeeper
+from kiosk.broker import BrokerSession, Grant, ServerClock, SessionKeeper
+from kiosk.broker.clock import TIME_SYNC_HINT
 from kiosk.config import SessionConfig
 from kiosk.daemon.captions import Caption
 from kiosk.daemon.room import AgentRoom, TextTopic
@@ -80,6 +81,7 @@ class SessionRun:
         capture: SessionCapture,
         on_caption: Callable[[Caption], None],
         text_topic: TextTopic = "lk.chat",
+        server_clock: ServerClock | None = None,
     ) -> None:
         self.number = number
         self.pressed_at = pressed_at if pressed_at is not None else time.monotonic()
@@ -89,6 +91,8 @@ class SessionRun:
         self._capture = capture
         self._on_caption = on_caption
         self._text_topic = text_topic
+        self._server_clock = server_clock or ServerClock()
+        self._grant: Grant | None = None
         self.room: AgentRoom | None = None
         self.room_name: str | None = None
         self.live_at: float | None = None
@@ -160,6 +164,7 @@ class SessionRun:
             self._start = asyncio.ensure_future(self._keeper.start(deadline=max(deadline, time.monotonic() + 1.0)))
             started = await asyncio.shield(self._start)
             self.room_name = started.grant.room
+            self._grant = started.grant
             granted_at = time.monotonic()
             log.info(
                 "session %d: room %s granted in %.0f ms (token valid %.0f s)",
@@ -190,7 +195,8 @@ class SessionRun:
         except KioskError as exc:
             self._settle(dispatch, sm.Failure(exc.reason), f"session {self.number} failed: {exc}")
         except rtc.ConnectError as exc:
-            self._settle(dispatch, sm.Failure(FailureReason.CONNECT_FAILED), f"room connect failed: {exc}")
+            reason, why = connect_failure(exc, self._grant, self._server_clock)
+            self._settle(dispatch, sm.Failure(reason), f"session {self.number}: {why}")
         except TimeoutError:
             what = "room connect" if self.live_at is None else "session step"
             self._settle(dispatch, sm.Failure(FailureReason.CONNECT_TIMEOUT), f"{what} timed out")
@@ -305,3 +311,20 @@ class SessionRun:
         if caption.final:
             self.transcript.append((caption.role, caption.text))
         self._on_caption(caption)
+
+
+def connect_failure(exc: rtc.ConnectError, grant: Grant | None, clock: ServerClock) -> tuple[FailureReason, str]:
+    """Name a failed room connect: ``clock`` when the server refused the token and a clock disagrees.
+
+    The kiosk never refuses a token on its own clock; when the server refuses it (401) and the local clock is off the
+    broker's ``Date`` by more than a minute, or the token already looked unusable locally, the clock is to blame.
+    """
+    refused = "401" in str(exc) or "unauthorized" in str(exc).lower()
+    if refused and (clock.wrong or (grant is not None and grant.local_clock_problem)):
+        details = []
+        if clock.skew_s is not None and clock.wrong:
+            details.append(f"the local clock is {clock.describe()} the broker's by {abs(clock.skew_s):.0f} s")
+        if grant is not None and grant.local_clock_problem:
+            details.append(grant.local_clock_problem)
+        return FailureReason.CLOCK, f"the LiveKit server refused the token ({'; '.join(details)}): {TIME_SYNC_HINT}"
+    return FailureReason.CONNECT_FAILED, f"room connect failed: {exc}"
