@@ -162,7 +162,11 @@ class BrokerHttp:
             raise BrokerError(
                 f"{self._dialect}: no time left in the budget for the {what}", reason=FailureReason.BROKER_TIMEOUT
             )
-        loop_deadline = asyncio.get_running_loop().time() + (deadline - time.monotonic())
+        # An answer to a request that must not be repeated (a vendor's start, which may have opened a paid session)
+        # is read to its end even past the deadline, for up to one more broker.timeout_s: cut off, its room would be
+        # lost and the session could not be ended. The caller ends a session whose start came too late.
+        hard_deadline = deadline if repeatable else deadline + self._timeout_s
+        loop_deadline = asyncio.get_running_loop().time() + (hard_deadline - time.monotonic())
         try:
             async with asyncio.timeout_at(loop_deadline):
                 return await attempts()

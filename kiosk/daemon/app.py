@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
-SHUTDOWN_BUDGET_S = 4.0
+#: How long shutdown waits for a session to close: a start under way (up to 8 s), its end, leaving the room.
+SHUTDOWN_BUDGET_S = 12.0
 
 
 async def run(

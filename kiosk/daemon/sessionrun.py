@@ -28,7 +28,7 @@ from kiosk.broker.clock import TIME_SYNC_HINT
 from kiosk.config import SessionConfig
 from kiosk.daemon.captions import Caption
 from kiosk.daemon.room import AgentRoom, TextTopic
-from kiosk.errors import KioskError
+from kiosk.errors import BrokerError, KioskError
 from kiosk.reasons import FailureReason
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ Dispatch = Callable[[sm.Event], None]
 TICK_S = 0.1
 #: While the daemon stops, the broker end and the room's close each get this long (systemd allows 15 s in all).
 SHUTDOWN_CLOSE_S = 2.0
+#: While the daemon stops, a broker start still under way is awaited this long so its session can be ended (a vendor
+#: may have opened a paid one); with the end and the room's close it stays inside systemd's TimeoutStopSec=15.
+STOP_START_WAIT_S = 8.0
 #: How long to keep buffering after the agent joined, for its subscription to the microphone. livekit-server confirms
 #: a subscription to the publisher (``track_subscribed``); a server that never does gets live audio after this.
 MIC_SUBSCRIBE_GRACE_S = 1.0
@@ -165,6 +168,12 @@ class SessionRun:
             started = await asyncio.shield(self._start)
             self.room_name = started.grant.room
             self._grant = started.grant
+            if (late := time.monotonic() - deadline) > 0:
+                raise BrokerError(
+                    f"the broker's start answer came {late:.1f} s after the connect deadline "
+                    f"(session.connect_timeout_s = {self._config.connect_timeout_s:g} s); ending it",
+                    reason=FailureReason.BROKER_TIMEOUT,
+                )
             granted_at = time.monotonic()
             log.info(
                 "session %d: room %s granted in %.0f ms (token valid %.0f s)",
@@ -280,7 +289,7 @@ class SessionRun:
         try:
             if self.room is not None:
                 await self.room.stop_mic(budget_s=min(1.0, budget or 1.0))
-            started = await self._finish_start(budget)
+            started = await self._finish_start(STOP_START_WAIT_S if self._shutdown else None)
             if started is not None:
                 # The broker first: a vendor bills until it hears the end, and leaving the room takes longer.
                 await asyncio.wait_for(self._keeper.end(started), timeout=budget)
