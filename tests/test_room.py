@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import secrets
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -166,3 +167,22 @@ def test_first_words_fit_the_agents_window_on_a_1_mbit_uplink(seconds: float, ra
     assert audio.duration_s == pytest.approx(seconds, abs=0.02)
     assert len(audio.pcm) * 8 <= UPLINK_BUDGET_BITS
     assert len(audio.pcm) * 8 / 1_000_000 < 3.0  # seconds on a 1 Mbit/s uplink, inside the agent's 3 s
+
+
+async def test_the_room_server_dying_is_a_disconnect_not_the_agent_leaving(
+    private_sandbox: tuple[SandboxHandle, subprocess.Popen[str]],
+) -> None:
+    """kill -9 of the server mid-call: after the SDK's own reconnect attempts, the session hears Disconnected only."""
+    server, process = private_sandbox
+    room = f"room-{secrets.token_hex(4)}"
+    k = Kiosk()
+    await k.room.connect(server.ws_url, token(server, "kiosk-1", room), budget_s=10)
+    try:
+        async with participant(server, room, "agent-1", kind="agent", **{"lk.agent.state": "listening"}):
+            assert await k.room.wait_for_agent(10)
+            process.kill()
+            await k.until(lambda: any(isinstance(e, sm.Disconnected) for e in k.events), within=90)
+            await asyncio.sleep(0)
+    finally:
+        await k.room.close(budget_s=5)
+    assert not any(isinstance(e, sm.AgentLeft) for e in k.events), k.events

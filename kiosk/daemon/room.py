@@ -52,6 +52,9 @@ CHAT_TOPIC = "lk.chat"
 USER_TEXT_TOPIC = "voice.user_text"
 TextTopic = Literal["lk.chat", "voice.user_text"]
 _BUSY = frozenset({AgentState.THINKING, AgentState.SPEAKING})
+#: A room that loses its server reports its participants gone before it reports itself disconnected: the agent's
+#: departure counts only if the room is still connected this long after it (s).
+AGENT_LEFT_CONFIRM_S = 0.5
 BACKGROUND_TRACK = "background_audio"
 #: Agent audio louder than this (RMS of int16 samples) counts as the agent speaking, for the silence timeout.
 AUDIBLE_RMS = 120.0
@@ -84,6 +87,7 @@ class AgentRoom:
         self._streams: list[rtc.AudioStream] = []
         self._closing = False
         self._connecting: asyncio.Future[None] | None = None
+        self._agent_leaving: asyncio.TimerHandle | None = None
         self.last_agent_audio = 0.0
         #: Monotonic time the agent last stopped thinking or speaking (0 while it has not).
         self.last_agent_busy = 0.0
@@ -227,9 +231,17 @@ class AgentRoom:
         self._mic_heard.set()
 
     def _participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
-        if self._agent is not None and participant.identity == self._agent.identity and not self._closing:
-            log.info("agent %s left", participant.identity)
-            self._on_event(AgentLeft())
+        if self._agent is None or participant.identity != self._agent.identity or self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        self._agent_leaving = loop.call_later(AGENT_LEFT_CONFIRM_S, self._agent_left, participant.identity)
+
+    def _agent_left(self, identity: str) -> None:
+        if self._closing or self.room.connection_state != rtc.ConnectionState.CONN_CONNECTED:
+            log.debug("agent %s gone with the room's connection: not counted as leaving", identity)
+            return
+        log.info("agent %s left", identity)
+        self._on_event(AgentLeft())
 
     def _attributes_changed(self, changed: dict[str, str], participant: rtc.Participant) -> None:
         if self._closing or self._agent is None or participant.identity != self._agent.identity:
@@ -310,6 +322,8 @@ class AgentRoom:
             self.captions.update(role=role, text=segment.text, segment_id=segment.id, final=segment.final)
 
     def _disconnected(self, reason: int) -> None:
+        if self._agent_leaving is not None:
+            self._agent_leaving.cancel()
         if not self._closing:
             log.warning("room disconnected (reason %s)", reason)
             self._on_event(Disconnected())
