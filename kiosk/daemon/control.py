@@ -109,6 +109,10 @@ class ControlServer:
             await self._handle(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             log.debug("control client went away")
+        except asyncio.CancelledError:
+            # close() hangs up on clients (a `kiosk events` follower waits forever): the end of this task, not an
+            # error. Re-raised, asyncio's stream server would log it as a failed callback.
+            log.debug("control client hung up: the daemon is stopping")
         finally:
             self._clients.discard(task)
             writer.close()
