@@ -39,11 +39,17 @@ def wait_until(condition: Callable[[], Any], within: float, what: str) -> Any:
 
 @contextmanager
 def kiosk_run(
-    config: Path, *, sandbox: SandboxHandle, pulse: PulseServer, notify: NotifySocket, log: Path
+    config: Path,
+    *,
+    sandbox: SandboxHandle,
+    pulse: PulseServer,
+    notify: NotifySocket,
+    log: Path,
+    unset: tuple[str, ...] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``kiosk run`` with the broker key in its environment; killed if still running when the block ends."""
+    """``kiosk run`` with the broker key in its environment (less ``unset``); killed if still running at the end."""
     env = {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if name not in unset},
         KEY_ENV: sandbox.api_key,
         "NOTIFY_SOCKET": str(notify.path),
         "PULSE_SERVER": pulse.env["PULSE_SERVER"],
@@ -114,3 +120,37 @@ def test_a_start_answer_that_trickles_past_the_connect_deadline_is_read_and_ende
     assert last_end["failure"] == "broker_timeout", output[-3000:]
     assert ended_at_broker(sandbox, fault_broker.ends[0]), output[-3000:]
     assert "after the connect deadline" in output
+
+
+def test_no_gpio_backend_runs_without_leds_and_button(
+    sandbox: SandboxHandle, pulse_server: PulseServer, notify_socket: NotifySocket, tmp_path: Path
+) -> None:
+    """No pin factory can be had (this machine has no GPIO): READY anyway, one line per part saying why."""
+    extra = DEVICES + '[trigger]\nbutton_pin = 17\n\n[leds]\nkind = "single"\npin = 27\n'
+    config = daemon_config(http_url=sandbox.http_url, tmp_path=tmp_path, key_env=KEY_ENV, extra=extra)
+    log = tmp_path / "daemon.log"
+    no_mock = ("GPIOZERO_PIN_FACTORY", "GPIOZERO_MOCK_PIN_CLASS")
+    with kiosk_run(config, sandbox=sandbox, pulse=pulse_server, notify=notify_socket, log=log, unset=no_mock) as daemon:
+        assert request_once(tmp_path / "control.sock", {"cmd": "status"})["state"] == "idle"
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+    output = log.read_text()
+    assert "status LEDs unavailable, running without" in output
+    assert "button unavailable, running without" in output
+    assert "Traceback" not in output
+
+
+def test_an_unreadable_ca_file_is_a_config_error_not_a_crash(tmp_path: Path) -> None:
+    """Exit 78 (systemd does not restart it) with one line naming the key, no traceback."""
+    config = daemon_config(http_url="https://broker.invalid", tmp_path=tmp_path, key_env=KEY_ENV)
+    config.write_text(config.read_text().replace("[broker]\n", f'[broker]\nca_file = "{tmp_path / "missing.pem"}"\n'))
+    done = subprocess.run(
+        [sys.executable, "-m", "kiosk", "run", "--config", str(config)],
+        env={**os.environ, KEY_ENV: "kiosk-test-broker-key-0123456789"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 78, done.stderr[-2000:]
+    assert "broker.ca_file" in done.stderr and "Traceback" not in done.stderr

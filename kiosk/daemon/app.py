@@ -14,14 +14,14 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from kiosk import session as sm
 from kiosk.audio import AudioEngine, StreamFactory, VadEvent, VadEventKind
 from kiosk.broker import ServerClock, SessionKeeper, SessionLedger, make_broker, make_client
-from kiosk.config import KioskConfig
+from kiosk.config import KioskConfig, LedConfig
 from kiosk.configfile import EX_CONFIG, load_config
 from kiosk.daemon.control import ControlServer, EventBus
 from kiosk.daemon.driver import Driver
@@ -36,6 +36,7 @@ from kiosk.secret import SecretSource
 from kiosk.trigger import ButtonEvent, ButtonTrigger
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
@@ -72,7 +73,11 @@ async def run(
 
     # 2. Components: broker client, audio, LEDs, button, control socket.
     server_clock = ServerClock()
-    client = make_client(config.broker, server_clock=server_clock)
+    try:
+        client = make_client(config.broker, server_clock=server_clock)
+    except ConfigError as exc:
+        log.error("config error: %s", exc)
+        return EX_CONFIG
     try:
         broker = make_broker(config, client=client, secret=secret)
     except ConfigError as exc:
@@ -112,7 +117,8 @@ async def run(
 
     driver = Driver(config=config, make_run=make_run)
     holder["driver"] = driver
-    leds = StatusLeds(config=config.leds, pin_factory=pin_factory)
+    leds = _gpio_part("status LEDs", lambda: StatusLeds(config=config.leds, pin_factory=pin_factory))
+    leds = leds or StatusLeds(config=LedConfig(), pin_factory=pin_factory)
     observers = Observers(driver=driver, notifier=notifier, audio=audio, leds=leds, events=events)
     exit_code = 0
 
@@ -139,7 +145,10 @@ async def run(
 
     trigger = None
     if config.trigger.button_pin is not None:
-        trigger = ButtonTrigger(config=config.trigger, loop=loop, on_event=on_button, pin_factory=pin_factory)
+        trigger = _gpio_part(
+            "button",
+            lambda: ButtonTrigger(config=config.trigger, loop=loop, on_event=on_button, pin_factory=pin_factory),
+        )
     audio.subscribe_vad(on_vad)
     audio.subscribe_health(observers.audio_health)
     control = ControlServer(
@@ -194,6 +203,27 @@ async def run(
     await control.close()
     await _close_all(trigger, leds, audio, keeper, client)
     return exit_code
+
+
+def _gpio_part(name: str, make: Callable[[], T]) -> T | None:
+    """Open a GPIO part; when the pins cannot be had, say why once and run without it (None).
+
+    A kiosk without its LEDs or button still serves voice wake and the control socket, and a restart would not
+    bring the pins back: failing here would only crash-loop.
+    """
+    from gpiozero.exc import GPIOZeroError
+
+    try:
+        return make()
+    except (GPIOZeroError, OSError, RuntimeError) as exc:
+        log.error(
+            "%s unavailable, running without: %s: %s (is a GPIO backend such as lgpio installed, and does the "
+            "service user have access to /dev/gpiochip*?)",
+            name,
+            type(exc).__name__,
+            exc,
+        )
+        return None
 
 
 async def _check_clock(client: httpx.AsyncClient, url: str | None, server_clock: ServerClock) -> None:
