@@ -6,8 +6,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-import numpy as np
-
 from kiosk.audio.devices import StreamParams
 from kiosk.audio.frames import FRAME_SAMPLES, SAMPLE_RATE, Framer, Pcm, Resampler
 from kiosk.audio.streams import AudioStream, Block, StreamFactory, post
@@ -100,8 +98,3 @@ class Capture:
             for i, pcm in enumerate(frames):
                 after = (len(frames) - 1 - i) * FRAME_SAMPLES + held
                 self._sink(pcm, t - after / SAMPLE_RATE)
-
-
-def silence(samples: int = FRAME_SAMPLES) -> Pcm:
-    """A block of digital silence."""
-    return np.zeros(samples, dtype=np.int16)
