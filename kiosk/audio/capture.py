@@ -61,18 +61,22 @@ class Capture:
         """PortAudio's reported input latency in seconds."""
         return self._stream.latency
 
-    def start(self) -> None:
-        """Start the stream and the loop-side frame maker."""
+    def prime(self) -> None:
+        """Loop side, before :meth:`start_stream`: start the frame maker."""
         self._task = self._loop.create_task(self._run(), name="audio-capture")
+
+    def start_stream(self) -> None:
+        """Start the PortAudio stream (blocking: call it off the event loop)."""
         self._stream.start()
 
+    def stop(self) -> None:
+        """Loop side: stop the frame maker."""
+        if self._task is not None:
+            self._task.cancel()
+
     def close(self) -> None:
-        """Close the stream (callbacks stop) and the frame maker."""
-        try:
-            self._stream.close()
-        finally:
-            if self._task is not None:
-                self._task.cancel()
+        """Close the PortAudio stream; callbacks stop (blocking: call it off the event loop)."""
+        self._stream.close()
 
     def _callback(self, data: Block, overflow: bool) -> None:
         # PortAudio thread: copy the chosen channel and hand it over; nothing here may block.
