@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "press": ("kiosk.commands.control", "press the button through the control socket"),
     "say": ("kiosk.commands.control", "send a text message into the live session"),
     "events": ("kiosk.commands.control", "follow state changes and transcript lines as JSON lines"),
+    "test": ("kiosk.commands.hwtest", "try the hardware: mic level meter, speaker, LEDs, button (daemon stopped)"),
     "sandbox": ("kiosk.sandbox.cli", "run a local LiveKit-compatible server, broker and scripted agent"),
 }
 

@@ -4,6 +4,9 @@ gpiozero calls ``when_pressed``/``when_held`` on its own thread; this module onl
 ``loop.call_soon_threadsafe``, so the session's single writer (on the loop) decides what a press means: start when
 idle, end when connecting or live. The press is reported on the falling edge, not on release, so press-to-live
 latency does not include how long the visitor keeps the finger down.
+
+``kiosk test button`` passes ``on_edge`` to see every raw edge: the pin driver's own debouncing is then left off and
+the same loop-side debouncing the daemon relies on decides which edges count as presses.
 """
 
 from __future__ import annotations
@@ -36,41 +39,54 @@ class ButtonTrigger:
         loop: asyncio.AbstractEventLoop,
         on_event: Callable[[ButtonEvent], None],
         pin_factory: Any = None,
+        on_edge: Callable[[bool, float], None] | None = None,
     ) -> None:
+        """Open the button on ``config.button_pin``; ``on_edge(pressed, t)`` also receives every raw edge."""
         from gpiozero import Button
 
         if config.button_pin is None:
             raise ValueError("trigger.button_pin is not set")
         self._loop = loop
         self._on_event = on_event
+        self._on_edge = on_edge
         self._bounce_s = config.bounce_time_ms / 1000
         self._last_press = -1e9
         self.presses = 0
+        driver_bounce = config.bounce_time_ms / 1000 if config.bounce_time_ms and on_edge is None else None
         self._button = Button(
             config.button_pin,
             pull_up=config.button_pull_up,
-            bounce_time=config.bounce_time_ms / 1000 if config.bounce_time_ms else None,
+            bounce_time=driver_bounce,
             hold_time=config.hold_time_s,
             pin_factory=pin_factory,
         )
         self._button.when_pressed = self._pressed
         self._button.when_held = self._held
+        if on_edge is not None:
+            self._button.when_released = self._released
         log.info("button on GPIO%d (pull-%s)", config.button_pin, "up" if config.button_pull_up else "down")
 
     def _pressed(self) -> None:
-        # gpiozero's thread: hand off only.
-        self._loop.call_soon_threadsafe(self._deliver, ButtonEvent.PRESS)
+        # gpiozero's thread: note the edge's time (loop.time() is the monotonic clock) and hand off only.
+        self._loop.call_soon_threadsafe(self._deliver, ButtonEvent.PRESS, self._loop.time())
 
     def _held(self) -> None:
-        self._loop.call_soon_threadsafe(self._deliver, ButtonEvent.HOLD)
+        self._loop.call_soon_threadsafe(self._deliver, ButtonEvent.HOLD, self._loop.time())
 
-    def _deliver(self, event: ButtonEvent) -> None:
+    def _released(self) -> None:
+        self._loop.call_soon_threadsafe(self._edge, False, self._loop.time())
+
+    def _edge(self, pressed: bool, t: float) -> None:
+        if self._on_edge is not None:
+            self._on_edge(pressed, t)
+
+    def _deliver(self, event: ButtonEvent, t: float) -> None:
         if event == ButtonEvent.PRESS:
+            self._edge(True, t)
             # Not every pin driver debounces (the mock and some GPIO expanders do not): repeat it on the loop.
-            now = self._loop.time()
-            if now - self._last_press < self._bounce_s:
+            if t - self._last_press < self._bounce_s:
                 return
-            self._last_press = now
+            self._last_press = t
             self.presses += 1
         self._on_event(event)
 
@@ -78,4 +94,5 @@ class ButtonTrigger:
         """Release the pin; no events are delivered afterwards."""
         self._button.when_pressed = None
         self._button.when_held = None
+        self._button.when_released = None
         self._button.close()
