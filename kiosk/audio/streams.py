@@ -119,6 +119,10 @@ class SoundDeviceFactory:
     """The real :class:`StreamFactory`: PortAudio through sounddevice (imported on first use)."""
 
     def __init__(self) -> None:
+        from kiosk.audio.alsalog import route_alsa_errors_to_log
+
+        # Before PortAudio initialises: probing devices already makes ALSA print.
+        route_alsa_errors_to_log()
         import sounddevice
 
         self._sd: Any = sounddevice

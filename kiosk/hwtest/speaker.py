@@ -20,11 +20,12 @@ from kiosk.audio.engine import AGENT, AudioEngine
 from kiosk.audio.frames import SAMPLE_RATE, Pcm, Resampler
 from kiosk.audio.streams import StreamFactory
 from kiosk.config import AudioConfig
+from kiosk.errors import AudioDeviceError
 
 SENTENCE = "This is the kiosk speaker test. If you can hear this sentence clearly, the speaker works."
 TONE_LEVEL = 0.5
-#: Extra time allowed for a sound to drain through the device after its last sample was queued.
-DRAIN_MARGIN_S = 2.0
+#: The output is given up on when it plays nothing for this long.
+STALL_S = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +83,7 @@ async def play(
             for chime in Chime:
                 on_step(f"chime: {chime} (audio.chime_volume = {audio.chime_volume})")
                 engine.play_chime(chime)
-                await _wait_quiet(engine, "chimes", limit_s=DRAIN_MARGIN_S + 1.0)
+                await _wait_quiet(engine, "chimes")
                 steps.append({"step": f"chime {chime}"})
         else:
             on_step("chimes: off (audio.chimes = false)")
@@ -101,14 +102,23 @@ async def play(
 
 async def _drain(engine: AudioEngine, name: str, pcm: Pcm) -> None:
     engine.mixer_input(name).push(pcm)
-    await _wait_quiet(engine, name, limit_s=len(pcm) / SAMPLE_RATE + DRAIN_MARGIN_S)
+    await _wait_quiet(engine, name)
 
 
-async def _wait_quiet(engine: AudioEngine, name: str, *, limit_s: float) -> None:
-    """Wait until the mixer input ``name`` has played everything, then a little for the device's own buffer."""
+async def _wait_quiet(engine: AudioEngine, name: str) -> None:
+    """Wait until the mixer input ``name`` has played everything, then a little for the device's own buffer.
+
+    Raises ``AudioDeviceError`` when the device plays nothing for ``STALL_S`` (a pulse stream can take a second or
+    two to start on a busy machine, so progress is watched rather than the total time).
+    """
     source = engine.mixer.inputs[name]
-    async with asyncio.timeout(limit_s):
-        # The mixer is drained by the output callback's pace; there is no event for "input empty".
-        while source.active:  # noqa: ASYNC110 (no event: see above)
-            await asyncio.sleep(0.02)
+    loop = asyncio.get_running_loop()
+    last = (source.queued_samples, loop.time())
+    # The mixer is drained at the output callback's pace; there is no event for "input empty".
+    while source.active:  # noqa: ASYNC110 (no event: see above)
+        await asyncio.sleep(0.02)
+        if source.queued_samples != last[0]:
+            last = (source.queued_samples, loop.time())
+        elif loop.time() - last[1] > STALL_S:
+            raise AudioDeviceError(f"the output device {engine.output.device!r} stopped playing for {STALL_S:g} s")
     await asyncio.sleep(max(0.1, engine.output.latency_s or 0.0))
