@@ -115,7 +115,7 @@ async def _wait_quiet(engine: AudioEngine, name: str) -> None:
     loop = asyncio.get_running_loop()
     last = (source.queued_samples, loop.time())
     # The mixer is drained at the output callback's pace; there is no event for "input empty".
-    while source.active:  # noqa: ASYNC110 (no event: see above)
+    while source.active:
         await asyncio.sleep(0.02)
         if source.queued_samples != last[0]:
             last = (source.queued_samples, loop.time())
