@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kiosk.config import KioskConfig
-from kiosk.configfile import EX_CONFIG, load_config, resolve_path
+from kiosk.configfile import EX_CONFIG, find_line, load_config, resolve_path
 from kiosk.errors import ConfigError
 from kiosk.secret import SecretSource
 
@@ -39,24 +39,16 @@ def main(argv: list[str]) -> int:
     source = SecretSource.from_broker(config.broker)
     status = source.status() if source is not None else None
     warnings: list[str] = []
-    if status is not None:
-        if status.warning:
-            warnings.append(status.warning)
+    if source is not None and status is not None:
+        key = f"broker.api_key_{source.kind}"
+        line = find_line(path.read_text(encoding="utf-8"), ("broker", key.split(".")[1]))
+        where = f"{key} (line {line})" if line else key
         if not status.readable:
-            if source is not None and source.kind == "credential" and source.path() is None:
-                warnings.append(
-                    f"cannot check credential {source.name!r} here: it exists only under systemd, "
-                    f"loaded by LoadCredential={source.name}:/etc/kiosk/{source.name} in kiosk.service"
-                )
-            else:
-                print(f"kiosk: config error: {path}: broker secret: {status.problem}", file=sys.stderr)
-                return EX_CONFIG
-    if status is None:
-        secret_line = "none (this dialect needs no key)"
-    elif source is not None and source.kind == "credential" and source.path() is None:
-        secret_line = f"{MASK} from systemd credential {source.name!r} (loaded by systemd when the service starts)"
-    else:
-        secret_line = f"{MASK} from {status.describe()}"
+            print(f"kiosk: config error: {path}: {where}: {status.problem}", file=sys.stderr)
+            return EX_CONFIG
+        if status.warning:
+            warnings.append(f"{path}: {where}: {status.warning}")
+    secret_line = "none (this dialect needs no key)" if status is None else f"{MASK} from {status.describe()}"
     if args.json:
         data = masked(config.model_dump(mode="json"))
         data["broker"]["secret"] = secret_line
