@@ -96,7 +96,7 @@ def test_install_creates_every_file_with_owner_and_mode(tmp_path: Path) -> None:
     assert "(not run: --root " in result.stdout and "systemctl enable kiosk.service" in result.stdout
     created = {str(p.relative_to(root)) for p in root.rglob("*") if "venv/" not in str(p.relative_to(root))}
     seeds = {"etc", "etc/passwd", "etc/group", "etc/shadow", "etc/gshadow"}
-    backups = {p for p in created if p.endswith("-") or p.endswith(".lock")}
+    backups = {p for p in created if p.endswith(("-", ".lock"))}
     assert created - seeds - backups == set(expected) | {"opt", "etc/systemd", "etc/systemd/system"}
 
     # Again, with the key written, the config edited and a gpio group present: kept, and the unit follows the groups.
