@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -161,7 +162,7 @@ def test_without_pwm_patterns_blink_on_and_off() -> None:
 
         def rises() -> int:
             states = list(pin.states)
-            return sum(1 for a, b in zip(states, states[1:], strict=False) if b.state and not a.state)
+            return sum(1 for a, b in itertools.pairwise(states) if b.state and not a.state)
 
         deadline = time.monotonic() + 15
         # gpiozero plays the pattern on its own thread: poll the pin's history, bounded.
