@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 
@@ -22,3 +23,10 @@ def quiet_broken_pipe() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
+
+
+def describe(doc: str | None) -> str:
+    """A module docstring's first line as a ``--help`` description, without its leading ````kiosk xxx``: ``."""
+    first = (doc or "").strip().splitlines()[0] if doc and doc.strip() else ""
+    text = re.sub(r"^``kiosk [^`]*``:\s*", "", first)
+    return text[:1].upper() + text[1:]

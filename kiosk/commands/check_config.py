@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from kiosk.cliformat import HelpFormatter, describe
 from kiosk.config import KioskConfig
 from kiosk.configfile import EX_CONFIG, find_line, load_config, resolve_path
 from kiosk.errors import ConfigError
@@ -25,9 +26,13 @@ _SOURCE_KEYS = {"api_key_file", "api_key_credential", "api_key_env"}
 
 def main(argv: list[str]) -> int:
     """Run ``kiosk check-config``."""
-    parser = argparse.ArgumentParser(prog="kiosk check-config", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="kiosk check-config", description=describe(__doc__), formatter_class=HelpFormatter
+    )
     parser.add_argument("path", nargs="?", help="config file (same as --config)")
-    parser.add_argument("--config", dest="config", help="config file (default: $KIOSK_CONFIG or /etc/kiosk/kiosk.toml)")
+    parser.add_argument(
+        "--config", dest="config", help="config file (default: $KIOSK_CONFIG, else /etc/kiosk/kiosk.toml)"
+    )
     parser.add_argument("--json", action="store_true", help="print the effective config as JSON")
     args = parser.parse_args(argv)
     path = resolve_path(args.config or args.path)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kiosk.cliformat import HelpFormatter
+from kiosk.cliformat import HelpFormatter, describe
 from kiosk.config import KioskConfig, LedConfig, TriggerConfig
 from kiosk.configfile import DEFAULT_PATH, EX_CONFIG, load_config, resolve_path
 from kiosk.errors import AudioDeviceError, ConfigError
@@ -40,9 +40,7 @@ class CheckFailed(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``kiosk test`` parser with one subcommand per device."""
-    parser = argparse.ArgumentParser(
-        prog="kiosk test", description=__doc__.splitlines()[0].split(": ", 1)[1], formatter_class=HelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="kiosk test", description=describe(__doc__), formatter_class=HelpFormatter)
     common = argparse.ArgumentParser(add_help=False, formatter_class=HelpFormatter)
     common.add_argument("--config", help="config file (default: $KIOSK_CONFIG, else /etc/kiosk/kiosk.toml)")
     common.add_argument("--json", action="store_true", help="print JSON lines instead of text")
