@@ -114,6 +114,25 @@ if ((uninstall)); then
   exit 0
 fi
 
+step "0/5 apt packages the service needs"
+packages=(
+  python3 python3-venv python3-dev gcc pkg-config libsystemd-dev # the venv; systemd-python builds from source
+  libportaudio2 libasound2-plugins alsa-utils                    # PortAudio over ALSA; alsamixer for the gain
+  espeak-ng                                                      # the spoken sentence of `kiosk test speaker`
+)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [ -n "$root" ]; then
+    echo "+ (not run: --root $root) apt-get install ${missing[*]}"
+  else
+    run apt-get update
+    run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  fi
+fi
+
 step "1/5 system user $user"
 if ! has_group "$user"; then
   run groupadd "${rootflag[@]}" --system "$user"

@@ -82,3 +82,11 @@ def test_devices_json(capsys: Any) -> None:
     data = json.loads(capsys.readouterr().out)
     assert {"devices", "default_input", "default_output"} <= set(data)
     assert all("name" in d and "default_samplerate" in d for d in data["devices"])
+
+
+def test_status_rounds_levels() -> None:
+    """Levels in ``kiosk status`` read as people say them: -95.2, not -95.21809387207031."""
+    from kiosk.commands.control import format_status
+
+    text = format_status({"state": "idle", "audio": {"noise_floor_dbfs": -95.21809387207031, "ok": True}})
+    assert "noise_floor_dbfs -95.2," in text and "ok True" in text

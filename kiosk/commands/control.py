@@ -200,7 +200,10 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append("counters:    " + ", ".join(f"{k} {v}" for k, v in counters.items()))
     audio = status.get("audio")
     if audio:
-        lines.append("audio:       " + ", ".join(f"{k} {v}" for k, v in audio.items() if not isinstance(v, dict)))
+        shown = (
+            f"{k} {round(v, 1) if isinstance(v, float) else v}" for k, v in audio.items() if not isinstance(v, dict)
+        )
+        lines.append("audio:       " + ", ".join(shown))
     versions = status.get("versions") or {}
     if versions:
         lines.append("versions:    " + ", ".join(f"{k} {v}" for k, v in versions.items()))
