@@ -28,3 +28,22 @@ def test_alsa_errors_reach_the_debug_log_not_stderr() -> None:
     routed = _run("on")
     assert routed.stderr == ""
     assert "kiosk.audio.alsalog ALSA" in routed.stdout and "Unknown PCM" in routed.stdout
+
+
+NATIVE = """
+import logging, os, sys
+logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="%(name)s %(message)s")
+from kiosk.audio.alsalog import native_stderr_to_log
+with native_stderr_to_log():
+    os.write(2, b"Expression 'r' failed in 'pa_linux_alsa.c'\\n")
+    print("python's own line", file=sys.stderr)
+os.write(2, b"after the block\\n")
+"""
+
+
+def test_native_stderr_inside_the_block_goes_to_the_debug_log() -> None:
+    """Native writes to fd 2 inside the block reach the log; Python's stderr and later writes stay on stderr."""
+    done = subprocess.run([sys.executable, "-c", NATIVE], capture_output=True, text=True, timeout=60, check=True)
+    assert "Expression" not in done.stderr
+    assert "python's own line" in done.stderr and "after the block" in done.stderr
+    assert "kiosk.audio.alsalog native: Expression 'r' failed in 'pa_linux_alsa.c'" in done.stdout
