@@ -50,7 +50,7 @@ class ButtonTrigger:
         self._on_event = on_event
         self._on_edge = on_edge
         self._bounce_s = config.bounce_time_ms / 1000
-        self._last_press = -1e9
+        self._last_edge = -1e9
         self.presses = 0
         driver_bounce = config.bounce_time_ms / 1000 if config.bounce_time_ms and on_edge is None else None
         self._button = Button(
@@ -77,16 +77,18 @@ class ButtonTrigger:
         self._loop.call_soon_threadsafe(self._edge, False, self._loop.time())
 
     def _edge(self, pressed: bool, t: float) -> None:
+        self._last_edge = t
         if self._on_edge is not None:
             self._on_edge(pressed, t)
 
     def _deliver(self, event: ButtonEvent, t: float) -> None:
         if event == ButtonEvent.PRESS:
+            previous = self._last_edge
             self._edge(True, t)
-            # Not every pin driver debounces (the mock and some GPIO expanders do not): repeat it on the loop.
-            if t - self._last_press < self._bounce_s:
+            # Not every pin driver debounces (the mock and some GPIO expanders do not): repeat it on the loop. A
+            # press within the bounce time of the last edge seen (press, or release when watched) is a bounce.
+            if t - previous < self._bounce_s:
                 return
-            self._last_press = t
             self.presses += 1
         self._on_event(event)
 
@@ -94,5 +96,6 @@ class ButtonTrigger:
         """Release the pin; no events are delivered afterwards."""
         self._button.when_pressed = None
         self._button.when_held = None
-        self._button.when_released = None
+        if self._on_edge is not None:
+            self._button.when_released = None
         self._button.close()

@@ -39,7 +39,7 @@ def run_leds(args: argparse.Namespace, path: Path, config: KioskConfig, pin_fact
     finally:
         leds.close()
     out.data("done", {"shown": shown})
-    out.text("done: LEDs off. Failure codes are listed in the README (Commands, LEDs).")
+    out.text("done: LEDs off. The failure codes are listed in the README (Hardware and wiring).")
     return 0
 
 

@@ -40,7 +40,8 @@ def describe(pattern: Pattern) -> str:
     if pattern.kind == "solid":
         return f"steady {colour}{level}"
     if pattern.kind == "code":
-        return f"{pattern.count} short {colour} flashes, a pause, repeated"
+        flashes = "flash" if pattern.count == 1 else "flashes"
+        return f"{pattern.count} short {colour} {flashes}, a pause, repeated"
     return f"{pattern.kind} {colour}{level} ({pattern.on_s:g} s up / {pattern.off_s:g} s down)"
 
 
