@@ -150,7 +150,7 @@ async def test_running_daemon_is_named(tmp_path: Path, device: str, capsys: Any)
 
 
 async def test_button_presses_holds_and_bounces() -> None:
-    """Raw edges are shown: a press with a bounce, a release with its length, a hold; the trigger counts presses."""
+    """Raw edges are shown: bounces on press and release, a release with its length, a hold; presses counted once."""
     factory = MockFactory()
     pin = factory.pin(17)
     lines: list[dict[str, Any]] = []
@@ -166,7 +166,9 @@ async def test_button_presses_holds_and_bounces() -> None:
         await until(lambda: len(lines) >= 3, 10)
         await asyncio.sleep(0.25)  # longer than the bounce window, so the release is not a bounce
         pin.drive_high()
-        await until(lambda: len(lines) >= 4, 10)
+        pin.drive_low()  # the release bounces: not a press
+        pin.drive_high()
+        await until(lambda: len(lines) >= 6, 10)
         await asyncio.sleep(0.25)
         pin.drive_low()
         await until(lambda: any(line["edge"] == "held" for line in lines), 10)
@@ -179,8 +181,9 @@ async def test_button_presses_holds_and_bounces() -> None:
     assert whats[0] == "press #1"
     assert whats[1].startswith("bounce") and whats[2].startswith("bounce")
     assert whats[3].startswith("released after")
+    assert whats[4].startswith("bounce") and whats[5].startswith("bounce")
     assert "press #2" in whats and any(w.startswith("hold (0.3 s)") for w in whats)
-    assert (record.presses, record.holds, record.bounces) == (2, 1, 2)
+    assert (record.presses, record.holds, record.bounces) == (2, 1, 4)
     assert "bounces are handled" in record.advice(config)
     assert record.press_lengths_s[1] >= 0.3
 
