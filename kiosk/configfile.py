@@ -91,14 +91,14 @@ def format_problem(err: Mapping[str, Any], *, source: str, text: str) -> str:
         if section and _model_at(loc) is not None:
             return f"{key}: missing section [{key}]; add it (see config/kiosk.toml for every key)"
         return f"{key}: required key is missing"
-    message = _with_lines(message, text)
+    message = with_lines(message, text)
     shown = ""
     if "input" in err and not any(_SENSITIVE.search(part) for part in loc) and not isinstance(err["input"], dict):
         shown = f" (got {err['input']!r})"
     return f"{where}: {message}{shown}"
 
 
-def _with_lines(message: str, text: str) -> str:
+def with_lines(message: str, text: str) -> str:
     """Add ``(line N)`` after the first mention of each dotted key in a message (``leds.pin (line 12)``)."""
 
     seen: set[str] = set()

@@ -178,3 +178,11 @@ def test_broker_url_holding_the_endpoint_path_names_the_fix(tmp_path: Path) -> N
     )
     result = _run(str(_write(tmp_path, oshara)), env={"K": SECRET})
     assert result.returncode == 78 and 'set broker.url = "https://api.oshara.ai"' in result.stderr
+
+
+def test_what_run_refuses_when_it_builds_the_broker(tmp_path: Path) -> None:
+    """A plain-http broker off this machine is refused by check-config as by run, naming the key and its line."""
+    body = BROKER.replace("https://b.example", "http://b.example") + 'api_key_env = "K"\n'
+    result = _run(str(_write(tmp_path, body)), env={"K": SECRET})
+    assert result.returncode == 78, result.stdout
+    assert "broker.url (line 3)" in result.stderr and "http://b.example" in result.stderr

@@ -7,6 +7,7 @@ that names the file, the key, what is wrong and what is expected.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import sys
@@ -15,7 +16,7 @@ from typing import Any
 
 from kiosk.cliformat import HelpFormatter, describe
 from kiosk.config import KioskConfig
-from kiosk.configfile import EX_CONFIG, find_line, load_config, resolve_path
+from kiosk.configfile import EX_CONFIG, find_line, load_config, resolve_path, with_lines
 from kiosk.errors import ConfigError
 from kiosk.secret import SecretSource
 
@@ -42,6 +43,10 @@ def main(argv: list[str]) -> int:
         print(f"kiosk: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
     source = SecretSource.from_broker(config.broker)
+    problem = broker_problem(config, source)
+    if problem is not None:
+        print(f"kiosk: config error: {path}: {with_lines(problem, path.read_text(encoding='utf-8'))}", file=sys.stderr)
+        return EX_CONFIG
     status = source.status() if source is not None else None
     warnings: list[str] = []
     if source is not None and status is not None:
@@ -65,6 +70,24 @@ def main(argv: list[str]) -> int:
     for warning in warnings:
         print(f"kiosk: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def broker_problem(config: KioskConfig, source: SecretSource | None) -> str | None:
+    """What ``run`` would refuse when it builds the broker client and broker (an http:// broker elsewhere, an
+    unreadable ``ca_file``), as a message naming the key; None when it builds."""
+    from kiosk.broker import make_broker, make_client
+
+    try:
+        client = make_client(config.broker)
+    except ConfigError as exc:
+        return str(exc)
+    try:
+        make_broker(config, client=client, secret=source)
+    except ConfigError as exc:
+        return str(exc)
+    finally:
+        asyncio.run(client.aclose())
+    return None
 
 
 def masked(data: Mapping[str, Any]) -> dict[str, Any]:
