@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -90,3 +91,33 @@ def test_status_rounds_levels() -> None:
 
     text = format_status({"state": "idle", "audio": {"noise_floor_dbfs": -95.21809387207031, "ok": True}})
     assert "noise_floor_dbfs -95.2," in text and "ok True" in text
+
+
+async def test_press_and_say_print_text_and_json_on_request(tmp_path: Path, capsys: Any) -> None:
+    """``kiosk press`` and ``kiosk say`` answer in words; ``--json`` gives the daemon's object."""
+    from kiosk.commands import control
+    from kiosk.daemon.control import ControlServer, EventBus
+
+    class Daemon:
+        def status(self) -> dict[str, Any]:
+            return {"state": "idle"}
+
+        def press(self) -> dict[str, Any]:
+            return {"state": "connecting", "did": "started a session"}
+
+        async def say(self, text: str) -> dict[str, Any]:
+            return {"sent": text}
+
+    server = ControlServer(path=tmp_path / "c.sock", mode=0o600, controller=Daemon(), events=EventBus())
+    await server.start()
+    sock = str(tmp_path / "c.sock")
+    try:
+        for argv in (["press", "--socket", sock], ["say", "--socket", sock, "hello", "there"]):
+            assert await asyncio.wait_for(asyncio.to_thread(control.main, argv), 10) == 0
+        assert await asyncio.wait_for(asyncio.to_thread(control.main, ["press", "--socket", sock, "--json"]), 10) == 0
+    finally:
+        await server.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "started a session (state now connecting)"
+    assert lines[1] == "sent: hello there"
+    assert json.loads(lines[2]) == {"ok": True, "state": "connecting", "did": "started a session"}
