@@ -7,6 +7,7 @@ Loading from a file (and turning validation errors into messages that name file 
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -106,7 +107,45 @@ class BrokerConfig(Section):
             missing = [k for k in ("livekit_url", "livekit_api_key") if getattr(self, k) is None]
             if missing:
                 raise ValueError(f"dialect 'self' needs broker.{' and broker.'.join(missing)}")
+        problem = url_path_problem(self.dialect, self.url)
+        if problem is not None:
+            raise ValueError(problem)
         return self
+
+
+#: Per dialect: the path the kiosk appends to ``broker.url`` itself, and the path parts that must not be in it.
+_ADDED_PATHS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "lyzr": ("/v1/sessions/start", ("/v1",)),
+    "oshara": ("/api/agents/agent-session/", ("/api",)),
+}
+
+
+def url_path_problem(dialect: str, url: str | None) -> str | None:
+    """Why ``broker.url`` would send requests to a doubled path for ``dialect`` (and the URL to use), or None.
+
+    Source of the rule: the vendors' endpoints in :mod:`kiosk.broker.vendors`, which append their own path.
+    """
+    if url is None or dialect not in _ADDED_PATHS:
+        return None
+    added, parts = _ADDED_PATHS[dialect]
+    scheme, _, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    path = slash + path
+    # A part counts as a whole path segment: "/v1" and "/v1/..." do, "/v10" does not.
+    starts = [
+        i
+        for part in parts
+        for i in range(len(path))
+        if path.startswith(part, i) and path[i + len(part) :][:1] in {"", "/"}
+    ]
+    if not starts:
+        return None
+    cut = min(starts)
+    fixed = f"{scheme}://{host}{path[:cut]}"
+    return (
+        f"broker.url {url!r} already holds {path[cut:]!r}, but the kiosk adds {added} itself (requests would go to "
+        f"{fixed}{path[cut:]}{added}, a 404): set broker.url = {json.dumps(fixed)}"
+    )
 
 
 class AudioConfig(Section):
@@ -248,3 +287,27 @@ class KioskConfig(Section):
         if self.session.text_topic != "auto":
             return self.session.text_topic
         return "voice.user_text" if self.broker.dialect == "oshara" else "lk.chat"
+
+    @model_validator(mode="after")
+    def _pins_once(self) -> KioskConfig:
+        users: dict[int, list[str]] = {}
+        for key, pin in self.pins().items():
+            users.setdefault(pin, []).append(key)
+        clashes = [f"GPIO{pin} is used by {' and '.join(keys)}" for pin, keys in users.items() if len(keys) > 1]
+        if clashes:
+            raise ValueError("; ".join(clashes) + ": give each its own pin (BCM numbers, see README, wiring)")
+        return self
+
+    def pins(self) -> dict[str, int]:
+        """Every GPIO pin the daemon opens, by the dotted key that sets it (the LED pins of ``leds.kind`` only)."""
+        found: dict[str, int] = {}
+        if self.trigger.button_pin is not None:
+            found["trigger.button_pin"] = self.trigger.button_pin
+        leds = self.leds
+        if leds.kind == "single" and leds.pin is not None:
+            found["leds.pin"] = leds.pin
+        elif leds.kind == "rgb" and leds.rgb is not None:
+            found.update({f"leds.rgb.{k}": v for k, v in leds.rgb.model_dump().items()})
+        elif leds.kind == "per-state" and leds.per_state is not None:
+            found.update({f"leds.per_state.{k}": v for k, v in leds.per_state.model_dump().items() if v is not None})
+        return found

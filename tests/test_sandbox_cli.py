@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 from kiosk.configfile import parse_config
-from kiosk.sandbox.cli import banner
+from kiosk.sandbox.cli import banner, write_key_files
 
 
-def test_every_broker_block_is_valid_config() -> None:
-    """Each dialect's block validates as it is printed, and names its key file instead of holding a key."""
+def test_every_broker_block_is_valid_config(tmp_path: Path) -> None:
+    """Each dialect's block validates as printed and names the sandbox's own key file; nothing touches /etc/kiosk."""
     sandbox = SimpleNamespace(
+        state_dir=tmp_path,
         api_key="sk_sandbox_abc",
         http_url="http://127.0.0.1:7880",
         ws_url="ws://127.0.0.1:7880",
@@ -28,3 +30,7 @@ def test_every_broker_block_is_valid_config() -> None:
         assert config.broker.api_key_file is not None
         assert "sk_sandbox_abc" not in block and "secret-abc" not in block
     assert dialects == {"lyzr", "oshara", "livekit", "self"}
+    assert "/etc/kiosk/broker-api-key" not in text and "printf" not in text
+    write_key_files(sandbox)  # type: ignore[arg-type]
+    assert (tmp_path / "broker-api-key").read_text() == "sk_sandbox_abc\n"
+    assert (tmp_path / "livekit-api-secret").stat().st_mode & 0o777 == 0o600

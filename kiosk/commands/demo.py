@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from kiosk.cliformat import HelpFormatter, describe
 from kiosk.errors import AudioDeviceError, KioskError
 
 NO_AUDIO_HELP = """kiosk demo: no audio {what} found on this machine.
@@ -24,11 +25,16 @@ Run the demo with WAV files instead of a sound card:
 
 def main(argv: list[str]) -> int:
     """Run ``kiosk demo``."""
-    parser = argparse.ArgumentParser(prog="kiosk demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=None, help="exit after N sessions (default: until Ctrl-C)")
+    parser = argparse.ArgumentParser(prog="kiosk demo", description=describe(__doc__), formatter_class=HelpFormatter)
+    parser.add_argument("--sessions", type=int, default=None, help="exit after N sessions (default: run until Ctrl-C)")
     parser.add_argument("--mic-wav", type=Path, help="16-bit WAV used as the microphone (no sound card needed)")
     parser.add_argument("--speaker-wav", type=Path, help="write what the kiosk plays to this WAV file")
-    parser.add_argument("--dialect", choices=["lyzr", "oshara", "livekit", "self"], default="lyzr")
+    parser.add_argument(
+        "--dialect",
+        choices=["lyzr", "oshara", "livekit", "self"],
+        default="lyzr",
+        help="which broker the sandbox plays",
+    )
     parser.add_argument("--silence-timeout", type=float, default=6.0, help="seconds of silence that end a session")
     parser.add_argument("--voice-wake", action="store_true", help="also start a session when someone talks")
     parser.add_argument("--verbose", action="store_true", help="show the daemon's log")

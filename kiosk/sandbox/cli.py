@@ -10,7 +10,9 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from kiosk.cliformat import HelpFormatter
 from kiosk.sandbox.ready import READY_PREFIX
 from kiosk.sandbox.server import Sandbox
 
@@ -20,14 +22,16 @@ logger = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``kiosk sandbox``."""
     parser = argparse.ArgumentParser(
-        prog="kiosk sandbox", description="Run a local LiveKit server, vendor broker and voice agent."
+        prog="kiosk sandbox",
+        description="Run a local LiveKit server, vendor broker and voice agent.",
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=7880, help="port to listen on; 0 picks a free one")
     parser.add_argument(
         "--api-key",
         default=os.environ.get("KIOSK_SANDBOX_API_KEY"),
-        help="broker API key (x-api-key); default $KIOSK_SANDBOX_API_KEY, else generated",
+        help="broker API key (x-api-key) (default: $KIOSK_SANDBOX_API_KEY, else generated)",
     )
     parser.add_argument("--livekit-api-key", default=None, help="LiveKit API key for self-minted tokens")
     parser.add_argument("--livekit-api-secret", default=None, help="LiveKit API secret for self-minted tokens")
@@ -36,8 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def key_files(sb: Sandbox) -> tuple[Path, Path]:
+    """The sandbox's broker key and LiveKit secret files, in its own state directory (never /etc/kiosk)."""
+    return sb.state_dir / "broker-api-key", sb.state_dir / "livekit-api-secret"
+
+
+def write_key_files(sb: Sandbox) -> None:
+    """Write the sandbox's keys, mode 0600, where :func:`banner`'s config blocks point."""
+    for path, value in zip(key_files(sb), (sb.api_key, sb.livekit_api_secret), strict=True):
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(value + "\n", encoding="utf-8")
+
+
 def banner(sb: Sandbox) -> str:
     """The human-readable summary: URLs, keys, and a ``[broker]`` block per dialect."""
+    broker_key, livekit_secret = key_files(sb)
     return "\n".join(
         [
             "kiosk sandbox: LiveKit room server + broker + scripted agent",
@@ -46,38 +64,36 @@ def banner(sb: Sandbox) -> str:
             f"  broker API key   {sb.api_key}",
             f"  sessions         {sb.http_url}/sandbox/sessions",
             "",
-            "Put the broker key where the kiosk reads it (the config never holds a key itself):",
-            f"    printf '%s\\n' '{sb.api_key}' > /etc/kiosk/broker-api-key && chmod 600 /etc/kiosk/broker-api-key",
-            "then paste one of these into the kiosk's config:",
+            f"The sandbox's keys are in {broker_key} and {livekit_secret} (mode 600; the config never holds a key",
+            "itself). Paste one of these into a kiosk config of your own (not the installed /etc/kiosk/kiosk.toml):",
             "",
             "# Lyzr",
             "[broker]",
             'dialect = "lyzr"',
             f'url = "{sb.http_url}"',
             'agent_id = "sandbox-agent"',
-            'api_key_file = "/etc/kiosk/broker-api-key"',
+            f'api_key_file = "{broker_key}"',
             "",
             "# Oshara",
             "[broker]",
             'dialect = "oshara"',
             f'url = "{sb.http_url}"',
             'agent_id = "sandbox-agent"',
-            'api_key_file = "/etc/kiosk/broker-api-key"',
+            f'api_key_file = "{broker_key}"',
             "",
             "# LiveKit standard token endpoint",
             "[broker]",
             'dialect = "livekit"',
             f'url = "{sb.http_url}/api/token"',
             'agent_name = "sandbox-agent"',
-            'api_key_file = "/etc/kiosk/broker-api-key"',
+            f'api_key_file = "{broker_key}"',
             "",
-            "# self-minted tokens: the key file holds the LiveKit API secret instead:",
-            f"#   printf '%s\\n' '{sb.livekit_api_secret}' > /etc/kiosk/livekit-api-secret && chmod 600 /etc/kiosk/livekit-api-secret",
+            "# self-minted tokens: the key file holds the LiveKit API secret instead",
             "[broker]",
             'dialect = "self"',
             f'livekit_url = "{sb.ws_url}"',
             f'livekit_api_key = "{sb.livekit_api_key}"',
-            'api_key_file = "/etc/kiosk/livekit-api-secret"',
+            f'api_key_file = "{livekit_secret}"',
             'agent_name = "sandbox-agent"',
             "",
             "Ctrl-C stops the sandbox.",
@@ -118,6 +134,7 @@ async def serve(args: argparse.Namespace) -> int:
         sys.stderr.write(f"kiosk sandbox: cannot listen on {args.host}:{args.port}: {exc}\n")
         return 69
     try:
+        write_key_files(sandbox)
         _say(banner(sandbox))
         _say(ready_line(sandbox))
         await stop.wait()
