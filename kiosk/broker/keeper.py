@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from kiosk.errors import BrokerError
@@ -66,6 +67,9 @@ class SessionKeeper:
         self._idle = asyncio.Event()
         self._idle.set()
         self._background: dict[str, asyncio.Task[None]] = {}
+        self._waiting: dict[str, SessionRecord] = {}
+        #: Told of every broker call: ``on_call(operation "start" | "end", seconds, ok)`` (metrics observe this).
+        self.on_call: Callable[[str, float, bool], None] | None = None
 
     def __repr__(self) -> str:
         return f"SessionKeeper(broker={self.broker!r}, ledger={self.ledger!r})"
@@ -74,6 +78,15 @@ class SessionKeeper:
     def retrying(self) -> int:
         """How many ended sessions still wait for the broker's confirmation in the background."""
         return sum(1 for task in self._background.values() if not task.done())
+
+    def oldest_pending_start(self) -> dt.datetime | None:
+        """When the oldest session still waiting for its end in the background was started (UTC), if any."""
+        waiting = [self._waiting[key].started_at for key, task in self._background.items() if not task.done()]
+        return min(waiting, default=None)
+
+    def _report(self, operation: str, started: float, ok: bool) -> None:
+        if self.on_call is not None:
+            self.on_call(operation, time.monotonic() - started, ok)
 
     @contextlib.asynccontextmanager
     async def session(self, *, deadline: float | None = None) -> AsyncIterator[Grant]:
@@ -110,11 +123,14 @@ class SessionKeeper:
 
         self._active.add(record.id)
         self._idle.clear()
+        asked = time.monotonic()
         try:
             grant = await self.broker.start(deadline=deadline, on_room=on_room)
         except BaseException:
+            self._report("start", asked, ok=False)
             await self._finish(current[0])
             raise
+        self._report("start", asked, ok=True)
         return BrokerSession(grant=grant, record=current[0])
 
     async def end(self, session: BrokerSession) -> bool:
@@ -208,8 +224,10 @@ class SessionKeeper:
                 await self.broker.end(ticket, deadline=started + self._end_timeout_s)
         except Exception:
             # Supervisor boundary of one end attempt: whatever failed, the record stays and the end is retried.
+            self._report("end", started, ok=False)
             log.warning("ending room %s failed; will retry", ticket.room, exc_info=True)
             return False
+        self._report("end", started, ok=True)
         self.ledger.remove(record.id)
         log.info("session %s ended (room %s) in %.0f ms", record.id, ticket.room, (time.monotonic() - started) * 1e3)
         return True
@@ -218,6 +236,7 @@ class SessionKeeper:
         existing = self._background.get(record.id)
         if existing is not None and not existing.done():
             return
+        self._waiting[record.id] = record
         self._background[record.id] = asyncio.get_running_loop().create_task(
             self._retry_until_ended(record), name=f"end-{record.id}"
         )
@@ -229,5 +248,6 @@ class SessionKeeper:
             await self._idle.wait()
             if await self._end_once(record):
                 self._background.pop(record.id, None)
+                self._waiting.pop(record.id, None)
                 return
             delay = min(delay * 2, self._end_retry_max_s)

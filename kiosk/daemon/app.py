@@ -24,6 +24,7 @@ from kiosk.configfile import EX_CONFIG, load_config
 from kiosk.daemon.control import ControlServer, EventBus
 from kiosk.daemon.driver import Driver
 from kiosk.daemon.logsetup import setup_logging
+from kiosk.daemon.metrics_export import open_metrics
 from kiosk.daemon.notify import Notifier
 from kiosk.daemon.observers import Observers
 from kiosk.daemon.reload import Reloader
@@ -32,6 +33,7 @@ from kiosk.errors import AudioDeviceError, ConfigError, SecretError
 from kiosk.leds import StatusLeds
 from kiosk.secret import SecretSource
 from kiosk.trigger import ButtonEvent, ButtonTrigger
+from kiosk.wakeguard import WakeGate
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,9 @@ async def run(
     max_sessions: int | None = None,
     on_summary: Callable[[SessionSummary], None] | None = None,
     configure_logging: bool = True,
+    stop: asyncio.Event | None = None,
 ) -> int:
-    """Run the kiosk until SIGTERM/SIGINT (or ``max_sessions`` sessions); return the process exit code."""
+    """Run the kiosk until SIGTERM/SIGINT, ``max_sessions`` sessions or ``stop`` is set; return the exit code."""
     # 1. Config, before any hardware.
     try:
         config = load_config(config_path)
@@ -102,12 +105,18 @@ async def run(
             audio=audio,
             capture=audio.start_capture(since=pressed_at),
             on_transcript=observers.transcript,
+            trigger=holder["driver"].snapshot.trigger,
         )
 
-    driver = Driver(config=config, make_run=make_run)
+    wake_gate = WakeGate(config=config.trigger)
+    driver = Driver(config=config, make_run=make_run, wake_gate=wake_gate)
     holder["driver"] = driver
     leds = StatusLeds(config=config.leds, pin_factory=pin_factory)
     observers = Observers(driver=driver, notifier=notifier, audio=audio, leds=leds, events=events)
+    driver.on_wake_refused = observers.wake_refused
+    metrics, exporter = open_metrics(
+        config=config.metrics, driver=driver, keeper=keeper, audio=audio, wake_gate=wake_gate
+    )
     exit_code = 0
 
     press_started_session = False
@@ -129,7 +138,7 @@ async def run(
 
     def on_vad(event: VadEvent) -> None:
         if event.kind == VadEventKind.WAKE and driver.config.trigger.voice_wake:
-            driver.wake(event.speech_start)
+            driver.wake(event.speech_start, level_dbfs=event.level_dbfs)
 
     trigger = None
     if config.trigger.button_pin is not None:
@@ -149,6 +158,7 @@ async def run(
     # 3. Signals, then ready.
     def reloaded(new: KioskConfig) -> None:
         audio.idle_processing = new.trigger.voice_wake
+        wake_gate.config = new.trigger
 
     reloader = Reloader(config_path=config_path, driver=driver, notifier=notifier, on_reload=reloaded)
     signals = _install_signals(loop, driver, reloader)
@@ -165,7 +175,16 @@ async def run(
         exit_code = EX_TEMPFAIL
         return True
 
-    driver.on_summary = _after_session(max_sessions, driver, on_summary, recycle)
+    def summarised(summary: SessionSummary) -> None:
+        metrics.session_done(summary)
+        if on_summary is not None:
+            on_summary(summary)
+
+    driver.on_summary = _after_session(max_sessions, driver, summarised, recycle)
+    await exporter.start()
+    observers.metrics_address = exporter.address
+    if stop is not None:
+        stopper = loop.create_task(_stop_when(stop, driver), name="stop")
     recovery = loop.create_task(keeper.recover(), name="recover")
     watchdog = loop.create_task(notifier.watchdog(), name="watchdog")
     observers.start()
@@ -183,9 +202,18 @@ async def run(
         loop.remove_signal_handler(sig)
     watchdog.cancel()
     recovery.cancel()
+    if stop is not None:
+        stopper.cancel()
     await control.close()
+    await exporter.close()
     await _close_all(trigger, leds, audio, keeper, client)
     return exit_code
+
+
+async def _stop_when(stop: asyncio.Event, driver: Driver) -> None:
+    await stop.wait()
+    log.info("stop requested: ending any session and stopping")
+    driver.dispatch(sm.Shutdown())
 
 
 async def _warm_up() -> None:

@@ -22,6 +22,7 @@ from kiosk.daemon.notify import Notifier
 from kiosk.daemon.room import TranscriptLine
 from kiosk.leds import StatusLeds
 from kiosk.reasons import FailureReason
+from kiosk.wakeguard import Refusal
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ class Observers:
         self._leds = leds
         self._events = events
         self._started_at = time.time()
+        self._last_refusal: Refusal | None = None
+        #: Where the metrics are served (``host:port``), once the exporter listens.
+        self.metrics_address: str | None = None
         driver.observe(self._changed)
 
     def start(self) -> None:
@@ -93,6 +97,15 @@ class Observers:
         if not event.ok and not self._driver.snapshot.in_session:
             self._driver.dispatch(sm.Failure(event.reason or FailureReason.AUDIO_DEVICE))
 
+    def wake_refused(self, refusal: Refusal) -> None:
+        """Report a voice wake the wake guard refused (logged once per run of the same reason)."""
+        if refusal != self._last_refusal:
+            log.info("voice wake refused: %s", refusal)
+        else:
+            log.debug("voice wake refused: %s", refusal)
+        self._last_refusal = refusal
+        self._events.publish({"type": "wake", "refused": str(refusal)})
+
     # ---- control socket ---------------------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -102,6 +115,8 @@ class Observers:
         out = self._driver.status()
         out["audio"] = _health_dict(self._audio)
         out["uptime_s"] = round(time.time() - self._started_at)
+        if self.metrics_address is not None:
+            out["metrics"] = f"http://{self.metrics_address}/metrics"
         out["versions"] = {"kiosk": __version__, "livekit": rtc.__version__, "python": platform.python_version()}
         return out
 
