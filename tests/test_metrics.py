@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kiosk import session as sm
 from kiosk.audio import AudioHealth, DeviceHealth
-from kiosk.commands.control import request_once
+from kiosk.commands.control import format_status, request_once
 from kiosk.config import MetricsConfig, TriggerConfig, parse_listen
 from kiosk.daemon.app import run
 from kiosk.daemon.metrics import KioskMetrics
@@ -99,6 +99,7 @@ async def test_a_session_is_counted_over_http_and_in_the_textfile(
         await asyncio.to_thread(request_once, socket, {"cmd": "press"})
         await asyncio.wait_for(done.wait(), timeout=60)
         answer = await asyncio.to_thread(httpx.get, url, timeout=10)
+        after = await asyncio.to_thread(request_once, socket, {"cmd": "status"})
     finally:
         stop.set()
         code = await asyncio.wait_for(daemon, timeout=30)
@@ -107,6 +108,9 @@ async def test_a_session_is_counted_over_http_and_in_the_textfile(
     [summary] = summaries
     assert summary.end_reason == "silence"
     _check_one_session(parse(answer.text))
+    [last] = after["recent"]
+    assert last["trigger"] == "control" and last["end_reason"] == "silence"
+    assert "silence: nobody spoke for the silence timeout" in format_status(after)
     _check_one_session(parse(textfile.read_text()))
     leftovers = await asyncio.to_thread(lambda: list(tmp_path.glob("kiosk.prom.*")))
     assert not leftovers, "a temporary file was left beside the textfile"
