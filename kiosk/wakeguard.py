@@ -46,6 +46,8 @@ TALKED_OVER_SHARE = 0.4
 LISTENED_SHARE = 0.2
 #: Agent silence that ends a turn (pauses between its sentences do not).
 TURN_GAP_S = 0.8
+#: Agent audio or room speech this recent counts as "speaking now".
+SPEAKING_NOW_S = 0.3
 #: Longer gaps between two observations are not counted (a stalled loop must not judge on made-up time).
 MAX_TICK_S = 0.5
 
@@ -137,6 +139,14 @@ class TalkoverJudge:
         self.listened = False
         self.talked_over_in_row = 0
         self.turns_judged = 0
+
+    def tick(
+        self, now: float, agent_says_speaking: bool, last_agent_audio: float, last_speech: float | None
+    ) -> str | None:
+        """:meth:`observe` from the session's clocks: the agent's state, its last audible audio, the room's speech."""
+        agent = agent_says_speaking or now - last_agent_audio < SPEAKING_NOW_S
+        room = last_speech is not None and now - last_speech < SPEAKING_NOW_S
+        return self.observe(now, agent_speaking=agent, room_speaking=room)
 
     def observe(self, now: float, *, agent_speaking: bool, room_speaking: bool) -> str | None:
         """Add the interval since the last call; return why the session should end, or None to go on."""

@@ -63,8 +63,11 @@ class StubAudio:
         return StubInput()
 
 
-def _driver(keeper: StubKeeper, config: KioskConfig) -> tuple[Driver, list[StubCapture]]:
+def _driver(
+    keeper: StubKeeper, config: KioskConfig, *, wake_gate: WakeGate | None = None
+) -> tuple[Driver, list[StubCapture]]:
     captures: list[StubCapture] = []
+    holder: dict[str, Driver] = {}
 
     def make_run(number: int, pressed_at: float | None) -> SessionRun:
         capture = StubCapture()
@@ -77,9 +80,11 @@ def _driver(keeper: StubKeeper, config: KioskConfig) -> tuple[Driver, list[StubC
             audio=StubAudio(),
             capture=capture,  # type: ignore[arg-type]
             on_transcript=lambda line: None,
+            trigger=holder["driver"].snapshot.trigger,
         )
 
-    return Driver(config=config, make_run=make_run), captures
+    holder["driver"] = Driver(config=config, make_run=make_run, wake_gate=wake_gate)
+    return holder["driver"], captures
 
 
 async def _until_state(driver: Driver, state: sm.State, within: float = 3.0) -> None:
@@ -143,21 +148,7 @@ async def test_voice_wakes_pass_the_wake_gate_and_an_unheard_session_rests_it() 
     config = parse_config_text(CONFIG + "[trigger]\nvoice_wake = true\ncooldown_s = 0\n")
     keeper = StubKeeper(delay=5)
     gate = WakeGate(config=config.trigger)
-    holder: dict[str, Driver] = {}
-
-    def make_run(number: int, pressed_at: float | None) -> SessionRun:
-        return SessionRun(
-            number=number,
-            pressed_at=pressed_at,
-            config=config.session,
-            keeper=keeper,  # type: ignore[arg-type]
-            audio=StubAudio(),
-            capture=StubCapture(),  # type: ignore[arg-type]
-            on_transcript=lambda line: None,
-            trigger=holder["driver"].snapshot.trigger,
-        )
-
-    driver = holder["driver"] = Driver(config=config, make_run=make_run, wake_gate=gate)
+    driver, _ = _driver(keeper, config, wake_gate=gate)
     refused: list[Refusal] = []
     driver.on_wake_refused = refused.append
     driver.wake(0.0, level_dbfs=-70.0)

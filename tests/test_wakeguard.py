@@ -175,3 +175,16 @@ def test_five_minutes_of_radio_hold_the_kiosk_at_most_a_tenth_of_the_time(
         radio.build(300.0)
         worst = max(worst, _simulate(radio, seconds=300.0, agent_replies=agent_replies))
     assert 0 < worst <= 30.0, worst
+
+
+def test_tick_reads_speaking_from_recent_audio_and_speech() -> None:
+    """Agent audio or room speech within SPEAKING_NOW_S counts as speaking; older does not."""
+    talked_over = TalkoverJudge(config=SessionConfig(wake_talkover_turns=1), agent_joined_at=0.0)
+    listened = TalkoverJudge(config=SessionConfig(), agent_joined_at=0.0)
+    verdict = None
+    for step in range(1, 31):
+        t = step * TICK
+        verdict = verdict or talked_over.tick(t, False, t - 0.05, t - 0.1)
+        listened.tick(t, False, t - 0.05, t - 1.0)
+    assert verdict is not None and "talked over 1" in verdict
+    assert listened.listened

@@ -35,8 +35,6 @@ TICK_S = 0.1
 #: While the daemon stops, the broker end and the room's close each get this long (systemd allows 15 s in all).
 SHUTDOWN_CLOSE_S = 2.0
 MIC_SUBSCRIBE_WAIT_S = 5.0
-#: Agent audio or room speech this recent counts as "speaking now" for the wake guard.
-SPEAKING_NOW_S = 0.3
 
 
 class Audio(Protocol):
@@ -256,7 +254,7 @@ class SessionRun:
             limit = self._config.wake_max_duration_s if self.woke else self._config.max_duration_s
             if now - self.live_at >= limit:
                 return sm.MaxDuration()
-            if self.judge is not None and (why := self._judge_tick(now)):
+            if self.judge is not None and (why := self._judge_tick(now)) is not None:
                 log.info("session %d: wake guard: %s", self.number, why)
                 return sm.WakeGuardEnd()
             quiet = now - self.last_activity()
@@ -267,11 +265,8 @@ class SessionRun:
 
     def _judge_tick(self, now: float) -> str | None:
         assert self.judge is not None and self.room is not None
-        agent = self.room.agent_state == sm.AgentState.SPEAKING or now - self.room.last_agent_audio < SPEAKING_NOW_S
-        heard = self._audio.last_speech_t
-        return self.judge.observe(
-            now, agent_speaking=agent, room_speaking=heard is not None and now - heard < SPEAKING_NOW_S
-        )
+        speaking = self.room.agent_state == sm.AgentState.SPEAKING
+        return self.judge.tick(now, speaking, self.room.last_agent_audio, self._audio.last_speech_t)
 
     def last_activity(self) -> float:
         """When anyone last spoke: the visitor's speech, the agent's audio, or the agent thinking/speaking."""
