@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ from kiosk.commands.control import format_status, request_once
 from kiosk.config import MetricsConfig, TriggerConfig, parse_listen
 from kiosk.daemon.app import run
 from kiosk.daemon.metrics import KioskMetrics
+from kiosk.daemon.metrics_export import MetricsExporter
 from kiosk.daemon.sessionrun import SessionSummary
 from kiosk.demo.wavio import WavStreamFactory
 from kiosk.reasons import FailureReason
@@ -75,7 +77,7 @@ async def test_a_session_is_counted_over_http_and_in_the_textfile(
     textfile = tmp_path / "kiosk.prom"
     extra = f'[metrics]\nlisten = "127.0.0.1:0"\ntextfile = "{textfile}"\ntextfile_interval_s = 1\n'
     config = daemon_config(http_url=sandbox.http_url, tmp_path=tmp_path, key_env=KEY_ENV, silence_s=2.0, extra=extra)
-    socket = tmp_path / "control.sock"
+    control = tmp_path / "control.sock"
     audio = WavStreamFactory(mic_wav=speech.wav, speaker_wav=None)
     done, stop = asyncio.Event(), asyncio.Event()
     summaries: list[SessionSummary] = []
@@ -88,18 +90,18 @@ async def test_a_session_is_counted_over_http_and_in_the_textfile(
         run(config, stream_factory=audio, on_summary=summarised, configure_logging=False, stop=stop)
     )
     try:
-        await until(lambda: socket.exists() or daemon.done(), within=20)
-        status = await asyncio.to_thread(request_once, socket, {"cmd": "status"})
+        await until(lambda: control.exists() or daemon.done(), within=20)
+        status = await asyncio.to_thread(request_once, control, {"cmd": "status"})
         url = status["metrics"]
         assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
         before = parse((await asyncio.to_thread(httpx.get, url, timeout=10)).text)
         assert value(before, "kiosk_sessions_started_total", trigger="control") == 0
         assert value(before, "kiosk_state", kiosk_state="idle") == 1
         audio.cue()
-        await asyncio.to_thread(request_once, socket, {"cmd": "press"})
+        await asyncio.to_thread(request_once, control, {"cmd": "press"})
         await asyncio.wait_for(done.wait(), timeout=60)
         answer = await asyncio.to_thread(httpx.get, url, timeout=10)
-        after = await asyncio.to_thread(request_once, socket, {"cmd": "status"})
+        after = await asyncio.to_thread(request_once, control, {"cmd": "status"})
     finally:
         stop.set()
         code = await asyncio.wait_for(daemon, timeout=30)
@@ -170,3 +172,20 @@ def test_bad_metrics_settings_say_what_is_expected() -> None:
         MetricsConfig(listen="127.0.0.1:99999")
     with pytest.raises(ValueError, match=r"must end in \.prom"):
         MetricsConfig(textfile=Path("/tmp/kiosk.txt"))
+
+
+async def test_a_busy_port_is_logged_and_the_kiosk_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """metrics.listen on a port in use: an error naming the key, no endpoint, and the textfile is still written."""
+    metrics = KioskMetrics(versions={"version": "t"})
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = MetricsConfig(listen=f"127.0.0.1:{port}", textfile=tmp_path / "k.prom")
+        exporter = MetricsExporter(config=config, registry=metrics.registry, refresh=lambda: None)
+        await exporter.start()
+        await exporter.close()
+    assert exporter.address is None
+    assert "pick a free port in metrics.listen" in caplog.text
+    text = await asyncio.to_thread((tmp_path / "k.prom").read_text)
+    assert value(parse(text), "kiosk_sessions_started_total", trigger="button") == 0
