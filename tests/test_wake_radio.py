@@ -109,6 +109,7 @@ def _radio(kind: str, seconds: float, path: Path) -> None:
     _write_wav(samples, path)
 
 
+@pytest.mark.timeout(max(RUNS.values()) + 150)
 @pytest.mark.parametrize("kind", list(RUNS))
 async def test_a_radio_cannot_hold_the_kiosk_in_session(
     kind: str,
