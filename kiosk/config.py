@@ -182,6 +182,17 @@ class TriggerConfig(Section):
     vad_aggressiveness: Annotated[int, Field(ge=0, le=3)] = 3
     wake_min_speech_ms: Annotated[int, Field(ge=60, le=5000)] = 400
     cooldown_s: Annotated[float, Field(ge=0, le=120)] = 3.0
+    # The wake guard (kiosk.wakeguard): who may wake the kiosk, and how often.
+    wake_min_dbfs: Annotated[float, Field(ge=-90, le=0)] = -45.0
+    wake_max_per_hour: Annotated[int, Field(ge=1, le=3600)] = 6
+    wake_backoff_s: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    wake_backoff_max_s: Annotated[float, Field(ge=0, le=86400)] = 1800.0
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> TriggerConfig:
+        if self.wake_backoff_s > self.wake_backoff_max_s:
+            raise ValueError("wake_backoff_s must not be longer than wake_backoff_max_s")
+        return self
 
 
 class SessionConfig(Section):
@@ -194,6 +205,10 @@ class SessionConfig(Section):
     error_display_s: PositiveSeconds = 5.0
     log_transcript: bool = True
     text_topic: TextTopicSetting = "auto"
+    # Voice-woken sessions only (kiosk.wakeguard): a shorter limit, and proof that someone listens to the agent.
+    wake_max_duration_s: PositiveSeconds = 180.0
+    wake_confirm_s: PositiveSeconds = 12.0
+    wake_talkover_turns: Annotated[int, Field(ge=1, le=20)] = 2
 
     @model_validator(mode="after")
     def _ordering(self) -> SessionConfig:
@@ -261,6 +276,46 @@ class ControlConfig(Section):
         return f"{value:04o}"
 
 
+class MetricsConfig(Section):
+    """Prometheus metrics: over HTTP, and/or as a file for node_exporter's textfile collector."""
+
+    listen: str | None = None
+    textfile: Path | None = None
+    textfile_interval_s: Annotated[float, Field(ge=1, le=3600)] = 15.0
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parse_listen(value)
+        return value
+
+    @field_validator("textfile")
+    @classmethod
+    def _prom_suffix(cls, value: Path | None) -> Path | None:
+        if value is not None and value.suffix != ".prom":
+            raise ValueError("must end in .prom (node_exporter's textfile collector reads only *.prom files)")
+        return value
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``metrics.listen`` into (host, port): "PORT" and ":PORT" mean 127.0.0.1; "[::1]:PORT" for IPv6.
+
+    Raises ValueError naming the expected shape.
+    """
+    shape = 'expected "127.0.0.1:9101" (HOST:PORT, [IPv6]:PORT, or a bare PORT for 127.0.0.1)'
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "", value
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r}: port must be a number from 0 to 65535; {shape}")
+    if any(c.isspace() for c in host) or "/" in host:
+        raise ValueError(f"{value!r}: not a host; {shape}")
+    return host, int(port)
+
+
 class DaemonConfig(Section):
     """Where the daemon keeps state, and how much it logs."""
 
@@ -279,6 +334,7 @@ class KioskConfig(Section):
     session: SessionConfig = Field(default_factory=SessionConfig)
     leds: LedConfig = Field(default_factory=LedConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
 
     @property

@@ -86,11 +86,11 @@ def test_devices_json(capsys: Any) -> None:
 
 
 def test_status_rounds_levels() -> None:
-    """Levels in ``kiosk status`` read as people say them: -95.2, not -95.21809387207031."""
+    """Levels in ``kiosk status`` read as people say them: -95 dBFS, not -95.21809387207031."""
     from kiosk.commands.control import format_status
 
     text = format_status({"state": "idle", "audio": {"noise_floor_dbfs": -95.21809387207031, "ok": True}})
-    assert "noise_floor_dbfs -95.2," in text and "ok True" in text
+    assert "noise floor -95 dBFS" in text and "-95.218" not in text
 
 
 async def test_press_and_say_print_text_and_json_on_request(tmp_path: Path, capsys: Any) -> None:

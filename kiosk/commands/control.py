@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from kiosk.cliformat import HelpFormatter
+from kiosk.commands.statusview import format_status
 from kiosk.config import ControlConfig
 from kiosk.configfile import load_config, resolve_path
 from kiosk.errors import ConfigError, ControlError
+
+__all__ = ["format_status", "main", "request_once", "socket_path"]
 
 DESCRIPTIONS = {
     "status": "show the running daemon's state",
@@ -181,30 +184,3 @@ def _daemon_running() -> bool | None:
         if "run" in words and any(w.endswith("kiosk") or w == "kiosk" for w in words):
             return True
     return False
-
-
-def format_status(status: dict[str, Any]) -> str:
-    """A human-readable summary of ``kiosk status --json``."""
-    lines = [f"state:       {status.get('state', '?')}" + (f" ({status['agent']})" if status.get("agent") else "")]
-    session = status.get("session")
-    if session:
-        lines.append(
-            f"session:     #{session.get('id')} room {session.get('room') or '-'}, {session.get('duration_s', 0):.0f} s"
-        )
-    last = status.get("last_end")
-    if last:
-        why = last.get("reason", "?") + (f" ({last['failure']})" if last.get("failure") else "")
-        lines.append(f"last end:    {why}")
-    counters = status.get("counters") or {}
-    if counters:
-        lines.append("counters:    " + ", ".join(f"{k} {v}" for k, v in counters.items()))
-    audio = status.get("audio")
-    if audio:
-        shown = (
-            f"{k} {round(v, 1) if isinstance(v, float) else v}" for k, v in audio.items() if not isinstance(v, dict)
-        )
-        lines.append("audio:       " + ", ".join(shown))
-    versions = status.get("versions") or {}
-    if versions:
-        lines.append("versions:    " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    return "\n".join(lines)

@@ -23,6 +23,7 @@ from kiosk.daemon.logsetup import fields
 from kiosk.daemon.notify import Notifier
 from kiosk.leds import StatusLeds
 from kiosk.reasons import FailureReason
+from kiosk.wakeguard import Refusal
 
 log = logging.getLogger(__name__)
 #: How long a device that failed mid-session may take to come back before the session ends as audio_device (s).
@@ -42,6 +43,9 @@ class Observers:
         self._events = events
         self._started_at = time.time()
         self._audio_lost: dict[str, asyncio.TimerHandle] = {}
+        self._last_refusal: Refusal | None = None
+        #: Where the metrics are served (``host:port``), once the exporter listens.
+        self.metrics_address: str | None = None
         driver.observe(self._changed)
 
     def start(self) -> None:
@@ -115,6 +119,15 @@ class Observers:
             log.warning("audio %s still down after %.0f s: ending the session", direction, AUDIO_LOST_GRACE_S)
             self._driver.dispatch(sm.Failure(reason))
 
+    def wake_refused(self, refusal: Refusal) -> None:
+        """Report a voice wake the wake guard refused (logged once per run of the same reason)."""
+        if refusal != self._last_refusal:
+            log.info("voice wake refused: %s", refusal)
+        else:
+            log.debug("voice wake refused: %s", refusal)
+        self._last_refusal = refusal
+        self._events.publish({"type": "wake", "refused": str(refusal)})
+
     # ---- control socket ---------------------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -124,6 +137,8 @@ class Observers:
         out = self._driver.status()
         out["audio"] = _health_dict(self._audio)
         out["uptime_s"] = round(time.time() - self._started_at)
+        if self.metrics_address is not None:
+            out["metrics"] = f"http://{self.metrics_address}/metrics"
         out["versions"] = {"kiosk": __version__, "livekit": rtc.__version__, "python": platform.python_version()}
         return out
 
