@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "press": ("kiosk.commands.control", "press the button through the control socket"),
     "say": ("kiosk.commands.control", "send a text message into the live session"),
     "events": ("kiosk.commands.control", "follow state changes and live captions as JSON lines"),
+    "screen": ("kiosk.commands.screen", "serve the visitor-facing page (state, captions, start/end, typed text)"),
     "sandbox": ("kiosk.sandbox.cli", "run a local LiveKit-compatible server, broker and scripted agent"),
 }
 
