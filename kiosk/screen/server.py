@@ -54,7 +54,6 @@ def make_app(*, config: ScreenConfig, name: str, feed: ControlFeed, token: str |
     app = web.Application(middlewares=[_guard(config, token)], client_max_size=16 * 1024)
     app.on_response_prepare.append(_secure)
     page = _render(config, name)
-    labels = {**DEFAULT_LABELS, **config.labels}
 
     async def index(_: web.Request) -> web.Response:
         return web.Response(text=page, content_type="text/html", charset="utf-8")
@@ -114,7 +113,6 @@ def make_app(*, config: ScreenConfig, name: str, feed: ControlFeed, token: str |
     app.router.add_get("/healthz", health)
     app.router.add_post("/api/press", press)
     app.router.add_post("/api/say", say)
-    app["labels"] = labels
     return app
 
 
