@@ -1,0 +1,220 @@
+"""The screen in a real headless Chromium (Debian's ``chromium``, driven by Playwright): a whole demo session from the
+page's own button, layouts at 800x480 and 1920x1080, escaping, the text box's rule, and reconnecting by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.async_api import BrowserContext, Page, async_playwright
+
+from tests.fixtures.audio import SpeechClip
+from tests.fixtures.screen import running_screen, screen_config
+
+CHROMIUM = Path("/usr/bin/chromium")
+# What works for a root user in a container with no GPU and no network but loopback.
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SIZES = ((800, 480), (1920, 1080))
+# Test instrumentation: every view the page shows and every text a caption item shows, in order.
+RECORDER = """() => {
+  window.__views = [document.body.dataset.view];
+  window.__captions = [];
+  new MutationObserver(() => window.__views.push(document.body.dataset.view))
+    .observe(document.body, {attributes: true, attributeFilter: ["data-view"]});
+  new MutationObserver(() => {
+    for (const item of document.querySelectorAll("#captions li")) {
+      const entry = [item.dataset.segment, item.className, item.querySelector(".text").textContent];
+      const last = window.__captions.filter((e) => e[0] === entry[0]).pop();
+      if (!last || last[1] !== entry[1] || last[2] !== entry[2]) window.__captions.push(entry);
+    }
+  }).observe(document.getElementById("captions"), {subtree: true, childList: true, characterData: true,
+                                                    attributes: true});
+}"""
+LAYOUT = """() => {
+  const box = (s) => document.querySelector(s).getBoundingClientRect();
+  const size = (s) => parseFloat(getComputedStyle(document.querySelector(s)).fontSize);
+  return {
+    scroll: [document.documentElement.scrollWidth, document.documentElement.scrollHeight],
+    viewport: [innerWidth, innerHeight],
+    press: [box("#press").width, box("#press").height],
+    send: [box("#send").width, box("#send").height],
+    input: box("#typed-text").height,
+    footer: box("footer").bottom,
+    label: size("#state-label"),
+    caption: size("#captions .text"),
+  };
+}"""
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
+    """Headless Chromium with a fresh profile, every step bounded by 20 s."""
+    assert CHROMIUM.exists(), "the browser tests need Debian's chromium: run scripts/setup.sh (apt-get install chromium)"
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=FLAGS,
+            viewport={"width": 800, "height": 480},
+            timeout=60_000,
+        )
+        context.set_default_timeout(20_000)
+        try:
+            yield context
+        finally:
+            await context.close()
+
+
+async def open_page(context: BrowserContext, url: str) -> tuple[Page, list[str]]:
+    """Open the screen; returns the page and the list every request's URL is added to."""
+    page = await context.new_page()
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    await page.goto(url)
+    await page.wait_for_function("document.body.dataset.view !== 'offline'")
+    await page.evaluate(RECORDER)
+    return page, requests
+
+
+def assert_not_blank(png: bytes, size: tuple[int, int]) -> None:
+    """A screenshot of the right size with real content: many grey levels, spread out."""
+    image = Image.open(io.BytesIO(png))
+    assert image.size == size
+    grey = np.asarray(image.convert("L"), dtype=np.float32)
+    assert grey.std() > 20, f"screenshot looks blank (std {grey.std():.1f})"
+    assert len(np.unique(grey)) > 30
+
+
+async def views(page: Page) -> list[str]:
+    """Every view the page has shown since :data:`RECORDER` ran."""
+    shown: list[str] = await page.evaluate("window.__views")
+    return shown
+
+
+async def test_screen_follows_a_demo_session_driven_from_its_own_button(
+    browser: BrowserContext, speech: SpeechClip, tmp_path: Path
+) -> None:
+    """`kiosk demo --screen`: Start connects, the page listens and speaks, shows both sides' captions (interim in
+    place), takes typed text to the agent and shows its answer, fits 800x480 and 1920x1080, and End ends it."""
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kiosk", "demo", "--screen", "--screen-port", "0", "--silence-timeout", "60",
+        "--mic-wav", str(speech.wav), "--speaker-wav", str(tmp_path / "speaker.wav"),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=(tmp_path / "demo.err").open("w"), env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert demo.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            while "the screen is at" not in (line := (await demo.stdout.readline()).decode()):
+                assert line, "the demo ended before serving the screen: " + (tmp_path / "demo.err").read_text()
+        url = line.split("the screen is at ")[1].split()[0]
+        page, requests = await open_page(browser, url)
+        await page.wait_for_selector("body[data-view=ready]")
+        assert await page.inner_text("#kiosk-name") == "Demo kiosk"
+        assert await page.is_visible("#welcome") and await page.is_hidden("#typed")
+        assert await page.inner_text("#press") == "Start"
+
+        await page.click("#press")
+        agent = page.locator("#captions li.agent:not(.interim)", has_text="Hello, this is the sandbox agent.")
+        await agent.wait_for()
+        visitor = page.locator("#captions li.visitor:not(.interim)", has_text="(spoke for")
+        await visitor.wait_for(timeout=30_000)
+        await page.wait_for_selector("#typed:not([hidden])")
+        await page.fill("#typed-text", "Where is the lift?")
+        await page.click("#send")
+        answer = page.locator("#captions li.agent:not(.interim)", has_text="You typed: Where is the lift?")
+        await answer.wait_for()
+        assert await page.locator("#captions li.visitor", has_text="Where is the lift?").count() == 1
+        assert await page.input_value("#typed-text") == ""
+        assert await page.inner_text("#press") == "End"
+
+        # The visitor's words came as an interim "(speech)", replaced in the same item by the final text.
+        segment = await visitor.get_attribute("data-segment")
+        history: list[list[str]] = [e for e in await page.evaluate("window.__captions") if e[0] == segment]
+        assert history[0][1:] == ["caption visitor interim", "(speech)"], history
+        assert history[-1][1] == "caption visitor" and history[-1][2].startswith("(spoke for"), history
+        assert await page.locator(f'#captions li[data-segment="{segment}"]').count() == 1
+        shown = await views(page)
+        assert {"connecting", "listening", "speaking"} <= set(shown), shown
+        assert shown.index("connecting") < shown.index("listening") < shown.index("speaking"), shown
+
+        for width, height in SIZES:
+            await page.set_viewport_size({"width": width, "height": height})
+            layout: dict[str, Any] = await page.evaluate(LAYOUT)
+            assert layout["scroll"] == layout["viewport"] == [width, height], layout  # nothing scrolls but captions
+            assert min(layout["press"]) >= 48 and min(layout["send"]) >= 48 and layout["input"] >= 48, layout
+            assert layout["footer"] <= height and layout["label"] >= 32 and layout["caption"] >= 22, layout
+            shot = await page.screenshot()
+            (tmp_path / f"screen-{width}x{height}.png").write_bytes(shot)
+            assert_not_blank(shot, (width, height))
+        await page.set_viewport_size({"width": 800, "height": 480})
+
+        await page.click("#press")
+        await page.wait_for_selector("body[data-view=ready]")
+        assert "ending" in (await views(page))[len(shown) :]
+        assert await page.locator("#captions li").count() == 0, "the conversation stays on screen after the end"
+        assert await page.is_visible("#welcome") and await page.is_hidden("#typed")
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+        assert requests and all(r.startswith(origin) for r in requests), requests
+    finally:
+        if demo.returncode is None:
+            demo.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(demo.wait(), timeout=30)
+    out = (await demo.stdout.read()).decode()
+    assert code == 0, out + (tmp_path / "demo.err").read_text()[-3000:]
+    assert "-- session 1" in out and "ended by control" in out, out
+
+
+async def test_page_escapes_captions_hides_the_text_box_and_reconnects(browser: BrowserContext, tmp_path: Path) -> None:
+    """Markup in a caption stays text; no text box when the agent takes none; the page rides out a daemon restart
+    and a restart of the screen's own server."""
+    config = screen_config(tmp_path, text_input=False, language="de")
+    async with running_screen(config) as (daemon, service, url):
+        page, _ = await open_page(browser, url)
+        assert await page.get_attribute("html", "lang") == "de"
+        daemon.publish({"type": "state", "state": "live", "agent": "listening", "session": 1})
+        hostile = '<img src=x onerror="window.__pwned = 1">Hi'
+        daemon.publish({"type": "caption", "session": 1, "role": "agent", "text": hostile, "segment_id": "s1", "final": True})  # fmt: skip
+        item = page.locator("#captions li.agent .text")
+        await item.wait_for()
+        assert await item.text_content() == hostile
+        assert await page.locator("#captions img").count() == 0
+        assert await page.evaluate("window.__pwned") is None
+        assert await page.is_hidden("#typed"), "a text box for an agent that takes no typed text"
+
+        await daemon.stop()
+        await page.wait_for_selector("body[data-view=offline]")
+        assert await page.is_disabled("#press")
+        await daemon.start()
+        await page.wait_for_selector("body[data-view=listening]")
+
+        await service.close()
+        await page.wait_for_selector("body[data-view=offline]")
+        host, port = urlsplit(url).hostname, urlsplit(url).port
+        assert host is not None and port is not None
+        again = type(service)(config=config, port=port)
+        await again.start()
+        try:
+            await page.wait_for_selector("body[data-view=listening]")
+        finally:
+            await again.close()
