@@ -66,13 +66,21 @@ LAYOUT = """() => {
 
 
 @pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
+def chromium() -> Path:
+    """Debian's Chromium (never a browser Playwright downloads)."""
+    assert CHROMIUM.exists(), (
+        "the browser tests need Debian's chromium: run scripts/setup.sh (apt-get install chromium)"
+    )
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: Path, tmp_path: Path) -> AsyncIterator[BrowserContext]:
     """Headless Chromium with a fresh profile, every step bounded by 20 s."""
-    assert CHROMIUM.exists(), "the browser tests need Debian's chromium: run scripts/setup.sh (apt-get install chromium)"
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"),
-            executable_path=str(CHROMIUM),
+            executable_path=str(chromium),
             headless=True,
             args=FLAGS,
             viewport={"width": 800, "height": 480},
