@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from playwright.async_api import BrowserContext, Page, async_playwright
+from playwright.async_api import Error as PlaywrightError
 
 from tests.fixtures.audio import SpeechClip
 from tests.fixtures.screen import running_screen, screen_config
@@ -126,7 +127,7 @@ async def test_screen_follows_a_demo_session_driven_from_its_own_button(
     place), takes typed text to the agent and shows its answer, fits 800x480 and 1920x1080, and End ends it."""
     demo = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "kiosk", "demo", "--screen", "--screen-port", "0", "--silence-timeout", "60",
-        "--mic-wav", str(speech.wav), "--speaker-wav", str(tmp_path / "speaker.wav"),
+        "--mic-wav", str(speech.wav), "--speaker-wav", str(tmp_path / "speaker.wav"), "--verbose",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=(tmp_path / "demo.err").open("w"), env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
@@ -137,53 +138,10 @@ async def test_screen_follows_a_demo_session_driven_from_its_own_button(
                 assert line, "the demo ended before serving the screen: " + (tmp_path / "demo.err").read_text()
         url = line.split("the screen is at ")[1].split()[0]
         page, requests = await open_page(browser, url)
-        await page.wait_for_selector("body[data-view=ready]")
-        assert await page.inner_text("#kiosk-name") == "Demo kiosk"
-        assert await page.is_visible("#welcome") and await page.is_hidden("#typed")
-        assert await page.inner_text("#press") == "Start"
-
-        await page.click("#press")
-        agent = page.locator("#captions li.agent:not(.interim)", has_text="Hello, this is the sandbox agent.")
-        await agent.wait_for()
-        visitor = page.locator("#captions li.visitor:not(.interim)", has_text="(spoke for")
-        await visitor.wait_for(timeout=30_000)
-        await page.wait_for_selector("#typed:not([hidden])")
-        await page.fill("#typed-text", "Where is the lift?")
-        await page.click("#send")
-        answer = page.locator("#captions li.agent:not(.interim)", has_text="You typed: Where is the lift?")
-        await answer.wait_for()
-        assert await page.locator("#captions li.visitor", has_text="Where is the lift?").count() == 1
-        assert await page.input_value("#typed-text") == ""
-        assert await page.inner_text("#press") == "End"
-
-        # The visitor's words came as an interim "(speech)", replaced in the same item by the final text.
-        segment = await visitor.get_attribute("data-segment")
-        history: list[list[str]] = [e for e in await page.evaluate("window.__captions") if e[0] == segment]
-        assert history[0][1:] == ["caption visitor interim", "(speech)"], history
-        assert history[-1][1] == "caption visitor" and history[-1][2].startswith("(spoke for"), history
-        assert await page.locator(f'#captions li[data-segment="{segment}"]').count() == 1
-        shown = await views(page)
-        assert {"connecting", "listening", "speaking"} <= set(shown), shown
-        assert shown.index("connecting") < shown.index("listening") < shown.index("speaking"), shown
-
-        for width, height in SIZES:
-            await page.set_viewport_size({"width": width, "height": height})
-            layout: dict[str, Any] = await page.evaluate(LAYOUT)
-            assert layout["scroll"] == layout["viewport"] == [width, height], layout  # nothing scrolls but captions
-            assert min(layout["press"]) >= 48 and min(layout["send"]) >= 48 and layout["input"] >= 48, layout
-            assert layout["footer"] <= height and layout["label"] >= 32 and layout["caption"] >= 22, layout
-            shot = await page.screenshot()
-            (tmp_path / f"screen-{width}x{height}.png").write_bytes(shot)
-            assert_not_blank(shot, (width, height))
-        await page.set_viewport_size({"width": 800, "height": 480})
-
-        await page.click("#press")
-        await page.wait_for_selector("body[data-view=ready]")
-        assert "ending" in (await views(page))[len(shown) :]
-        assert await page.locator("#captions li").count() == 0, "the conversation stays on screen after the end"
-        assert await page.is_visible("#welcome") and await page.is_hidden("#typed")
-        origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
-        assert requests and all(r.startswith(origin) for r in requests), requests
+        try:
+            await follow_a_session(page, url, requests, tmp_path)
+        except (AssertionError, PlaywrightError) as exc:
+            raise AssertionError(await diagnose(page, tmp_path)) from exc
     finally:
         if demo.returncode is None:
             demo.send_signal(signal.SIGTERM)
@@ -191,6 +149,65 @@ async def test_screen_follows_a_demo_session_driven_from_its_own_button(
     out = (await demo.stdout.read()).decode()
     assert code == 0, out + (tmp_path / "demo.err").read_text()[-3000:]
     assert "-- session 1" in out and "ended by control" in out, out
+
+
+async def diagnose(page: Page, tmp_path: Path) -> str:
+    """What the page showed and what the demo logged, for a failure's message."""
+    shown = await page.evaluate("[window.__views, window.__captions]")
+    (tmp_path / "failure.png").write_bytes(await page.screenshot())
+    log = (tmp_path / "demo.err").read_text()[-4000:]
+    return f"views {shown[0]}\ncaptions {shown[1]}\nscreenshot {tmp_path / 'failure.png'}\ndemo log:\n{log}"
+
+
+async def follow_a_session(page: Page, url: str, requests: list[str], tmp_path: Path) -> None:
+    """The demo session of the test above, from the page: start, both sides' captions, typed text, sizes, end."""
+    await page.wait_for_selector("body[data-view=ready]")
+    assert await page.inner_text("#kiosk-name") == "Demo kiosk"
+    assert await page.is_visible("#welcome") and await page.is_hidden("#typed")
+    assert await page.inner_text("#press") == "Start"
+
+    await page.click("#press")
+    agent = page.locator("#captions li.agent:not(.interim)", has_text="Hello, this is the sandbox agent.")
+    await agent.wait_for()
+    visitor = page.locator("#captions li.visitor:not(.interim)", has_text="(spoke for")
+    await visitor.wait_for(timeout=30_000)
+    await page.wait_for_selector("#typed:not([hidden])")
+    await page.fill("#typed-text", "Where is the lift?")
+    await page.click("#send")
+    answer = page.locator("#captions li.agent:not(.interim)", has_text="You typed: Where is the lift?")
+    await answer.wait_for()
+    assert await page.locator("#captions li.visitor", has_text="Where is the lift?").count() == 1
+    assert await page.input_value("#typed-text") == ""
+    assert await page.inner_text("#press") == "End"
+
+    # The visitor's words came as an interim "(speech)", replaced in the same item by the final text.
+    segment = await visitor.get_attribute("data-segment")
+    history: list[list[str]] = [e for e in await page.evaluate("window.__captions") if e[0] == segment]
+    assert history[0][1:] == ["caption visitor interim", "(speech)"], history
+    assert history[-1][1] == "caption visitor" and history[-1][2].startswith("(spoke for"), history
+    assert await page.locator(f'#captions li[data-segment="{segment}"]').count() == 1
+    shown = await views(page)
+    assert {"connecting", "listening", "speaking"} <= set(shown), shown
+    assert shown.index("connecting") < shown.index("listening") < shown.index("speaking"), shown
+
+    for width, height in SIZES:
+        await page.set_viewport_size({"width": width, "height": height})
+        layout: dict[str, Any] = await page.evaluate(LAYOUT)
+        assert layout["scroll"] == layout["viewport"] == [width, height], layout  # nothing scrolls but captions
+        assert min(layout["press"]) >= 48 and min(layout["send"]) >= 48 and layout["input"] >= 48, layout
+        assert layout["footer"] <= height and layout["label"] >= 32 and layout["caption"] >= 22, layout
+        shot = await page.screenshot()
+        (tmp_path / f"screen-{width}x{height}.png").write_bytes(shot)
+        assert_not_blank(shot, (width, height))
+    await page.set_viewport_size({"width": 800, "height": 480})
+
+    await page.click("#press")
+    await page.wait_for_selector("body[data-view=ready]")
+    assert "ending" in (await views(page))[len(shown) :]
+    assert await page.locator("#captions li").count() == 0, "the conversation stays on screen after the end"
+    assert await page.is_visible("#welcome") and await page.is_hidden("#typed")
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+    assert requests and all(r.startswith(origin) for r in requests), requests
 
 
 async def test_page_escapes_captions_hides_the_text_box_and_reconnects(browser: BrowserContext, tmp_path: Path) -> None:
