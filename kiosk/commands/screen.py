@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 
+from kiosk.config import KioskConfig
 from kiosk.configfile import EX_CONFIG, load_config, resolve_path
 from kiosk.errors import ConfigError
 
@@ -36,11 +37,9 @@ def main(argv: list[str]) -> int:
     return asyncio.run(_serve(config, args.port))
 
 
-async def _serve(config: object, port: int | None) -> int:
-    from kiosk.config import KioskConfig
+async def _serve(config: KioskConfig, port: int | None) -> int:
     from kiosk.screen.service import ScreenService
 
-    assert isinstance(config, KioskConfig)
     try:
         service = ScreenService(config=config, port=port)
     except ConfigError as exc:

@@ -22,7 +22,7 @@ from typing import Any
 
 from kiosk.daemon.control import EventBus
 from kiosk.errors import ControlError
-from kiosk.screen.views import View, caption_of, offline_view, view_of
+from kiosk.screen.views import DEFAULT_LABELS, View, caption_of, offline_view, view_of
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class ControlFeed:
                 view = view_of(event, labels=self._labels)
             except ValueError as exc:
                 log.warning("%s: showing it as a failure", exc)
-                view = View("failure", {**self._labels}.get("failure", "Something went wrong"), "", None, False)
+                view = View("failure", {**DEFAULT_LABELS, **self._labels}["failure"], "", None, False)
             self._show(view)
         elif event.get("type") == "caption":
             self._caption(event)

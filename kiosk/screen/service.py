@@ -50,7 +50,11 @@ def read_token(config: ScreenConfig) -> str | None:
 
 
 class ScreenService:
-    """The page's server and the daemon feed, started together and stopped together."""
+    """The page's server and the daemon feed, started together and stopped together.
+
+    Raises:
+        ConfigError: (from the constructor) the access token named by the config cannot be read or is too short.
+    """
 
     def __init__(
         self,
