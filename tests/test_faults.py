@@ -196,6 +196,10 @@ def test_a_speaker_lost_mid_session_ends_it_as_audio_device(
             wait_until(lambda: request_once(socket, {"cmd": "status"})["state"] == "live", 30, "live")
             room = request_once(socket, {"cmd": "status"})["session"]["room"]
             pulse_server.unload_sink("spk")
+            # PulseAudio may move a stream whose sink went away instead of ending it: end what is left, as a
+            # speaker unplugged for good does.
+            for line in pulse_server.pactl("list", "short", "sink-inputs").splitlines():
+                pulse_server.pactl("kill-sink-input", line.split()[0])
             last_end = wait_until(lambda: request_once(socket, {"cmd": "status"})["last_end"], 30, "the end")
             wait_until(lambda: ended_at_broker(sandbox, room), 20, "the broker end")
             daemon.send_signal(signal.SIGTERM)
