@@ -46,7 +46,10 @@ def _usage() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kiosk`` script; a reader that went away (``kiosk -h | head -2``) ends it quietly."""
     try:
-        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+        try:
+            return _dispatch(list(sys.argv[1:] if argv is None else argv))
+        finally:
+            sys.stdout.flush()  # a block-buffered pipe fails here (also after --help), not at interpreter exit
     except BrokenPipeError:
         quiet_broken_pipe()
         return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
