@@ -16,6 +16,7 @@ from livekit.protocol import rtc as signal
 from kiosk.sandbox.ids import new_sid
 from kiosk.sandbox.peer import Peer
 from kiosk.sandbox.rooms import RoomRegistry
+from kiosk.sandbox.sfu_rules import participant_kind
 
 logger = logging.getLogger(__name__)
 
@@ -149,14 +150,15 @@ class Signaling:
 
 def _participant(claims: Claims) -> models.ParticipantInfo:
     video = claims.video or api.VideoGrants()
-    is_agent = bool(video.agent) or claims.kind == "agent"
+    kind = participant_kind(claims.kind or "", agent_grant=bool(video.agent))
     now = time.time()
     permission = models.ParticipantPermission(
         can_subscribe=video.can_subscribe is not False,
         can_publish=video.can_publish is not False,
         can_publish_data=video.can_publish_data is not False,
         can_update_metadata=video.can_update_own_metadata is not False,
-        agent=is_agent,
+        agent=kind == models.ParticipantInfo.Kind.AGENT,
+        hidden=bool(video.hidden),
     )
     return models.ParticipantInfo(
         sid=new_sid("PA"),
@@ -167,7 +169,7 @@ def _participant(claims: Claims) -> models.ParticipantInfo:
         state=models.ParticipantInfo.State.JOINED,
         joined_at=int(now),
         joined_at_ms=int(now * 1000),
-        kind=models.ParticipantInfo.Kind.AGENT if is_agent else models.ParticipantInfo.Kind.STANDARD,
+        kind=kind,
         permission=permission,
         version=1,
     )
