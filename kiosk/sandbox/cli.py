@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from kiosk.sandbox.ready import READY_PREFIX
-from kiosk.sandbox.server import Sandbox
+from kiosk.sandbox.server import AGENT_MODES, Sandbox
 
 logger = logging.getLogger(__name__)
 
@@ -31,20 +31,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--livekit-api-key", default=None, help="LiveKit API key for self-minted tokens")
     parser.add_argument("--livekit-api-secret", default=None, help="LiveKit API secret for self-minted tokens")
+    parser.add_argument(
+        "--agent",
+        choices=AGENT_MODES,
+        default="scripted",
+        help="who joins a session as its agent: the built-in scripted agent (default), a job for the livekit-agents "
+        "workers registered at /agent, or none (an outside participant with an agent token joins by itself)",
+    )
     parser.add_argument("--agent-no-show", type=float, default=60.0, help="seconds the agent waits for a visitor")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return parser
 
 
+def agent_lines(sb: Sandbox) -> list[str]:
+    """What the banner says about who plays the agent (``--agent``)."""
+    if sb.agent_mode == "workers":
+        return [
+            "  agent            livekit-agents workers: each session's room becomes a job for a worker registered",
+            f"                   at {sb.ws_url}/agent under the broker's agent name (or under none), e.g.",
+            f"                   LIVEKIT_URL={sb.ws_url} LIVEKIT_API_KEY={sb.livekit_api_key} "
+            "LIVEKIT_API_SECRET=<secret below> python my_agent.py start",
+            f"  workers          {sb.http_url}/sandbox/workers",
+        ]
+    if sb.agent_mode == "none":
+        return [
+            "  agent            none is sent: an outside participant with a token of kind agent joins by itself",
+            "                   (sign it with the LiveKit API key and secret below)",
+        ]
+    return ["  agent            the built-in scripted agent joins each session"]
+
+
 def banner(sb: Sandbox) -> str:
-    """The human-readable summary: URLs, keys, and a ``[broker]`` block per dialect."""
+    """The human-readable summary: URLs, keys, who plays the agent, and a ``[broker]`` block per dialect."""
     return "\n".join(
         [
-            "kiosk sandbox: LiveKit room server + broker + scripted agent",
+            f"kiosk sandbox: LiveKit room server + broker + agent ({sb.agent_mode})",
+            *agent_lines(sb),
             f"  LiveKit URL      {sb.ws_url}",
             f"  broker URL       {sb.http_url}",
             f"  broker API key   {sb.api_key}",
             f"  sessions         {sb.http_url}/sandbox/sessions",
+            f"  LiveKit API key  {sb.livekit_api_key}",
             "",
             "Put the broker key where the kiosk reads it (the config never holds a key itself):",
             f"    printf '%s\\n' '{sb.api_key}' > /etc/kiosk/broker-api-key && chmod 600 /etc/kiosk/broker-api-key",
@@ -94,6 +121,7 @@ def ready_line(sb: Sandbox) -> str:
         "livekit_api_key": sb.livekit_api_key,
         "livekit_api_secret": sb.livekit_api_secret,
         "state_dir": str(sb.state_dir),
+        "agent_mode": sb.agent_mode,
     }
     return READY_PREFIX + json.dumps(info)
 
@@ -107,6 +135,7 @@ async def serve(args: argparse.Namespace) -> int:
         livekit_api_key=args.livekit_api_key,
         livekit_api_secret=args.livekit_api_secret,
         agent_no_show_s=args.agent_no_show,
+        agent_mode=args.agent,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

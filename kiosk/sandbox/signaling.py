@@ -36,6 +36,30 @@ class Unauthorized(Exception):
     """The join request cannot be admitted; the message is the reason sent to the client."""
 
 
+def server_info() -> models.ServerInfo:
+    """What the sandbox says about itself in ``join`` and in a worker's ``register`` answer."""
+    return models.ServerInfo(edition=models.ServerInfo.Standard, version=SERVER_VERSION, protocol=16, node_id="sandbox")
+
+
+def bearer_claims(verifier: api.TokenVerifier, request: web.Request) -> Claims:
+    """The verified claims of the request's ``Authorization: Bearer`` token; raises :class:`Unauthorized` if none."""
+    header = request.headers.get("Authorization", "")
+    token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+    token = token or request.query.get("access_token", "")
+    if not token:
+        raise Unauthorized("no access token: send it as 'Authorization: Bearer <token>'")
+    try:
+        return verifier.verify(token)
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized("token is expired") from exc
+    except jwt.InvalidSignatureError as exc:
+        raise Unauthorized("token signature is invalid (wrong API secret?)") from exc
+    except jwt.InvalidIssuerError as exc:
+        raise Unauthorized("token was issued for another API key") from exc
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise Unauthorized(f"token is invalid: {type(exc).__name__}") from exc
+
+
 class Signaling:
     """The room server's HTTP face: token checks, the signaling socket, and the join sequence."""
 
@@ -54,21 +78,7 @@ class Signaling:
 
     def authorize(self, request: web.Request) -> Claims:
         """Return the claims of the request's token or raise :class:`Unauthorized` with the reason."""
-        header = request.headers.get("Authorization", "")
-        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-        token = token or request.query.get("access_token", "")
-        if not token:
-            raise Unauthorized("no access token: send it as 'Authorization: Bearer <token>'")
-        try:
-            claims = self._verifier.verify(token)
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("token is expired") from exc
-        except jwt.InvalidSignatureError as exc:
-            raise Unauthorized("token signature is invalid (wrong API secret?)") from exc
-        except jwt.InvalidIssuerError as exc:
-            raise Unauthorized("token was issued for another API key") from exc
-        except (jwt.PyJWTError, ValueError, TypeError) as exc:
-            raise Unauthorized(f"token is invalid: {type(exc).__name__}") from exc
+        claims = bearer_claims(self._verifier, request)
         video = claims.video
         if video is None or not video.room_join:
             raise Unauthorized("token does not grant roomJoin")
@@ -115,9 +125,7 @@ class Signaling:
             fast_publish=True,
             ping_interval=PING_INTERVAL_S,
             ping_timeout=PING_TIMEOUT_S,
-            server_info=models.ServerInfo(
-                edition=models.ServerInfo.Standard, version=SERVER_VERSION, protocol=16, node_id="sandbox"
-            ),
+            server_info=server_info(),
         )
         await peer.send(signal.SignalResponse(join=join))
         logger.info("%s joined room %s as %s", peer.identity, room.name, peer.sid)

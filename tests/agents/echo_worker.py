@@ -1,0 +1,271 @@
+"""A real ``livekit-agents`` worker whose STT, LLM and TTS are local fakes that report what they got.
+
+Runs in its own virtual environment (``scripts/setup-agents.sh`` makes ``.venv-agents``), never imported by the test
+process. Everything but the three models is the framework's own: the worker registers at the server's ``/agent``,
+takes jobs, and each job runs an ``AgentSession`` with the framework's ``RoomIO`` (pre-connect audio, transcriptions
+on ``lk.transcription``, typed input on ``lk.chat``, ``lk.agent.state``).
+
+- STT: measures the audio it is fed. Each utterance (audible 20 ms windows, ended by ``END_SILENCE_S`` of quiet)
+  becomes the final transcript ``heard N.N s``; interim transcripts count up while it lasts.
+- LLM: answers ``You said: <the user's last message>``.
+- TTS: a tone whose length follows the text.
+
+Environment: ``LIVEKIT_URL``, ``LIVEKIT_API_KEY``, ``LIVEKIT_API_SECRET`` (the server), ``KIOSK_AGENT_NAME`` (the
+agent name to register; empty = automatic dispatch), ``KIOSK_AGENT_REPORTS`` (a directory: each job writes
+``<room>.json`` with what its STT heard), ``KIOSK_AGENT_CONTROL`` (optional JSON file read at each job start:
+``{"join_delay_s": 4.0}`` delays the agent's joining, so a visitor's first words wait in the kiosk's buffer).
+Prints ``WORKER REGISTERED <id>`` once registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+from livekit.agents import (
+    DEFAULT_API_CONNECT_OPTIONS,
+    NOT_GIVEN,
+    Agent,
+    AgentServer,
+    AgentSession,
+    APIConnectOptions,
+    JobContext,
+    cli,
+    llm,
+    stt,
+    tts,
+    utils,
+)
+from livekit.agents.types import NotGivenOr
+from livekit.agents.voice.room_io import RoomOptions
+
+logger = logging.getLogger("echo-worker")
+
+WINDOW_S = 0.02
+AUDIBLE_RMS = 300.0
+END_SILENCE_S = 0.8
+TTS_RATE = 24000
+
+
+class Hearing:
+    """What the STT was fed, written to ``<reports>/<room>.json`` after every change."""
+
+    def __init__(self, path: Path | None) -> None:
+        """Write reports to ``path`` (None: keep them in memory only)."""
+        self.path = path
+        self.utterances: list[dict[str, float]] = []
+        self.audio_s = 0.0
+        self.audible_s = 0.0
+        self.first_audio_at: float | None = None
+
+    def write(self) -> None:
+        """Save the report atomically."""
+        if self.path is None:
+            return
+        report = {
+            "utterances": self.utterances,
+            "audio_s": round(self.audio_s, 3),
+            "audible_s": round(self.audible_s, 3),
+            "first_audio_at": self.first_audio_at,
+        }
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report))
+        tmp.replace(self.path)
+
+
+class HearingSTT(stt.STT):
+    """A streaming STT that transcribes audio as the length of what was heard."""
+
+    def __init__(self, hearing: Hearing) -> None:
+        """Report into ``hearing``."""
+        super().__init__(capabilities=stt.STTCapabilities(streaming=True, interim_results=True))
+        self.hearing = hearing
+
+    async def _recognize_impl(
+        self, buffer: Any, *, language: NotGivenOr[str] = NOT_GIVEN, conn_options: APIConnectOptions
+    ) -> stt.SpeechEvent:
+        raise NotImplementedError("only streaming recognition")
+
+    def stream(
+        self, *, language: NotGivenOr[str] = NOT_GIVEN, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
+    ) -> stt.RecognizeStream:
+        """A stream that measures its input."""
+        return HearingStream(stt=self, conn_options=conn_options)
+
+
+class HearingStream(stt.RecognizeStream):
+    """Cuts the input into utterances and reports each one's length."""
+
+    async def _run(self) -> None:
+        hearing: Hearing = self._stt.hearing  # type: ignore[attr-defined]
+        pending = np.zeros(0, np.int16)
+        rate = 0
+        speech_s = 0.0
+        audible_s = 0.0
+        quiet_s = 0.0
+        in_speech = False
+        last_interim = 0.0
+        async for item in self._input_ch:
+            if not isinstance(item, rtc.AudioFrame):
+                continue
+            if hearing.first_audio_at is None:
+                hearing.first_audio_at = time.time()
+            rate = item.sample_rate
+            samples = np.frombuffer(item.data, np.int16).reshape(-1, item.num_channels)[:, 0]
+            hearing.audio_s += len(samples) / rate
+            pending = np.concatenate([pending, samples])
+            step = int(rate * WINDOW_S)
+            while len(pending) >= step:
+                window, pending = pending[:step], pending[step:]
+                loud = math.sqrt(float(np.mean(window.astype(np.float64) ** 2))) > AUDIBLE_RMS
+                if loud:
+                    hearing.audible_s += WINDOW_S
+                if not in_speech and loud:
+                    in_speech, speech_s, audible_s, quiet_s, last_interim = True, 0.0, 0.0, 0.0, 0.0
+                    self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH))
+                if not in_speech:
+                    continue
+                if loud:
+                    speech_s += quiet_s + WINDOW_S
+                    audible_s += WINDOW_S
+                    quiet_s = 0.0
+                else:
+                    quiet_s += WINDOW_S
+                if speech_s - last_interim >= 0.5:
+                    last_interim = speech_s
+                    self._send(stt.SpeechEventType.INTERIM_TRANSCRIPT, speech_s)
+                if quiet_s >= END_SILENCE_S:
+                    in_speech = False
+                    hearing.utterances.append({"span_s": round(speech_s, 3), "audible_s": round(audible_s, 3)})
+                    hearing.write()
+                    self._send(stt.SpeechEventType.FINAL_TRANSCRIPT, speech_s)
+                    self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH))
+
+    def _send(self, kind: stt.SpeechEventType, seconds: float) -> None:
+        data = stt.SpeechData(language="en", text=f"heard {seconds:.1f} s", confidence=1.0)
+        self._event_ch.send_nowait(stt.SpeechEvent(type=kind, alternatives=[data]))
+
+
+class EchoLLM(llm.LLM):
+    """Answers with the user's last message."""
+
+    def chat(
+        self,
+        *,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool] | None = None,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+        **_: Any,
+    ) -> llm.LLMStream:
+        """Stream the echo."""
+        return EchoStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
+
+
+class EchoStream(llm.LLMStream):
+    """One echo answer, in two chunks."""
+
+    async def _run(self) -> None:
+        said = ""
+        for item in reversed(self._chat_ctx.items):
+            if getattr(item, "role", None) == "user":
+                said = item.text_content or ""
+                break
+        answer = f"You said: {said}" if said else "Hello, I am listening."
+        request_id = uuid.uuid4().hex
+        for piece in (answer[: len(answer) // 2], answer[len(answer) // 2 :]):
+            delta = llm.ChoiceDelta(role="assistant", content=piece)
+            self._event_ch.send_nowait(llm.ChatChunk(id=request_id, delta=delta))
+
+
+class ToneTTS(tts.TTS):
+    """Speaks any text as a soft 440 Hz tone, 50 ms per character (at most 3 s)."""
+
+    def __init__(self) -> None:
+        """A mono 24 kHz non-streaming TTS."""
+        super().__init__(capabilities=tts.TTSCapabilities(streaming=False), sample_rate=TTS_RATE, num_channels=1)
+
+    def synthesize(self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS) -> ToneStream:
+        """Synthesize ``text``."""
+        return ToneStream(tts=self, input_text=text, conn_options=conn_options)
+
+
+class ToneStream(tts.ChunkedStream):
+    """The tone for one text."""
+
+    async def _run(self, output_emitter: tts.AudioEmitter) -> None:
+        seconds = min(3.0, 0.3 + 0.05 * len(self._input_text))
+        t = np.arange(int(seconds * TTS_RATE)) / TTS_RATE
+        envelope = np.minimum(1.0, np.minimum(t, seconds - t) / 0.02)
+        samples = (6000 * envelope * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+        output_emitter.initialize(
+            request_id=utils.shortuuid(), sample_rate=TTS_RATE, num_channels=1, mime_type="audio/pcm"
+        )
+        output_emitter.push(samples.tobytes())
+        output_emitter.flush()
+
+
+class EchoAgent(Agent):
+    """Greets, then echoes."""
+
+    def __init__(self) -> None:
+        """An agent with fixed instructions (the fake LLM ignores them)."""
+        super().__init__(instructions="Repeat what the visitor said.")
+
+    async def on_enter(self) -> None:
+        """Greet the visitor."""
+        self.session.say("Hello, I am listening.")
+
+
+def _control() -> dict[str, Any]:
+    path = os.environ.get("KIOSK_AGENT_CONTROL", "")
+    if not path or not Path(path).exists():
+        return {}
+    control: dict[str, Any] = json.loads(Path(path).read_text() or "{}")
+    return control
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    """One job: (optionally wait, then) run an AgentSession in the room."""
+    delay = float(_control().get("join_delay_s", 0.0))
+    if delay:
+        logger.info("waiting %.1f s before joining %s", delay, ctx.room.name)
+        await asyncio.sleep(delay)
+    reports = os.environ.get("KIOSK_AGENT_REPORTS", "")
+    hearing = Hearing(Path(reports) / f"{ctx.job.room.name}.json" if reports else None)
+    hearing.write()
+    session: AgentSession[None] = AgentSession(
+        stt=HearingSTT(hearing),
+        llm=EchoLLM(),
+        tts=ToneTTS(),
+        vad=None,
+        turn_handling={"turn_detection": "stt", "endpointing": {"min_delay": 0.2, "max_delay": 1.0}},
+    )
+    await session.start(agent=EchoAgent(), room=ctx.room, room_options=RoomOptions())
+    await ctx.connect()
+
+
+def main() -> None:
+    """Run the worker as ``python echo_worker.py start`` runs any agent: until SIGTERM or SIGINT."""
+    server = AgentServer(
+        num_idle_processes=1,
+        load_threshold=math.inf,
+        host="127.0.0.1",
+        port=0,
+        shutdown_process_timeout=5.0,
+    )
+    server.rtc_session(entrypoint, agent_name=os.environ.get("KIOSK_AGENT_NAME", ""))
+    server.on("worker_registered", lambda worker_id, _info: print(f"WORKER REGISTERED {worker_id}", flush=True))
+    cli.run_app(server)
+
+
+if __name__ == "__main__":
+    main()
