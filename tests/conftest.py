@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.sandbox",
     "tests.fixtures.audio",
     "tests.fixtures.daemon",
+    "tests.fixtures.real_agent",
 ]

@@ -5,8 +5,8 @@ process. Everything but the three models is the framework's own: the worker regi
 takes jobs, and each job runs an ``AgentSession`` with the framework's ``RoomIO`` (pre-connect audio, transcriptions
 on ``lk.transcription``, typed input on ``lk.chat``, ``lk.agent.state``).
 
-- STT: measures the audio it is fed. Each utterance (audible 20 ms windows, ended by ``END_SILENCE_S`` of quiet)
-  becomes the final transcript ``heard N.N s``; interim transcripts count up while it lasts.
+- STT: measures the audio it is fed with ``speech_meter.SpeechMeter``. Each utterance becomes the final transcript
+  ``heard N.N s``; interim transcripts count up while it lasts.
 - LLM: answers ``You said: <the user's last message>``.
 - TTS: a tone whose length follows the text.
 
@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -48,23 +49,22 @@ from livekit.agents import (
 from livekit.agents.types import NotGivenOr
 from livekit.agents.voice.room_io import RoomOptions
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speech_meter import SpeechMeter  # beside this script, shared with the tests
+
 logger = logging.getLogger("echo-worker")
 
-WINDOW_S = 0.02
-AUDIBLE_RMS = 300.0
-END_SILENCE_S = 0.8
 TTS_RATE = 24000
 
 
 class Hearing:
-    """What the STT was fed, written to ``<reports>/<room>.json`` after every change."""
+    """What the STT was fed, written to ``<reports>/<room>.json`` after every utterance."""
 
     def __init__(self, path: Path | None) -> None:
         """Write reports to ``path`` (None: keep them in memory only)."""
         self.path = path
-        self.utterances: list[dict[str, float]] = []
+        self.meter = SpeechMeter()
         self.audio_s = 0.0
-        self.audible_s = 0.0
         self.first_audio_at: float | None = None
 
     def write(self) -> None:
@@ -72,9 +72,11 @@ class Hearing:
         if self.path is None:
             return
         report = {
-            "utterances": self.utterances,
+            "utterances": [
+                {"span_s": round(u.span_s, 3), "audible_s": round(u.audible_s, 3)} for u in self.meter.utterances
+            ],
+            "speech_s": round(self.meter.speech_s, 3),
             "audio_s": round(self.audio_s, 3),
-            "audible_s": round(self.audible_s, 3),
             "first_audio_at": self.first_audio_at,
         }
         tmp = self.path.with_suffix(".tmp")
@@ -103,51 +105,25 @@ class HearingSTT(stt.STT):
 
 
 class HearingStream(stt.RecognizeStream):
-    """Cuts the input into utterances and reports each one's length."""
+    """Cuts the input into utterances (``SpeechMeter``) and transcribes each as ``heard N.N s``."""
 
     async def _run(self) -> None:
         hearing: Hearing = self._stt.hearing  # type: ignore[attr-defined]
-        pending = np.zeros(0, np.int16)
-        rate = 0
-        speech_s = 0.0
-        audible_s = 0.0
-        quiet_s = 0.0
-        in_speech = False
-        last_interim = 0.0
         async for item in self._input_ch:
             if not isinstance(item, rtc.AudioFrame):
                 continue
             if hearing.first_audio_at is None:
                 hearing.first_audio_at = time.time()
-            rate = item.sample_rate
             samples = np.frombuffer(item.data, np.int16).reshape(-1, item.num_channels)[:, 0]
-            hearing.audio_s += len(samples) / rate
-            pending = np.concatenate([pending, samples])
-            step = int(rate * WINDOW_S)
-            while len(pending) >= step:
-                window, pending = pending[:step], pending[step:]
-                loud = math.sqrt(float(np.mean(window.astype(np.float64) ** 2))) > AUDIBLE_RMS
-                if loud:
-                    hearing.audible_s += WINDOW_S
-                if not in_speech and loud:
-                    in_speech, speech_s, audible_s, quiet_s, last_interim = True, 0.0, 0.0, 0.0, 0.0
+            hearing.audio_s += len(samples) / item.sample_rate
+            for kind, span_s in hearing.meter.feed(samples, item.sample_rate):
+                if kind == "start":
                     self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH))
-                if not in_speech:
-                    continue
-                if loud:
-                    speech_s += quiet_s + WINDOW_S
-                    audible_s += WINDOW_S
-                    quiet_s = 0.0
+                elif kind == "interim":
+                    self._send(stt.SpeechEventType.INTERIM_TRANSCRIPT, span_s)
                 else:
-                    quiet_s += WINDOW_S
-                if speech_s - last_interim >= 0.5:
-                    last_interim = speech_s
-                    self._send(stt.SpeechEventType.INTERIM_TRANSCRIPT, speech_s)
-                if quiet_s >= END_SILENCE_S:
-                    in_speech = False
-                    hearing.utterances.append({"span_s": round(speech_s, 3), "audible_s": round(audible_s, 3)})
                     hearing.write()
-                    self._send(stt.SpeechEventType.FINAL_TRANSCRIPT, speech_s)
+                    self._send(stt.SpeechEventType.FINAL_TRANSCRIPT, span_s)
                     self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH))
 
     def _send(self, kind: stt.SpeechEventType, seconds: float) -> None:
