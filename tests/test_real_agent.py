@@ -159,7 +159,10 @@ def test_speech_from_the_press_reaches_the_agents_stt(
         report = echo_worker.report(room)
         return float(report["speech_s"]) if report and report["utterances"] else 0.0
 
-    kiosk.wait_for(lambda: heard() >= FIRST_WORDS_FLOOR * spoken_s, 20, f"the agent to hear {spoken_s:.1f} s")
+    try:
+        kiosk.wait_for(lambda: heard() >= FIRST_WORDS_FLOOR * spoken_s, 20, f"the agent to hear {spoken_s:.1f} s")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nagent heard: {echo_worker.report(room)}\n{echo_worker.log_tail()}") from None
     assert heard() <= FIRST_WORDS_CEILING * spoken_s, f"heard {heard():.2f} s of {spoken_s:.2f} s: audio twice"
     _no_traceback(kiosk)
 

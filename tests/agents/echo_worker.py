@@ -58,7 +58,7 @@ TTS_RATE = 24000
 
 
 class Hearing:
-    """What the STT was fed, written to ``<reports>/<room>.json`` after every utterance."""
+    """What the STT was fed, written to ``<reports>/<room>.json`` after every utterance and every second of audio."""
 
     def __init__(self, path: Path | None) -> None:
         """Write reports to ``path`` (None: keep them in memory only)."""
@@ -115,7 +115,10 @@ class HearingStream(stt.RecognizeStream):
             if hearing.first_audio_at is None:
                 hearing.first_audio_at = time.time()
             samples = np.frombuffer(item.data, np.int16).reshape(-1, item.num_channels)[:, 0]
+            before = int(hearing.audio_s)
             hearing.audio_s += len(samples) / item.sample_rate
+            if int(hearing.audio_s) != before:
+                hearing.write()
             for kind, span_s in hearing.meter.feed(samples, item.sample_rate):
                 if kind == "start":
                     self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH))
@@ -190,15 +193,16 @@ class ToneStream(tts.ChunkedStream):
 
 
 class EchoAgent(Agent):
-    """Greets, then echoes."""
+    """Listens first, then echoes.
+
+    It does not greet: an agent's first speech is not interruptible while its echo canceller warms up, and the
+    framework discards the visitor's audio meanwhile (``discard_audio_if_uninterruptible``), which would hide what the
+    kiosk delivered behind the agent's own policy.
+    """
 
     def __init__(self) -> None:
         """An agent with fixed instructions (the fake LLM ignores them)."""
         super().__init__(instructions="Repeat what the visitor said.")
-
-    async def on_enter(self) -> None:
-        """Greet the visitor."""
-        self.session.say("Hello, I am listening.")
 
 
 def _control() -> dict[str, Any]:
