@@ -11,17 +11,21 @@ from kiosk.configfile import parse_config
 from kiosk.sandbox.cli import banner
 
 
-def test_every_broker_block_is_valid_config() -> None:
-    """Each dialect's block validates as it is printed, and names its key file instead of holding a key."""
+def _banner(agent_mode: str) -> str:
     sandbox = SimpleNamespace(
         api_key="sk_sandbox_abc",
         http_url="http://127.0.0.1:7880",
         ws_url="ws://127.0.0.1:7880",
         livekit_api_key="APIabc",
         livekit_api_secret="secret-abc",
-        agent_mode="scripted",
+        agent_mode=agent_mode,
     )
-    text = banner(sandbox)  # type: ignore[arg-type]
+    return banner(sandbox)  # type: ignore[arg-type]
+
+
+def test_every_broker_block_is_valid_config() -> None:
+    """Each dialect's block validates as it is printed, and names its key file instead of holding a key."""
+    text = _banner("scripted")
     blocks = re.findall(r"^\[broker\]\n(?:[a-z_]+ = .*\n)+", text, flags=re.MULTILINE)
     assert len(blocks) == 4
     dialects = set()
@@ -43,15 +47,7 @@ def test_every_broker_block_is_valid_config() -> None:
 )
 def test_banner_says_who_plays_the_agent(mode: str, says: str) -> None:
     """The first line names the agent mode and the next lines say what it means; the secret is never printed there."""
-    sandbox = SimpleNamespace(
-        api_key="sk_sandbox_abc",
-        http_url="http://127.0.0.1:7880",
-        ws_url="ws://127.0.0.1:7880",
-        livekit_api_key="APIabc",
-        livekit_api_secret="secret-abc",
-        agent_mode=mode,
-    )
-    text = banner(sandbox)  # type: ignore[arg-type]
+    text = _banner(mode)
     head = text.split("LiveKit URL")[0]
     assert text.splitlines()[0].endswith(f"({mode})")
     assert says in head
