@@ -17,7 +17,7 @@ from tests.agents.speech_meter import measure
 from tests.fixtures.audio import AUDIO_DIR, PulseServer
 from tests.fixtures.daemon import NotifySocket, daemon_config
 from tests.fixtures.kiosk_process import KioskProcess, run_kiosk
-from tests.fixtures.real_agent import AGENT_NAME, EchoWorker
+from tests.fixtures.real_agent import AGENT_NAME, EchoWorker, start_echo_agent, stop_echo_agent
 from tests.fixtures.sandbox import SandboxHandle
 
 KEY_ENV = "KIOSK_TEST_BROKER_KEY"
@@ -28,6 +28,8 @@ LONG_TEXT = (
 )
 #: At least this share of the speech spoken from the press must reach the agent's STT (the issue's bar; goal 100 %).
 FIRST_WORDS_FLOOR = 0.85
+#: The issue's scenario: an agent that joins by itself this long after the press (here: after its room opened).
+OUTSIDE_AGENT_JOINS_AFTER_S = 4.5
 #: More than this share would mean audio reached the agent twice (buffer and live overlapping).
 FIRST_WORDS_CEILING = 1.15
 
@@ -74,15 +76,15 @@ def _config(dialect: str, sandbox: SandboxHandle, tmp_path: Path) -> Path:
 @pytest.fixture
 def start_kiosk(
     workers_sandbox: SandboxHandle, pulse_server: PulseServer, notify_socket: NotifySocket, tmp_path: Path
-) -> Iterator[Callable[[str], KioskProcess]]:
-    """Start ``kiosk run`` with the given dialect against the workers sandbox (stopped after the test)."""
+) -> Iterator[Callable[..., KioskProcess]]:
+    """Start ``kiosk run`` with the given dialect against a sandbox (the workers sandbox unless given), stopped after."""
     started: list[Any] = []
 
-    def start(dialect: str) -> KioskProcess:
-        secret = workers_sandbox.livekit_api_secret if dialect == "self" else workers_sandbox.api_key
+    def start(dialect: str, sandbox: SandboxHandle = workers_sandbox) -> KioskProcess:
+        secret = sandbox.livekit_api_secret if dialect == "self" else sandbox.api_key
         env = {KEY_ENV: secret, "PULSE_SERVER": pulse_server.env["PULSE_SERVER"]}
         manager = run_kiosk(
-            _config(dialect, workers_sandbox, tmp_path), env=env, notify_socket=notify_socket, tmp_path=tmp_path
+            _config(dialect, sandbox, tmp_path), env=env, notify_socket=notify_socket, tmp_path=tmp_path
         )
         kiosk = manager.__enter__()
         started.append(manager)
@@ -116,7 +118,7 @@ def _no_traceback(kiosk: KioskProcess) -> None:
 @pytest.mark.parametrize("dialect", ["lyzr", "self"])
 def test_the_agent_is_dispatched_and_its_state_drives_the_kiosk(
     dialect: str,
-    start_kiosk: Callable[[str], KioskProcess],
+    start_kiosk: Callable[..., KioskProcess],
     echo_worker: EchoWorker,
     workers_sandbox: SandboxHandle,
     pulse_server: PulseServer,
@@ -142,7 +144,7 @@ def test_the_agent_is_dispatched_and_its_state_drives_the_kiosk(
 @pytest.mark.parametrize("seconds", [2.0, 5.0, 10.0])
 def test_speech_from_the_press_reaches_the_agents_stt(
     seconds: float,
-    start_kiosk: Callable[[str], KioskProcess],
+    start_kiosk: Callable[..., KioskProcess],
     echo_worker: EchoWorker,
     pulse_server: PulseServer,
     long_speech: Path,
@@ -168,7 +170,7 @@ def test_speech_from_the_press_reaches_the_agents_stt(
 
 
 def test_captions_of_both_sides_appear_in_kiosk_events(
-    start_kiosk: Callable[[str], KioskProcess],
+    start_kiosk: Callable[..., KioskProcess],
     echo_worker: EchoWorker,
     pulse_server: PulseServer,
     long_speech: Path,
@@ -196,7 +198,7 @@ def test_captions_of_both_sides_appear_in_kiosk_events(
     _no_traceback(kiosk)
 
 
-def test_kiosk_say_is_answered(start_kiosk: Callable[[str], KioskProcess], echo_worker: EchoWorker) -> None:
+def test_kiosk_say_is_answered(start_kiosk: Callable[..., KioskProcess], echo_worker: EchoWorker) -> None:
     """Typed text from ``kiosk say`` reaches the agent as chat (``lk.chat``) and its answer comes back as a caption."""
     echo_worker.set_join_delay(0.0)
     kiosk = start_kiosk("lyzr")
@@ -208,4 +210,38 @@ def test_kiosk_say_is_answered(start_kiosk: Callable[[str], KioskProcess], echo_
         20,
         "the agent's answer to the typed text",
     )
+    _no_traceback(kiosk)
+
+
+def test_an_outside_agent_joining_after_the_press_hears_the_first_words(
+    start_kiosk: Callable[..., KioskProcess],
+    none_sandbox: SandboxHandle,
+    agents_python: Path,
+    echo_worker: EchoWorker,
+    pulse_server: PulseServer,
+    long_speech: Path,
+    tmp_path: Path,
+) -> None:
+    """Under ``--agent none`` an outside agent (``echo_worker.py watch``) joins by itself 4.5 s after the room
+    opened: the speech spoken from the press (5 s, most of it before the agent joined) reaches its STT."""
+    wav, spoken_s = _clip(long_speech, 5.0)
+    args = ["watch", str(OUTSIDE_AGENT_JOINS_AFTER_S)]
+    agent = start_echo_agent(agents_python, args, sandbox=none_sandbox, worker=echo_worker, workdir=tmp_path)
+    try:
+        kiosk = start_kiosk("lyzr", none_sandbox)
+        kiosk.wait_for(lambda: "WATCHING ROOMS" in echo_worker.log_tail(100_000), 120, "the outside agent to start")
+        room = _press(kiosk)
+        pulse_server.play(wav, "mic").wait(timeout=30)
+
+        def heard() -> float:
+            report = echo_worker.report(room)
+            return float(report["speech_s"]) if report and report["utterances"] else 0.0
+
+        kiosk.wait_for(lambda: heard() >= FIRST_WORDS_FLOOR * spoken_s, 30, f"the agent to hear {spoken_s:.1f} s")
+        assert heard() <= FIRST_WORDS_CEILING * spoken_s
+        assert kiosk.status()["state"] == "live"
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nagent heard: {echo_worker.report(room)}\n{echo_worker.log_tail()}") from None
+    finally:
+        stop_echo_agent(agent)
     _no_traceback(kiosk)

@@ -17,9 +17,11 @@ from google.protobuf.json_format import MessageToDict
 from livekit import api
 from livekit.api.access_token import Claims
 from livekit.protocol import agent as agent_protocol
+from livekit.protocol import models
 
 from kiosk.sandbox.agent import ScriptedAgent
 from kiosk.sandbox.broker import DEFAULT_AGENT_NAME, Broker
+from kiosk.sandbox.room_service import RoomService
 from kiosk.sandbox.rooms import RoomRegistry
 from kiosk.sandbox.sessions import SessionManager, SessionRecord
 from kiosk.sandbox.signaling import Signaling, server_info
@@ -86,6 +88,12 @@ class Sandbox:
             server_info=server_info(),
             on_job=self._on_job,
         )
+        self.room_service = RoomService(
+            registry=self.registry,
+            api_key=self.livekit_api_key,
+            api_secret=self.livekit_api_secret,
+            delete=self._delete_room,
+        )
         self._runner: web.AppRunner | None = None
         self._agents: set[asyncio.Task[None]] = set()
 
@@ -115,6 +123,7 @@ class Sandbox:
         self._signaling.add_routes(app)
         self.broker.add_routes(app)
         self.workers.add_routes(app)
+        self.room_service.add_routes(app)
         app.router.add_get("/sandbox/sessions", self._sessions_handler)
         app.router.add_get("/", self._index)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -229,6 +238,13 @@ class Sandbox:
             logger.exception("the scripted agent of session %s failed", record.id)
         if record.ended_at is None:
             await self.session_manager.end(record.room, "agent_left")
+
+    async def _delete_room(self, room: str) -> None:
+        """``RoomService.DeleteRoom``: end the room's session (as the broker would), or just close the room."""
+        if self.session_manager.by_room(room) is not None:
+            await self.session_manager.end(room, "room_deleted")
+        else:
+            await self.registry.close_room(room, models.DisconnectReason.ROOM_DELETED)
 
     async def _sessions_handler(self, request: web.Request) -> web.Response:
         return web.json_response({"sessions": self.sessions()})

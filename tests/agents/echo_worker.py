@@ -14,7 +14,7 @@ Environment: ``LIVEKIT_URL``, ``LIVEKIT_API_KEY``, ``LIVEKIT_API_SECRET`` (the s
 agent name to register; empty = automatic dispatch), ``KIOSK_AGENT_REPORTS`` (a directory: each job writes
 ``<room>.json`` with what its STT heard), ``KIOSK_AGENT_CONTROL`` (optional JSON file read at each job start:
 ``{"join_delay_s": 4.0}`` delays the agent's joining, so a visitor's first words wait in the kiosk's buffer).
-Prints ``WORKER REGISTERED <id>`` once registered.
+Prints ``WORKER REGISTERED <id>`` once registered (``start``), or ``WATCHING ROOMS`` (``watch SECONDS``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from livekit import rtc
+from livekit import api, rtc
 from livekit.agents import (
     DEFAULT_API_CONNECT_OPTIONS,
     NOT_GIVEN,
@@ -48,6 +48,7 @@ from livekit.agents import (
 )
 from livekit.agents.types import NotGivenOr
 from livekit.agents.voice.room_io import RoomOptions
+from livekit.protocol import models
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speech_meter import SpeechMeter  # beside this script, shared with the tests
@@ -233,8 +234,44 @@ async def entrypoint(ctx: JobContext) -> None:
     await ctx.connect()
 
 
+async def watch_rooms(server: AgentServer, join_after_s: float) -> None:
+    """An outside agent: join each new room by itself, ``join_after_s`` after the room was created.
+
+    Nobody dispatches it (``kiosk sandbox --agent none``): it finds rooms through the server's RoomService, as
+    ``python agent.py connect --room NAME`` does, and runs the job in the framework's own process pool.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    started = asyncio.Event()
+    server.on("worker_started", started.set)
+    running = asyncio.create_task(server.run(devmode=True, unregistered=True))
+    await started.wait()
+    joins: set[asyncio.Task[None]] = set()
+
+    async def join_later(room: models.Room) -> None:
+        await asyncio.sleep(max(0.0, room.creation_time_ms / 1000 + join_after_s - time.time()))
+        logger.info("joining room %s by itself", room.name)
+        await server.simulate_job(
+            room=room.name, fake_job=False, room_info=room, agent_identity=f"outside-{utils.shortuuid()}"
+        )
+
+    async with api.LiveKitAPI() as lk:
+        seen = {r.sid for r in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms}
+        print("WATCHING ROOMS", flush=True)
+        while not running.done():
+            for room in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms:
+                if room.sid not in seen:
+                    seen.add(room.sid)
+                    task = asyncio.create_task(join_later(room))
+                    joins.add(task)
+                    task.add_done_callback(joins.discard)
+            await asyncio.sleep(0.1)
+
+
 def main() -> None:
-    """Run the worker as ``python echo_worker.py start`` runs any agent: until SIGTERM or SIGINT."""
+    """Run the worker as ``python echo_worker.py start`` runs any agent (until SIGTERM or SIGINT).
+
+    ``python echo_worker.py watch SECONDS`` runs it as an outside agent instead (:func:`watch_rooms`).
+    """
     server = AgentServer(
         num_idle_processes=1,
         load_threshold=math.inf,
@@ -244,7 +281,10 @@ def main() -> None:
     )
     server.rtc_session(entrypoint, agent_name=os.environ.get("KIOSK_AGENT_NAME", ""))
     server.on("worker_registered", lambda worker_id, _info: print(f"WORKER REGISTERED {worker_id}", flush=True))
-    cli.run_app(server)
+    if sys.argv[1:2] == ["watch"]:
+        asyncio.run(watch_rooms(server, float(sys.argv[2])))
+    else:
+        cli.run_app(server)
 
 
 if __name__ == "__main__":
