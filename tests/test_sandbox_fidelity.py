@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import pytest
 from livekit import api, rtc
 from livekit.protocol import metrics, models
 from livekit.rtc._proto.track_pb2 import TF_NO_DTX, TF_PRECONNECT_BUFFER
 
+from kiosk.sandbox.rooms import Room
 from kiosk.sandbox.sfu_rules import Sender, route_data
 from tests.fixtures.sandbox import RATE, SandboxHandle, until
 
@@ -68,7 +70,8 @@ async def test_track_info_carries_what_the_publisher_asked_for(
     features = set(publication.audio_features)
     assert TF_PRECONNECT_BUFFER in features
     assert TF_NO_DTX in features
-    await source.aclose()
+    async with asyncio.timeout(5):
+        await source.aclose()
 
 
 async def test_kinds_and_attributes_reach_the_others(kiosk_and_agent: tuple[rtc.Room, rtc.Room, rtc.Room]) -> None:
@@ -169,3 +172,11 @@ def test_user_packets_take_the_senders_identity_and_either_destination_list() ->
     assert forwarded.kind == models.DataPacket.LOSSY
     assert delivery.reaches("bob", "PA_b") and delivery.reaches("carol", "PA_c")
     assert not delivery.reaches("dave", "PA_d")
+
+
+def test_an_unparsable_data_packet_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    """Garbage on a data channel is logged and dropped; the room goes on."""
+    room = Room("garbage")
+    sender = SimpleNamespace(identity="kiosk", sid="PA_k", info=models.ParticipantInfo())
+    room.forward_data(sender, "_reliable", b"\xff\xff\xff")  # type: ignore[arg-type]
+    assert "dropping an unparsable data packet from kiosk" in caplog.text

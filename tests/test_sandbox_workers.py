@@ -33,8 +33,9 @@ class ProtocolWorker:
         self.ws = ws
 
     async def send(self, message: agent.WorkerMessage) -> None:
-        """Send one worker message."""
-        await self.ws.send_bytes(message.SerializeToString())
+        """Send one worker message (bounded)."""
+        async with asyncio.timeout(TIMEOUT_S):
+            await self.ws.send_bytes(message.SerializeToString())
 
     async def receive(self) -> agent.ServerMessage:
         """The next server message (bounded)."""
@@ -69,7 +70,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def _connect(http: aiohttp.ClientSession, sb: Sandbox) -> ProtocolWorker:
     headers = {"Authorization": f"Bearer {_worker_token(sb)}"}
-    ws = await http.ws_connect(f"{sb.ws_url}/agent", headers=headers)
+    async with asyncio.timeout(TIMEOUT_S):
+        ws = await http.ws_connect(f"{sb.ws_url}/agent", headers=headers)
     return ProtocolWorker(ws)
 
 
@@ -150,7 +152,8 @@ async def test_worker_sockets_need_an_agent_grant(workers_sandbox: Sandbox, http
     """A token without the agent grant is refused with 401 and a reason, as livekit-server does."""
     headers = {"Authorization": f"Bearer {_worker_token(workers_sandbox, agent_grant=False)}"}
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-        await http.ws_connect(f"{workers_sandbox.ws_url}/agent", headers=headers)
+        async with asyncio.timeout(TIMEOUT_S):
+            await http.ws_connect(f"{workers_sandbox.ws_url}/agent", headers=headers)
     assert refused.value.status == 401
 
 
@@ -164,7 +167,8 @@ async def test_the_end_of_a_session_terminates_its_job(workers_sandbox: Sandbox,
     accept = agent.AvailabilityResponse(job_id=offer.job.id, available=True, participant_identity="agent-d")
     await worker.send(agent.WorkerMessage(availability=accept))
     await worker.receive()
-    await sb.session_manager.end(session["roomName"], "broker_end")
+    async with asyncio.timeout(TIMEOUT_S):
+        await sb.session_manager.end(session["roomName"], "broker_end")
     assert (await worker.receive()).termination.job_id == offer.job.id
 
 

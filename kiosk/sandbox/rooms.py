@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaRelay
+from google.protobuf.message import DecodeError
 from livekit.protocol import models
 from livekit.protocol import rtc as signal
 
@@ -106,7 +107,7 @@ class Room:
         packet = models.DataPacket()
         try:
             packet.ParseFromString(payload)
-        except ValueError:
+        except DecodeError:
             logger.warning("dropping an unparsable data packet from %s", sender.identity)
             return
         kind = models.DataPacket.LOSSY if label == "_lossy" else models.DataPacket.RELIABLE

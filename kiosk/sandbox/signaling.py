@@ -8,6 +8,7 @@ from typing import Protocol
 
 import jwt
 from aiohttp import WSMsgType, web
+from google.protobuf.message import DecodeError
 from livekit import api
 from livekit.api.access_token import Claims
 from livekit.protocol import models
@@ -149,7 +150,7 @@ class Signaling:
             request = signal.SignalRequest()
             try:
                 request.ParseFromString(message.data)
-            except ValueError:
+            except DecodeError:
                 logger.warning("unparsable signal from %s", peer.identity)
                 continue
             if not await peer.handle(request):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from google.protobuf.message import DecodeError
 from livekit import api
 from livekit.protocol import agent, models
 
@@ -124,7 +125,7 @@ class WorkerPool:
             async for frame in ws:
                 if frame.type == WSMsgType.BINARY:
                     await self._handle(worker, agent.WorkerMessage.FromString(frame.data))
-        except ValueError as exc:
+        except DecodeError as exc:
             logger.warning("agent worker %s sent an unparsable message: %s", worker.id, exc)
         finally:
             del self.workers[worker.id]
@@ -138,7 +139,7 @@ class WorkerPool:
             async with asyncio.timeout(REGISTER_TIMEOUT_S):
                 frame = await ws.receive()
             message = agent.WorkerMessage.FromString(frame.data) if frame.type == WSMsgType.BINARY else None
-        except (TimeoutError, ValueError) as exc:
+        except (TimeoutError, DecodeError) as exc:
             logger.warning("agent worker did not register: %r", exc)
             return None
         if message is None or message.WhichOneof("message") != "register":
