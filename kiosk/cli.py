@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("kiosk.commands.control", "show the running daemon's state (--json for machines)"),
     "press": ("kiosk.commands.control", "press the button through the control socket"),
     "say": ("kiosk.commands.control", "send a text message into the live session"),
-    "events": ("kiosk.commands.control", "follow state changes and transcript lines as JSON lines"),
+    "events": ("kiosk.commands.control", "follow state changes and live captions as JSON lines"),
     "sandbox": ("kiosk.sandbox.cli", "run a local LiveKit-compatible server, broker and scripted agent"),
 }
 

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 Dialect = Literal["lyzr", "oshara", "livekit", "self"]
+#: Where typed text goes: "auto" = "voice.user_text" for Oshara's agents, "lk.chat" (livekit-agents) for the others.
+TextTopicSetting = Literal["auto", "lk.chat", "voice.user_text"]
 LedKind = Literal["none", "single", "rgb", "per-state"]
 HoldAction = Literal["none", "end", "restart"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -121,7 +123,8 @@ class AudioConfig(Section):
     chimes: bool = True
     chime_volume: Unit = 0.5
     pre_roll_ms: Annotated[int, Field(ge=0, le=10000)] = 1500
-    max_preconnect_s: Annotated[float, Field(ge=0, le=60)] = 15.0
+    # 15 s at most: the agent must receive the whole buffer within 3 s (see kiosk.audio.preroll.UPLINK_BUDGET_BITS).
+    max_preconnect_s: Annotated[float, Field(ge=0, le=15)] = 15.0
     speech_onset_ms: Annotated[int, Field(ge=30, le=2000)] = 120
     speech_offset_ms: Annotated[int, Field(ge=30, le=5000)] = 600
     stall_timeout_s: PositiveSeconds = 2.0
@@ -151,6 +154,7 @@ class SessionConfig(Section):
     connect_timeout_s: PositiveSeconds = 10.0
     error_display_s: PositiveSeconds = 5.0
     log_transcript: bool = True
+    text_topic: TextTopicSetting = "auto"
 
     @model_validator(mode="after")
     def _ordering(self) -> SessionConfig:
@@ -237,3 +241,10 @@ class KioskConfig(Section):
     leds: LedConfig = Field(default_factory=LedConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+
+    @property
+    def text_topic(self) -> Literal["lk.chat", "voice.user_text"]:
+        """The topic the agent reads typed text from: ``session.text_topic``, or chosen by the broker's dialect."""
+        if self.session.text_topic != "auto":
+            return self.session.text_topic
+        return "voice.user_text" if self.broker.dialect == "oshara" else "lk.chat"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +37,9 @@ class ButtonTrigger:
         loop: asyncio.AbstractEventLoop,
         on_event: Callable[[ButtonEvent], None],
         pin_factory: Any = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """Open the button on ``config.button_pin``; ``clock`` timestamps edges (s) on gpiozero's thread."""
         from gpiozero import Button
 
         if config.button_pin is None:
@@ -44,7 +47,8 @@ class ButtonTrigger:
         self._loop = loop
         self._on_event = on_event
         self._bounce_s = config.bounce_time_ms / 1000
-        self._last_press = -1e9
+        self._clock = clock
+        self._last_edge = -1e9
         self.presses = 0
         self._button = Button(
             config.button_pin,
@@ -54,28 +58,34 @@ class ButtonTrigger:
             pin_factory=pin_factory,
         )
         self._button.when_pressed = self._pressed
+        self._button.when_released = self._released
         self._button.when_held = self._held
         log.info("button on GPIO%d (pull-%s)", config.button_pin, "up" if config.button_pull_up else "down")
 
+    # gpiozero's thread: timestamp the edge and hand off only.
     def _pressed(self) -> None:
-        # gpiozero's thread: hand off only.
-        self._loop.call_soon_threadsafe(self._deliver, ButtonEvent.PRESS)
+        self._loop.call_soon_threadsafe(self._deliver, ButtonEvent.PRESS, self._clock())
+
+    def _released(self) -> None:
+        self._loop.call_soon_threadsafe(self._deliver, None, self._clock())
 
     def _held(self) -> None:
-        self._loop.call_soon_threadsafe(self._deliver, ButtonEvent.HOLD)
+        self._loop.call_soon_threadsafe(self._deliver, ButtonEvent.HOLD, self._clock())
 
-    def _deliver(self, event: ButtonEvent) -> None:
-        if event == ButtonEvent.PRESS:
-            # Not every pin driver debounces (the mock and some GPIO expanders do not): repeat it on the loop.
-            now = self._loop.time()
-            if now - self._last_press < self._bounce_s:
+    def _deliver(self, event: ButtonEvent | None, t: float) -> None:
+        if event != ButtonEvent.HOLD:
+            # Not every pin driver debounces (the mock and some GPIO expanders do not): repeat it on the loop, for
+            # press and release alike. An edge within bounce_time of the previous edge is contact bounce.
+            bounced = t - self._last_edge < self._bounce_s
+            self._last_edge = t
+            if event is None or bounced:
                 return
-            self._last_press = now
             self.presses += 1
         self._on_event(event)
 
     def close(self) -> None:
         """Release the pin; no events are delivered afterwards."""
         self._button.when_pressed = None
+        self._button.when_released = None
         self._button.when_held = None
         self._button.close()

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.audio",
     "tests.fixtures.daemon",
     "tests.fixtures.real_agent",
+    "tests.fixtures.faultbroker",
 ]

@@ -239,3 +239,37 @@ def test_corrupt_record_is_set_aside(tmp_path: Path) -> None:
     (tmp_path / "sessions" / "x.json").write_text("{not json")
     assert SessionLedger(tmp_path).pending() == []
     assert (tmp_path / "sessions" / "x.bad").exists()
+
+
+async def test_end_retries_give_up_after_a_bound_naming_the_session(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker that never confirms the end: the retries stop after end_give_up_s with one warning naming it."""
+    ledger = SessionLedger(tmp_path)
+    broker = ScriptedBroker(ledger)
+    broker.end_failures = 10**9
+    keeper = SessionKeeper(
+        broker=broker, ledger=ledger, end_timeout_s=1.0, end_retry_max_s=0.05, first_retry_s=0.01, end_give_up_s=0.3
+    )
+    async with asyncio.timeout(10):
+        async with keeper.session():
+            pass
+        await eventually(lambda: keeper.retrying == 0)
+    [warning] = [r for r in caplog.records if "giving up" in r.getMessage()]
+    assert "room-0" in warning.getMessage() and warning.levelname == "WARNING"
+    assert len(keeper.ledger.pending()) == 1, "the record stays, so the next start tries again"
+    await asyncio.wait_for(keeper.aclose(), 5)
+
+
+@pytest.mark.parametrize("reason", [FailureReason.BROKER_UNAUTHORIZED, FailureReason.BROKER_ERROR])
+async def test_a_start_the_broker_refused_leaves_no_record_and_no_warning(
+    tmp_path: Path, reason: FailureReason, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 401 or 503 answer opened nothing: the record goes quietly, without 'the answer never arrived'."""
+    keeper, broker = keeper_for(tmp_path, fail_start=BrokerError("refused", reason=reason))
+    broker.room_known = False
+    async with asyncio.timeout(5):
+        with pytest.raises(BrokerError):
+            await keeper.start()
+    assert keeper.ledger.pending() == [] and broker.ended == []
+    assert "never arrived" not in caplog.text

@@ -156,3 +156,27 @@ def test_format_status_is_readable() -> None:
         }
     )
     assert "live (speaking)" in text and "#3 room r1" in text and "failure (broker_timeout)" in text
+
+
+async def test_stopping_with_an_events_client_attached_is_quiet(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing the server hangs up on an attached ``kiosk events`` client without a traceback anywhere."""
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    srv = ControlServer(path=tmp_path / "control.sock", mode=0o600, controller=FakeController(), events=EventBus())
+    await srv.start()
+    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(tmp_path / "control.sock")), 5)
+    writer.write(b'{"cmd": "events"}\n')
+    await writer.drain()
+    assert json.loads(await asyncio.wait_for(reader.readline(), 5))["streaming"] == "events"
+    await asyncio.wait_for(reader.readline(), 5)  # the status line
+    await asyncio.wait_for(srv.close(), 5)
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    for _ in range(3):
+        await asyncio.sleep(0)  # done callbacks of the server's client task run here
+    loop.set_exception_handler(None)
+    assert unhandled == []
+    assert "Traceback" not in caplog.text and "CancelledError" not in caplog.text

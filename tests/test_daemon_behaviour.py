@@ -97,15 +97,15 @@ async def test_status_say_and_events(sandbox: SandboxHandle, tmp_path: Path, spe
         await sandbox.wait_session(room, lambda r: "Where is the lift?" in r["heard"].get("user_texts", []))
         events: list[dict[str, Any]] = []
         async with asyncio.timeout(15):
-            while not any(e.get("type") == "transcript" and "Where is the lift?" in e["text"] for e in events):
+            while not any(e.get("type") == "caption" and "You typed: Where is the lift?" in e["text"] for e in events):
                 events.append(json.loads(await reader.readline()))
         assert (await d.ask({"cmd": "press"}))["did"] == "ended the session"
         await d.wait_state("idle")
         writer.close()
     states = [e["state"] for e in events if e.get("type") == "state"]
     assert "connecting" in states and "live" in states
-    visitor_echoes = [e for e in events if e.get("type") == "transcript" and e["role"] == "visitor"]
-    assert not any(e["text"] == "Where is the lift?" for e in visitor_echoes), "the typed text's echo was shown"
+    typed = [e for e in events if e.get("type") == "caption" and e["text"] == "Where is the lift?"]
+    assert len(typed) == 1 and typed[0]["role"] == "visitor" and typed[0]["final"], "typed text not shown once"
     assert d.summaries[0].end_reason == "control"
 
 

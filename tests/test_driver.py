@@ -75,7 +75,7 @@ def _driver(keeper: StubKeeper, config: KioskConfig) -> tuple[Driver, list[StubC
             keeper=keeper,  # type: ignore[arg-type]
             audio=StubAudio(),
             capture=capture,  # type: ignore[arg-type]
-            on_transcript=lambda line: None,
+            on_caption=lambda caption: None,
         )
 
     return Driver(config=config, make_run=make_run), captures

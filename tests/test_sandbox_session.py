@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 import wave
@@ -43,8 +44,10 @@ async def grant(sandbox: SandboxHandle, dialect: str) -> tuple[str, str, str]:
 
 
 @asynccontextmanager
-async def joined(url: str, token: str) -> AsyncIterator[tuple[rtc.Room, AgentWatch, rtc.AudioSource]]:
-    """Connect, publish a microphone track, and watch the agent; disconnect afterwards."""
+async def joined(
+    url: str, token: str, *, preconnect: bool = False
+) -> AsyncIterator[tuple[rtc.Room, AgentWatch, rtc.AudioSource]]:
+    """Connect, publish a microphone track (announcing a pre-connect buffer if asked), watch the agent, leave."""
     room, watch = rtc.Room(), AgentWatch()
     watch.attach(room)
     source = rtc.AudioSource(RATE, 1)
@@ -52,7 +55,7 @@ async def joined(url: str, token: str) -> AsyncIterator[tuple[rtc.Room, AgentWat
         async with asyncio.timeout(10):
             await room.connect(url, token)
             track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
-            options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+            options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, preconnect_buffer=preconnect)
             await room.local_participant.publish_track(track, options)
         yield room, watch, source
     finally:
@@ -71,20 +74,29 @@ async def test_visitor_session_through_each_dialect(sandbox: SandboxHandle, dial
     """Greeting heard, agent state seen, typed text echoed, session recorded and ended when the visitor leaves."""
     url, token, room_name = await grant(sandbox, dialect)
     async with joined(url, token) as (room, watch, _source):
-        await watch.wait_for(greeted, within=15)
+        await watch.wait_for(greeted, within=30)
         assert "speaking" in watch.states
         assert watch.background_seen
-        await asyncio.sleep(0.3)  # the greeting's tail is still in flight
+        greeting = load_clip("greeting.wav")
+        # The greeting's tail may still be in flight after the state changed: wait for it rather than for a time.
+        with contextlib.suppress(TimeoutError):
+            await watch.wait_for(lambda w: best_match(w.audio(), greeting) > 0.75, within=10)
         heard = watch.audio()
         assert np.abs(heard).max() > 3000
-        match = best_match(heard, load_clip("greeting.wav"))
-        assert match > 0.75
+        match = best_match(heard, greeting)
+        assert match > 0.65  # 0.9 and more on a quiet machine; the comparison below is what tells clips apart
         assert match > best_match(heard, load_clip("reply.wav")), "the greeting is not told apart from another clip"
-        payload = b'{"type": "user_text", "text": "where is the exit?"}'
-        async with asyncio.timeout(5):
-            await room.local_participant.publish_data(payload, reliable=True, topic="voice.user_text")
-        echo = {"type": "user_text", "text": "where is the exit?"}
-        await watch.wait_for(lambda w: echo in w.replies, within=5)
+        if dialect == "oshara":  # Oshara's channels: voice.user_text in, voice.reply (with an echo) out
+            payload = b'{"type": "user_text", "text": "where is the exit?"}'
+            async with asyncio.timeout(5):
+                await room.local_participant.publish_data(payload, reliable=True, topic="voice.user_text")
+            echo = {"type": "user_text", "text": "where is the exit?"}
+            await watch.wait_for(lambda w: echo in w.replies, within=5)
+        else:  # livekit-agents' channels: lk.chat in, lk.transcription out (interim, then final)
+            async with asyncio.timeout(5):
+                await room.local_participant.send_text("where is the exit?", topic="lk.chat")
+        answer = {"type": "agent", "text": "You typed: where is the exit?"}
+        await watch.wait_for(lambda w: answer in w.replies, within=10)
     record = await sandbox.wait_session(room_name, lambda r: r["ended_at"] is not None)
     assert record["dialect"] == dialect
     assert record["end_reason"] == "last_participant_left"
@@ -98,9 +110,11 @@ async def test_preconnect_buffer_and_spoken_turn_are_recorded(sandbox: SandboxHa
     before = time.monotonic()
     early = resample(load_clip("reply.wav"), RATE)  # 16 kHz clip ...
     early_48k = np.repeat(early, 3)  # ... as 48 kHz raw PCM, the way the mobile SDKs send it
-    async with joined(url, token) as (room, watch, source):
+    async with joined(url, token, preconnect=True) as (room, watch, source):
         agent = [p for p in room.remote_participants.values() if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT]
         mic = next(iter(room.local_participant.track_publications.values()))
+        # As the kiosk does: the buffer goes once the agent listens (its 3 s window starts at its subscription).
+        await watch.wait_for(lambda w: w.mic_subscribed, within=15)
         async with asyncio.timeout(5):
             await room.local_participant.send_bytes(
                 early_48k.tobytes(),
@@ -109,15 +123,17 @@ async def test_preconnect_buffer_and_spoken_turn_are_recorded(sandbox: SandboxHa
                 attributes={"sampleRate": "48000", "channels": "1", "trackId": mic.sid},
                 destination_identities=[p.identity for p in agent],
             )
-        await watch.wait_for(greeted, within=15)
+        await watch.wait_for(greeted, within=30)
         async with asyncio.timeout(10):
             spoken_at = time.monotonic()
             await speak(source, visitor_speech())
         await watch.wait_for(lambda w: "Here is what I heard." in [r["text"] for r in w.replies], within=10)
         turn_lines = [r["text"] for r in watch.replies if r["type"] == "user_text"]
         assert turn_lines and turn_lines[0].startswith("(spoke for")
+        assert watch.interims >= 1, "the visitor's turn came without an interim transcription"
         record = await asyncio.to_thread(sandbox.session, room_name)
     heard = record["heard"]
+    assert heard["preconnect_rejected"] == ""
     assert heard["preconnect_sample_rate"] == 48000 and heard["preconnect_channels"] == 1
     assert heard["preconnect_seconds"] == pytest.approx(len(early) / RATE, abs=0.01)
     assert heard["preconnect_track_id"] == mic.sid
@@ -134,3 +150,44 @@ async def test_preconnect_buffer_and_spoken_turn_are_recorded(sandbox: SandboxHa
         live = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
     assert len(live) / RATE == pytest.approx(heard["live_seconds"], abs=0.01)
     assert len(live) / RATE > len(visitor_speech()) / RATE - 0.5
+
+
+async def send_buffer(room: rtc.Room, samples: np.ndarray, *, pause_s: float = 0.0) -> None:
+    """Send ``samples`` (48 kHz) as a pre-connect buffer to the agent, in two halves ``pause_s`` apart."""
+    agent = [
+        p.identity for p in room.remote_participants.values() if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+    ]
+    mic = next(iter(room.local_participant.track_publications.values()))
+    payload = samples.tobytes()
+    async with asyncio.timeout(10 + pause_s):
+        writer = await room.local_participant.stream_bytes(
+            "preconnect",
+            topic="lk.agent.pre-connect-audio-buffer",
+            mime_type="application/octet-stream",
+            attributes={"sampleRate": "48000", "channels": "1", "trackId": mic.sid},
+            destination_identities=agent,
+        )
+        await writer.write(payload[: len(payload) // 2])
+        if pause_s:
+            await asyncio.sleep(pause_s)  # the point of the test: a buffer that takes longer than the agent allows
+        await writer.write(payload[len(payload) // 2 :])
+        await writer.aclose()
+
+
+@pytest.mark.parametrize(
+    ("preconnect", "pause_s", "rejected"),
+    [(False, 0.0, ""), (True, 3.5, "not completely received within 3 s")],
+    ids=["track-without-TF_PRECONNECT_BUFFER", "buffer-slower-than-3s"],
+)
+async def test_agent_takes_a_buffer_only_as_livekit_agents_do(
+    sandbox: SandboxHandle, preconnect: bool, pause_s: float, rejected: str
+) -> None:
+    """No buffer is used for a track published without the feature flag, nor one that takes more than 3 s."""
+    url, token, room_name = await grant(sandbox, "lyzr")
+    early = np.repeat(resample(load_clip("reply.wav"), RATE), 3)
+    async with joined(url, token, preconnect=preconnect) as (room, watch, _source):
+        await send_buffer(room, early, pause_s=pause_s)
+        await watch.wait_for(greeted, within=30)
+        record = await sandbox.wait_session(room_name, lambda r: r["heard"]["greeted"])
+    assert record["heard"]["preconnect_seconds"] == 0
+    assert record["heard"]["preconnect_rejected"] == rejected

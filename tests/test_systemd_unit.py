@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,12 @@ def test_unit_has_what_the_daemon_needs() -> None:
     assert d["LoadCredential"][0].startswith("broker-api-key:")
     after = " ".join(d["After"])
     assert "network-online.target" in after and "time-sync.target" in after
+    # time-sync.target alone does not wait for NTP: the wait service does, bounded by the shipped drop-in.
+    assert "systemd-time-wait-sync.service" in after and "systemd-time-wait-sync.service" in " ".join(d["Wants"])
+    drop_in = UNIT.parent / "systemd-time-wait-sync.service.d" / "kiosk.conf"
+    parser_drop_in = configparser.ConfigParser(interpolation=None)
+    parser_drop_in.read_string(drop_in.read_text())
+    assert 0 < int(parser_drop_in["Service"]["TimeoutStartSec"]) <= 120
     allowed = " ".join(d["DeviceAllow"])
     assert "char-alsa" in allowed and "char-gpiochip" in allowed
     assert "AF_INET" in d["RestrictAddressFamilies"][0]
@@ -92,3 +99,35 @@ def test_security_exposure_score(tmp_path: Path) -> None:
     print(f"systemd exposure score: {match.group(1)} (threshold {MAX_EXPOSURE})")
     assert float(match.group(1)) <= MAX_EXPOSURE
     assert result.returncode == 0, result.stderr
+
+
+def test_exec_reload_sends_sighup_to_the_main_process() -> None:
+    """ExecReload, run as systemd runs it (MAINPID in the environment), delivers SIGHUP to the main process.
+
+    It must not need /bin/kill: a minimal Debian has no procps.
+    """
+    (command,) = _directives()["ExecReload"]
+    argv = shlex.split(command)
+    assert not argv[0].startswith("-"), "a failing reload must not be ignored"
+    assert Path(argv[0]).is_file(), f"{argv[0]} is not on this system"
+    assert "/bin/kill" not in command and "procps" not in command
+    main = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP}); print('ready', flush=True); "
+            "signal.sigwait({signal.SIGHUP}); print('hup', flush=True)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert main.stdout is not None
+        assert main.stdout.readline().strip() == "ready"
+        env = {"PATH": "/usr/bin:/bin", "MAINPID": str(main.pid)}
+        subprocess.run(argv, env=env, check=True, timeout=30)
+        assert main.stdout.readline().strip() == "hup"
+        assert main.wait(timeout=30) == 0
+    finally:
+        main.kill()
+        main.wait(timeout=30)

@@ -63,6 +63,30 @@ async def test_bounce_is_filtered(factory: MockFactory) -> None:
         trigger.close()
 
 
+async def test_release_bounce_is_not_a_second_press(factory: MockFactory) -> None:
+    """A driver that does not debounce: the contact bouncing as the button is let go is not a new press."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[ButtonEvent] = asyncio.Queue()
+    now = [0.0]
+    config = TriggerConfig(button_pin=5, bounce_time_ms=30, hold_time_s=5)
+    trigger = ButtonTrigger(
+        config=config, loop=loop, on_event=events.put_nowait, pin_factory=factory, clock=lambda: now[0]
+    )
+    pin = factory.pin(5)
+    # (time of the edge in s, drive low = pressed): a press, a release 1 s later that bounces, a real second press.
+    script = [(0.0, True), (1.0, False), (1.004, True), (1.009, False), (1.012, True), (1.015, False), (2.0, True)]
+    try:
+        for t, low in script:
+            now[0] = t
+            pin.drive_low() if low else pin.drive_high()
+        assert await _next(events) == ButtonEvent.PRESS
+        assert await _next(events) == ButtonEvent.PRESS
+        await asyncio.wait_for(asyncio.sleep(0), timeout=1)  # let any stray hand-off run
+        assert events.empty() and trigger.presses == 2
+    finally:
+        trigger.close()
+
+
 def test_pin_is_required() -> None:
     """A trigger without a pin is refused with the key to set."""
     with pytest.raises(ValueError, match=r"trigger\.button_pin"):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import numpy as np
+from livekit import rtc
 
 from kiosk.audio.frames import FRAME_MS, SAMPLE_RATE, MicFrame
 
@@ -16,6 +18,12 @@ log = logging.getLogger(__name__)
 
 #: Live frames waiting for the consumer before the oldest is dropped (2 s).
 LIVE_QUEUE_FRAMES = 200
+#: A LiveKit agent drops a pre-connect buffer it has not received completely within 3 s of its first byte
+#: (livekit-agents ``pre_connect_audio_timeout``): the buffer may take at most 2 s of a 1 Mbit/s uplink.
+UPLINK_BUDGET_BITS = 2_000_000
+#: Rates for the buffer, best first: 16 kHz is what speech recognisers work at, 8 kHz the telephone band.
+#: 16-bit PCM at 16 kHz fits the budget up to 7.8 s of speech, at 8 kHz up to 15.6 s.
+UPLINK_RATES = (16000, 8000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +35,21 @@ class PreConnectAudio:
     sample_rate: int = SAMPLE_RATE
     num_channels: int = 1
     dropped_s: float = 0.0
+
+
+def for_uplink(audio: PreConnectAudio) -> PreConnectAudio:
+    """The buffer at the best rate of :data:`UPLINK_RATES` that fits :data:`UPLINK_BUDGET_BITS` (LiveKit's
+    resampler, high quality). Takes a few ms per second of audio: call it off the event loop.
+    """
+    if not audio.pcm:
+        return audio
+    rate = next((r for r in UPLINK_RATES if audio.duration_s * r * 16 <= UPLINK_BUDGET_BITS), UPLINK_RATES[-1])
+    if rate == audio.sample_rate:
+        return audio
+    resampler = rtc.AudioResampler(audio.sample_rate, rate, num_channels=1, quality=rtc.AudioResamplerQuality.HIGH)
+    frames = [*resampler.push(bytearray(audio.pcm)), *resampler.flush()]
+    pcm = b"".join(bytes(f.data) for f in frames)
+    return dataclasses.replace(audio, pcm=pcm, sample_rate=rate, duration_s=len(pcm) / 2 / rate)
 
 
 class PreRoll:

@@ -9,6 +9,7 @@ from livekit import rtc
 
 from kiosk.audio.frames import Pcm, to_rtc
 from kiosk.config import AudioConfig
+from kiosk.repeat import RepeatedFailure
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ class Processor:
         )
         self.delay_ms = 0
         self.errors = 0
+        self._capture_failures = RepeatedFailure(log, "audio processing of a microphone frame (passed through)")
+        self._reverse_failures = RepeatedFailure(log, "reverse stream processing of a speaker frame")
         self._logged_delay: int | None = None
 
     def set_latencies(self, input_s: float, output_s: float) -> None:
@@ -59,8 +62,9 @@ class Processor:
             self._apm.process_stream(frame)
         except RuntimeError:
             self.errors += 1
-            log.warning("audio processing failed on a frame; passing it through", exc_info=True)
+            self._capture_failures.failed()
             return pcm
+        self._capture_failures.succeeded()
         return np.frombuffer(frame.data, dtype=np.int16).copy()
 
     def reverse(self, pcm: Pcm) -> None:
@@ -71,4 +75,6 @@ class Processor:
             self._apm.process_reverse_stream(to_rtc(pcm))
         except RuntimeError:
             self.errors += 1
-            log.warning("reverse stream processing failed on a frame", exc_info=True)
+            self._reverse_failures.failed()
+        else:
+            self._reverse_failures.succeeded()

@@ -15,8 +15,9 @@ Wiring (once, in the daemon's ``run()``)::
 from __future__ import annotations
 
 from .base import Broker, OnRoom
+from .clock import ServerClock
 from .factory import make_broker
-from .grant import EndTicket, Grant, TokenClaims, check_clock, decode_token
+from .grant import EndTicket, Grant, TokenClaims, clock_problem, decode_token
 from .http import BrokerHttpError, make_client
 from .keeper import BrokerSession, SessionKeeper
 from .ledger import SessionLedger, SessionRecord
@@ -28,11 +29,12 @@ __all__ = [
     "EndTicket",
     "Grant",
     "OnRoom",
+    "ServerClock",
     "SessionKeeper",
     "SessionLedger",
     "SessionRecord",
     "TokenClaims",
-    "check_clock",
+    "clock_problem",
     "decode_token",
     "make_broker",
     "make_client",

@@ -14,7 +14,7 @@ from kiosk.config import Dialect
 from kiosk.errors import BrokerError
 from kiosk.reasons import FailureReason
 
-from .grant import EndTicket, Grant, check_clock, decode_token
+from .grant import EndTicket, Grant, clock_problem, decode_token
 from .policy import insecure_url_problem, url_for_log
 
 log = logging.getLogger(__name__)
@@ -76,13 +76,16 @@ def build_grant(
     on_room: OnRoom | None,
     url: str | None,
 ) -> Grant:
-    """Decode the token, report the room, check scheme and clock, and return the grant (never logs the token)."""
+    """Decode the token, report the room, check the scheme, note the clock, return the grant (never logs the token)."""
     if ticket is None and room:
         # Record the room before anything else can fail, so the session can still be ended.
         ticket = EndTicket(dialect=dialect, url=url, room=room, identity=identity)
         if on_room is not None:
             on_room(ticket)
     claims = decode_token(token, dialect=dialect)
+    if ticket is not None and claims.room and claims.room != ticket.room:
+        # Joined anyway, the kiosk would sit in a room no agent comes to: a grant failure, ended at the broker.
+        raise malformed(dialect, f"the token is for room {claims.room!r}, but the broker named room {ticket.room!r}")
     if ticket is None:
         if not claims.room:
             raise malformed(dialect, "no room name in the answer or in the token")
@@ -94,7 +97,10 @@ def build_grant(
     problem = insecure_url_problem(server_url)
     if problem is not None:
         raise malformed(dialect, f"the LiveKit URL {problem}")
-    check_clock(claims)
+    local_problem = clock_problem(claims)
+    if local_problem is not None:
+        # Not refused here: the LiveKit server judges the token, and the local clock may be what is wrong.
+        log.warning("%s: %s; trying it anyway (the LiveKit server judges the token)", dialect, local_problem)
     grant = Grant(
         dialect=dialect,
         server_url=server_url,
@@ -104,6 +110,7 @@ def build_grant(
         expires_at=claims.expires_at,
         not_before=claims.not_before,
         ticket=ticket,
+        local_clock_problem=local_problem,
     )
     log.info(
         "%s: granted room %s at %s, token expires %s (in %.0f s)",

@@ -15,16 +15,10 @@ import jwt
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from kiosk.config import Dialect
-from kiosk.errors import BrokerError, ClockError
+from kiosk.errors import BrokerError
 from kiosk.reasons import FailureReason
 
-#: How far the token's validity window may disagree with the local clock before we call the clock wrong.
-CLOCK_LEEWAY_S = 60.0
-
-TIME_SYNC_HINT = (
-    "the system clock looks wrong: check time sync with `timedatectl status` and "
-    "`systemctl status systemd-timesyncd` (is NTP reachable?)"
-)
+from .clock import CLOCK_LEEWAY_S
 
 
 class EndTicket(BaseModel):
@@ -63,6 +57,8 @@ class Grant(BaseModel):
     expires_at: dt.datetime
     not_before: dt.datetime | None = None
     ticket: EndTicket
+    #: Why the token looked unusable by the local clock when it arrived (:func:`clock_problem`), if it did.
+    local_clock_problem: str | None = None
 
     def expires_in_s(self, *, now: float | None = None) -> float:
         """Seconds until the token expires by the local clock (negative once expired)."""
@@ -107,19 +103,23 @@ def decode_token(token: str, *, dialect: str) -> TokenClaims:
     )
 
 
-def check_clock(claims: TokenClaims, *, now: float | None = None, leeway_s: float = CLOCK_LEEWAY_S) -> None:
-    """Raise :class:`ClockError` when the token is not yet valid or already expired by the local clock."""
+def clock_problem(claims: TokenClaims, *, now: float | None = None, leeway_s: float = CLOCK_LEEWAY_S) -> str | None:
+    """Why the token looks unusable by the local clock (not yet valid, or expired), or None when it looks fine.
+
+    Only a hint: the LiveKit server judges the token, and the local clock may be the one that is wrong.
+    """
     current = time.time() if now is None else now
     local = dt.datetime.fromtimestamp(current, tz=dt.UTC).isoformat(timespec="seconds")
     if claims.not_before is not None and claims.not_before.timestamp() > current + leeway_s:
         ahead = claims.not_before.timestamp() - current
-        raise ClockError(
-            f"the broker's token only becomes valid at {claims.not_before.isoformat(timespec='seconds')}, "
-            f"{ahead:.0f} s after the local time {local}: {TIME_SYNC_HINT}"
+        return (
+            f"the token only becomes valid at {claims.not_before.isoformat(timespec='seconds')}, "
+            f"{ahead:.0f} s after the local time {local}"
         )
     if claims.expires_at.timestamp() <= current - leeway_s:
         behind = current - claims.expires_at.timestamp()
-        raise ClockError(
-            f"the broker's token expired at {claims.expires_at.isoformat(timespec='seconds')}, "
-            f"{behind:.0f} s before the local time {local}: {TIME_SYNC_HINT}"
+        return (
+            f"the token expired at {claims.expires_at.isoformat(timespec='seconds')}, "
+            f"{behind:.0f} s before the local time {local}"
         )
+    return None

@@ -24,6 +24,7 @@ from kiosk.errors import BrokerError, ConfigError
 from kiosk.reasons import FailureReason
 from kiosk.secret import SecretSource
 
+from .clock import ServerClock
 from .policy import scrub, url_for_log
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,11 @@ class BrokerHttpError(BrokerError):
         self.retry_after = retry_after
 
 
-def make_client(broker: BrokerConfig) -> httpx.AsyncClient:
-    """The one HTTP client the daemon keeps: timeouts from config, TLS always verified (``ca_file`` if set)."""
+def make_client(broker: BrokerConfig, *, server_clock: ServerClock | None = None) -> httpx.AsyncClient:
+    """The one HTTP client the daemon keeps: timeouts from config, TLS always verified (``ca_file`` if set).
+
+    ``server_clock`` follows the broker's ``Date`` header on every answer.
+    """
     verify: ssl.SSLContext | bool = True
     if broker.ca_file is not None:
         try:
@@ -65,6 +69,7 @@ def make_client(broker: BrokerConfig) -> httpx.AsyncClient:
         follow_redirects=False,
         limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=300.0),
         headers={"user-agent": "kiosk-broker-client"},
+        event_hooks={"response": [server_clock.observe]} if server_clock is not None else None,
     )
 
 
@@ -157,7 +162,11 @@ class BrokerHttp:
             raise BrokerError(
                 f"{self._dialect}: no time left in the budget for the {what}", reason=FailureReason.BROKER_TIMEOUT
             )
-        loop_deadline = asyncio.get_running_loop().time() + (deadline - time.monotonic())
+        # An answer to a request that must not be repeated (a vendor's start, which may have opened a paid session)
+        # is read to its end even past the deadline, for up to one more broker.timeout_s: cut off, its room would be
+        # lost and the session could not be ended. The caller ends a session whose start came too late.
+        hard_deadline = deadline if repeatable else deadline + self._timeout_s
+        loop_deadline = asyncio.get_running_loop().time() + (hard_deadline - time.monotonic())
         try:
             async with asyncio.timeout_at(loop_deadline):
                 return await attempts()

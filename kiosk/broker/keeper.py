@@ -17,10 +17,11 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+
+import stamina
 
 from kiosk.errors import BrokerError
 from kiosk.reasons import FailureReason
@@ -34,6 +35,21 @@ log = logging.getLogger(__name__)
 #: Dialects whose end calls nothing: a record of theirs can be dropped by any keeper.
 NOTHING_TO_CALL = frozenset({"oshara", "livekit", "self"})
 FIRST_RETRY_S = 1.0
+#: How long a session's end is retried in the background before the keeper gives up until the next start (1 h: an
+#: operator's alert on a pending end fires after that long). The record stays on disk, so a restart tries again.
+END_GIVE_UP_S = 3600.0
+#: Start failures that come with the broker's answer: nothing was opened, so there is nothing to end.
+_ANSWERED = frozenset(
+    {
+        FailureReason.BROKER_UNAUTHORIZED,
+        FailureReason.BROKER_REJECTED,
+        FailureReason.BROKER_ERROR,
+    }
+)
+
+
+class _EndNotConfirmed(Exception):
+    """One background end attempt failed (stamina retries on it)."""
 
 
 @dataclasses.dataclass
@@ -55,12 +71,14 @@ class SessionKeeper:
         end_timeout_s: float,
         end_retry_max_s: float,
         first_retry_s: float = FIRST_RETRY_S,
+        end_give_up_s: float = END_GIVE_UP_S,
     ) -> None:
         self.broker = broker
         self.ledger = ledger
         self._end_timeout_s = end_timeout_s
         self._end_retry_max_s = end_retry_max_s
         self._first_retry_s = first_retry_s
+        self._end_give_up_s = end_give_up_s
         self._detached: set[asyncio.Future[bool]] = set()
         self._active: set[str] = set()
         self._idle = asyncio.Event()
@@ -112,8 +130,13 @@ class SessionKeeper:
         self._idle.clear()
         try:
             grant = await self.broker.start(deadline=deadline, on_room=on_room)
-        except BaseException:
-            await self._finish(current[0])
+        except BaseException as exc:
+            if current[0].ticket() is None and isinstance(exc, BrokerError) and exc.reason in _ANSWERED:
+                # The broker answered with a refusal: no session was opened, the record has nothing to end.
+                self.ledger.remove(current[0].id)
+                self._release(current[0].id)
+            else:
+                await self._finish(current[0])
             raise
         return BrokerSession(grant=grant, record=current[0])
 
@@ -168,9 +191,12 @@ class SessionKeeper:
                 self._retry_later(record)
             return ended
         finally:
-            self._active.discard(record.id)
-            if not self._active:
-                self._idle.set()
+            self._release(record.id)
+
+    def _release(self, record_id: str) -> None:
+        self._active.discard(record_id)
+        if not self._active:
+            self._idle.set()
 
     def _after_detached_end(self, record: SessionRecord, task: asyncio.Future[bool]) -> None:
         self._detached.discard(task)
@@ -223,11 +249,29 @@ class SessionKeeper:
         )
 
     async def _retry_until_ended(self, record: SessionRecord) -> None:
-        delay = self._first_retry_s
-        while True:
-            await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter, not crypto
-            await self._idle.wait()
-            if await self._end_once(record):
-                self._background.pop(record.id, None)
-                return
-            delay = min(delay * 2, self._end_retry_max_s)
+        """Retry the end while no session runs, backing off to ``end_retry_max_s``, for ``end_give_up_s`` at most."""
+        await asyncio.sleep(self._first_retry_s)  # the attempt that failed was just made
+        try:
+            async for attempt in stamina.retry_context(
+                on=_EndNotConfirmed,
+                attempts=None,
+                timeout=self._end_give_up_s,
+                wait_initial=self._first_retry_s,
+                wait_max=self._end_retry_max_s,
+                wait_jitter=self._first_retry_s,
+            ):
+                with attempt:
+                    await self._idle.wait()
+                    if not await self._end_once(record):
+                        raise _EndNotConfirmed(record.id)
+        except _EndNotConfirmed:
+            ticket = record.ticket()
+            log.warning(
+                "session %s (%s, room %s): the broker has not confirmed its end after %.0f min of retries; giving up "
+                "until the next start. If the broker stays unreachable, end it in the vendor's console",
+                record.id,
+                record.dialect,
+                ticket.room if ticket else "unknown",
+                self._end_give_up_s / 60,
+            )
+        self._background.pop(record.id, None)

@@ -17,7 +17,7 @@ DESCRIPTIONS = {
     "status": "show the running daemon's state",
     "press": "press the button through the control socket",
     "say": "send a text message into the live session",
-    "events": "follow state changes and transcript lines as JSON lines",
+    "events": "follow state changes and live captions as JSON lines",
 }
 
 

@@ -21,18 +21,20 @@ from pathlib import Path
 
 from kiosk.broker import (
     Grant,
+    ServerClock,
     SessionKeeper,
     SessionLedger,
     TokenClaims,
-    check_clock,
+    clock_problem,
     decode_token,
     make_broker,
     make_client,
 )
+from kiosk.broker.clock import TIME_SYNC_HINT
 from kiosk.broker.policy import insecure_url_problem, url_for_log
 from kiosk.config import KioskConfig
 from kiosk.configfile import EX_CONFIG, load_config, resolve_path
-from kiosk.errors import BrokerError, ConfigError, ConnectError, KioskError, SecretError
+from kiosk.errors import BrokerError, ClockError, ConfigError, ConnectError, KioskError, SecretError
 from kiosk.reasons import FailureReason
 from kiosk.secret import SecretSource
 
@@ -98,14 +100,32 @@ def _check_token(grant: Grant) -> TokenClaims:
     return claims
 
 
-def _check_expiry(grant: Grant, claims: TokenClaims) -> str:
-    """The token must be valid now by the local clock."""
-    check_clock(claims)
-    now = dt.datetime.now(dt.UTC)
-    return (
-        f"valid until {claims.expires_at.isoformat(timespec='seconds')} "
-        f"(in {grant.expires_in_s():.0f} s; local clock {now.isoformat(timespec='seconds')})"
-    )
+def _check_expiry(grant: Grant, claims: TokenClaims, clock: ServerClock, *, now: float | None = None) -> str:
+    """The token's window against the broker's clock (its HTTP ``Date``) and the local one; raises on a problem.
+
+    Raises:
+        BrokerError: the token had expired (or was not yet valid) by the broker's own clock when it arrived.
+        ClockError: the local clock disagrees with the broker's, or the token looks unusable by it.
+    """
+    local = time.time() if now is None else now
+    where = f"local clock {dt.datetime.fromtimestamp(local, dt.UTC).isoformat(timespec='seconds')}"
+    if clock.skew_s is not None:
+        server_problem = clock_problem(claims, now=local - clock.skew_s)
+        if server_problem is not None:
+            raise BrokerError(
+                f"the token is not valid even by the broker's own clock ({server_problem.replace('local', 'broker')}): "
+                "the broker hands out unusable tokens; ask its operator",
+                reason=FailureReason.BROKER_MALFORMED,
+            )
+        where += f", {abs(clock.skew_s):.0f} s {clock.describe()} the broker's"
+        if clock.wrong:
+            raise ClockError(
+                f"the local clock is {clock.describe()} the broker's by {abs(clock.skew_s):.0f} s: {TIME_SYNC_HINT}"
+            )
+    local_problem = clock_problem(claims, now=local)
+    if local_problem is not None:
+        raise ClockError(f"{local_problem}: {TIME_SYNC_HINT}")
+    return f"valid until {claims.expires_at.isoformat(timespec='seconds')} (in {grant.expires_in_s(now=local):.0f} s; {where})"
 
 
 async def _join_room(grant: Grant, config: KioskConfig) -> str:
@@ -164,7 +184,8 @@ def _ledger(config: KioskConfig, report: Report) -> SessionLedger:
 
 async def _run(config: KioskConfig, *, join: bool, report: Report) -> None:
     source = SecretSource.from_broker(config.broker)
-    async with make_client(config.broker) as client:
+    server_clock = ServerClock()
+    async with make_client(config.broker, server_clock=server_clock) as client:
         broker = make_broker(config, client=client, secret=source)  # ConfigError (exit 78) before any request
         if source is not None:
             with report.step("api key") as step:
@@ -189,7 +210,7 @@ async def _run(config: KioskConfig, *, join: bool, report: Report) -> None:
                 claims = _check_token(grant)
                 step.detail = f"JWT with a video grant to join {claims.room}, identity {claims.identity or '?'}"
             with report.step("clock") as step:
-                step.detail = _check_expiry(grant, claims)
+                step.detail = _check_expiry(grant, claims, server_clock)
             if join:
                 with report.step("room join") as step:
                     step.detail = await _join_room(started.grant, config)

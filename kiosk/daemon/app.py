@@ -14,12 +14,14 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import httpx
 
 from kiosk import session as sm
 from kiosk.audio import AudioEngine, StreamFactory, VadEvent, VadEventKind
-from kiosk.broker import SessionKeeper, SessionLedger, make_broker, make_client
-from kiosk.config import KioskConfig
+from kiosk.broker import ServerClock, SessionKeeper, SessionLedger, make_broker, make_client
+from kiosk.config import KioskConfig, LedConfig
 from kiosk.configfile import EX_CONFIG, load_config
 from kiosk.daemon.control import ControlServer, EventBus
 from kiosk.daemon.driver import Driver
@@ -34,10 +36,12 @@ from kiosk.secret import SecretSource
 from kiosk.trigger import ButtonEvent, ButtonTrigger
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
-SHUTDOWN_BUDGET_S = 4.0
+#: How long shutdown waits for a session to close: a start under way (up to 8 s), its end, leaving the room.
+SHUTDOWN_BUDGET_S = 12.0
 
 
 async def run(
@@ -68,7 +72,12 @@ async def run(
     notifier = Notifier()
 
     # 2. Components: broker client, audio, LEDs, button, control socket.
-    client = make_client(config.broker)
+    server_clock = ServerClock()
+    try:
+        client = make_client(config.broker, server_clock=server_clock)
+    except ConfigError as exc:
+        log.error("config error: %s", exc)
+        return EX_CONFIG
     try:
         broker = make_broker(config, client=client, secret=secret)
     except ConfigError as exc:
@@ -101,12 +110,15 @@ async def run(
             keeper=keeper,
             audio=audio,
             capture=audio.start_capture(since=pressed_at),
-            on_transcript=observers.transcript,
+            on_caption=observers.caption,
+            text_topic=holder["driver"].config.text_topic,
+            server_clock=server_clock,
         )
 
     driver = Driver(config=config, make_run=make_run)
     holder["driver"] = driver
-    leds = StatusLeds(config=config.leds, pin_factory=pin_factory)
+    leds = _gpio_part("status LEDs", lambda: StatusLeds(config=config.leds, pin_factory=pin_factory))
+    leds = leds or StatusLeds(config=LedConfig(), pin_factory=pin_factory)
     observers = Observers(driver=driver, notifier=notifier, audio=audio, leds=leds, events=events)
     exit_code = 0
 
@@ -133,7 +145,10 @@ async def run(
 
     trigger = None
     if config.trigger.button_pin is not None:
-        trigger = ButtonTrigger(config=config.trigger, loop=loop, on_event=on_button, pin_factory=pin_factory)
+        trigger = _gpio_part(
+            "button",
+            lambda: ButtonTrigger(config=config.trigger, loop=loop, on_event=on_button, pin_factory=pin_factory),
+        )
     audio.subscribe_vad(on_vad)
     audio.subscribe_health(observers.audio_health)
     control = ControlServer(
@@ -167,6 +182,7 @@ async def run(
 
     driver.on_summary = _after_session(max_sessions, driver, on_summary, recycle)
     recovery = loop.create_task(keeper.recover(), name="recover")
+    clock_check = loop.create_task(_check_clock(client, config.broker.url, server_clock), name="clock")
     watchdog = loop.create_task(notifier.watchdog(), name="watchdog")
     observers.start()
     notifier.ready(observers.status_line(driver.snapshot))
@@ -183,9 +199,44 @@ async def run(
         loop.remove_signal_handler(sig)
     watchdog.cancel()
     recovery.cancel()
+    clock_check.cancel()
     await control.close()
     await _close_all(trigger, leds, audio, keeper, client)
     return exit_code
+
+
+def _gpio_part(name: str, make: Callable[[], T]) -> T | None:
+    """Open a GPIO part; when the pins cannot be had, say why once and run without it (None).
+
+    A kiosk without its LEDs or button still serves voice wake and the control socket, and a restart would not
+    bring the pins back: failing here would only crash-loop.
+    """
+    from gpiozero.exc import GPIOZeroError
+
+    try:
+        return make()
+    except (GPIOZeroError, OSError, RuntimeError) as exc:
+        log.error(
+            "%s unavailable, running without: %s: %s (is a GPIO backend such as lgpio installed, and does the "
+            "service user have access to /dev/gpiochip*?)",
+            name,
+            type(exc).__name__,
+            exc,
+        )
+        return None
+
+
+async def _check_clock(client: httpx.AsyncClient, url: str | None, server_clock: ServerClock) -> None:
+    """Log at start-up how the local clock compares with the broker's (its HTTP ``Date``; a skew warns)."""
+    if url is None:
+        return
+    try:
+        await client.head(url, timeout=5.0)
+    except httpx.HTTPError as exc:
+        log.debug("clock check: the broker did not answer a HEAD request: %s", type(exc).__name__)
+        return
+    if server_clock.skew_s is not None and not server_clock.wrong:
+        log.info("the local clock agrees with the broker's (%+.0f s)", server_clock.skew_s)
 
 
 async def _warm_up() -> None:

@@ -2,7 +2,7 @@
 
 Protocol: the client sends one JSON object on one line, ``{"cmd": "status"}``, ``{"cmd": "press"}``,
 ``{"cmd": "say", "text": "..."}`` or ``{"cmd": "events"}``. The daemon answers one line, ``{"ok": true, ...}`` or
-``{"ok": false, "error": "..."}``; for ``events`` it then streams one JSON line per state change or transcript line
+``{"ok": false, "error": "..."}``; for ``events`` it then streams one JSON line per state change or caption update
 until the client hangs up. A slow ``events`` reader loses its oldest lines rather than slowing the daemon.
 """
 
@@ -109,6 +109,10 @@ class ControlServer:
             await self._handle(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             log.debug("control client went away")
+        except asyncio.CancelledError:
+            # close() hangs up on clients (a `kiosk events` follower waits forever): the end of this task, not an
+            # error. Re-raised, asyncio's stream server would log it as a failed callback.
+            log.debug("control client hung up: the daemon is stopping")
         finally:
             self._clients.discard(task)
             writer.close()

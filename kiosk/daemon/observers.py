@@ -15,11 +15,11 @@ from typing import Any
 from kiosk import __version__
 from kiosk import session as sm
 from kiosk.audio import AudioEngine, AudioHealthEvent, Chime
+from kiosk.daemon.captions import Caption
 from kiosk.daemon.control import EventBus
 from kiosk.daemon.driver import Driver
 from kiosk.daemon.logsetup import fields
 from kiosk.daemon.notify import Notifier
-from kiosk.daemon.room import TranscriptLine
 from kiosk.leds import StatusLeds
 from kiosk.reasons import FailureReason
 
@@ -80,12 +80,12 @@ class Observers:
             return f"error: {snap.failure}"
         return "idle: ready" + (" (stopping)" if snap.stopping else "")
 
-    def transcript(self, line: TranscriptLine) -> None:
-        """Log a transcript line and stream it to ``kiosk events``."""
+    def caption(self, caption: Caption) -> None:
+        """Stream a caption update to ``kiosk events``; log final lines (``session.log_transcript``)."""
         snap = self._driver.snapshot
-        if self._driver.config.session.log_transcript:
-            log.info("%s: %s", line.role, line.text, extra=fields(session=snap.session, room=snap.room))
-        self._events.publish({"type": "transcript", "session": snap.session, "role": line.role, "text": line.text})
+        if caption.final and self._driver.config.session.log_transcript:
+            log.info("%s: %s", caption.role, caption.text, extra=fields(session=snap.session, room=snap.room))
+        self._events.publish({"type": "caption", "session": snap.session, **dataclasses.asdict(caption)})
 
     def audio_health(self, event: AudioHealthEvent) -> None:
         """Report an audio device failing or coming back."""

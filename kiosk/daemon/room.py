@@ -1,26 +1,42 @@
 """One LiveKit room for one session, through the official SDK: publish the microphone, hear the agent.
 
 The room reports what happens as session events (agent joined / state / left, disconnected) through ``on_event``,
-hands the agent's audio (its voice and its ``background_audio`` track) to ``on_audio`` as 48 kHz mono frames, and
-turns ``voice.reply`` data packets into transcript lines. The first words a visitor spoke while the kiosk connected
-are sent to the agent with LiveKit's pre-connect audio buffer protocol: a byte stream on topic
-``lk.agent.pre-connect-audio-buffer`` addressed to the agent, raw 16-bit PCM, with ``sampleRate``, ``channels`` and
-``trackId`` attributes, announced by publishing the microphone with ``preconnect_buffer``.
+hands every remote audio track (the agent's voice, its ``background_audio`` track, an avatar's voice) to
+``on_audio`` as 48 kHz mono frames, and turns the agent's transcriptions into captions (:mod:`kiosk.daemon.captions`).
+
+The agent is the participant of kind agent that does not publish on behalf of another: an avatar worker joins as kind
+agent too, with attribute ``lk.publish_on_behalf`` naming the agent (livekit-agents ``ATTRIBUTE_PUBLISH_ON_BEHALF``).
+
+The first words a visitor spoke while the kiosk connected are sent to the agent with LiveKit's pre-connect audio
+buffer protocol: a byte stream on topic ``lk.agent.pre-connect-audio-buffer`` addressed to the agent, raw 16-bit PCM,
+with ``sampleRate``, ``channels`` and ``trackId`` attributes, announced by publishing the microphone with
+``preconnect_buffer`` (audio feature ``TF_PRECONNECT_BUFFER``). Typed text goes on the agent's text channel: a text
+stream on ``lk.chat`` (livekit-agents) or a ``voice.user_text`` data packet (Oshara).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 from livekit import rtc
 
+from kiosk.audio.preroll import PreConnectAudio
+from kiosk.daemon.captions import (
+    FINAL_ATTRIBUTE,
+    SEGMENT_ATTRIBUTE,
+    TRACK_ATTRIBUTE,
+    TRANSCRIPTION_TOPIC,
+    Caption,
+    CaptionBook,
+    Role,
+)
 from kiosk.session import AgentJoined, AgentLeft, AgentState, AgentStateChanged, Disconnected, Event
 
 log = logging.getLogger(__name__)
@@ -29,19 +45,19 @@ RATE = 48000
 FRAME = RATE // 100
 AGENT_STATE_ATTRIBUTE = "lk.agent.state"
 PRECONNECT_TOPIC = "lk.agent.pre-connect-audio-buffer"
+PUBLISH_ON_BEHALF_ATTRIBUTE = "lk.publish_on_behalf"
 REPLY_TOPIC = "voice.reply"
+#: Where an agent reads typed text: livekit-agents' chat topic (a text stream), or Oshara's data topic.
+CHAT_TOPIC = "lk.chat"
 USER_TEXT_TOPIC = "voice.user_text"
+TextTopic = Literal["lk.chat", "voice.user_text"]
+_BUSY = frozenset({AgentState.THINKING, AgentState.SPEAKING})
+#: A room that loses its server reports its participants gone before it reports itself disconnected: the agent's
+#: departure counts only if the room is still connected this long after it (s).
+AGENT_LEFT_CONFIRM_S = 0.5
 BACKGROUND_TRACK = "background_audio"
 #: Agent audio louder than this (RMS of int16 samples) counts as the agent speaking, for the silence timeout.
 AUDIBLE_RMS = 120.0
-
-
-@dataclasses.dataclass(frozen=True)
-class TranscriptLine:
-    """One line of the conversation, from the agent's ``voice.reply`` messages."""
-
-    role: str  # "agent" or "visitor"
-    text: str
 
 
 AudioSink = Callable[[str, npt.NDArray[np.int16]], None]
@@ -55,37 +71,37 @@ class AgentRoom:
         *,
         on_event: Callable[[Event], None],
         on_audio: AudioSink,
-        on_transcript: Callable[[TranscriptLine], None],
+        on_caption: Callable[[Caption], None],
+        text_topic: TextTopic = "lk.chat",
     ) -> None:
         self._on_event = on_event
         self._on_audio = on_audio
-        self._on_transcript = on_transcript
+        self.captions = CaptionBook(on_caption=on_caption)
+        self._text_topic = text_topic
         self.room = rtc.Room()
         self._source = rtc.AudioSource(RATE, 1, queue_size_ms=200)
         self._mic_sid = ""
         self._agent: rtc.RemoteParticipant | None = None
         self._agent_present = asyncio.Event()
-        self._pending_echoes: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._streams: list[rtc.AudioStream] = []
         self._closing = False
         self._connecting: asyncio.Future[None] | None = None
+        self._agent_leaving: asyncio.TimerHandle | None = None
         self.last_agent_audio = 0.0
+        #: Monotonic time the agent last stopped thinking or speaking (0 while it has not).
+        self.last_agent_busy = 0.0
         self.agent_state = AgentState.ABSENT
-        self.frames_sent = 0
         self.room.on("participant_connected", self._participant_connected)
         self.room.on("participant_disconnected", self._participant_disconnected)
         self.room.on("participant_attributes_changed", self._attributes_changed)
         self.room.on("track_subscribed", self._track_subscribed)
         self.room.on("data_received", self._data_received)
+        self.room.on("transcription_received", self._transcription_received)
         self.room.on("disconnected", self._disconnected)
         self.room.on("local_track_subscribed", self._mic_subscribed)
+        self.room.register_text_stream_handler(TRANSCRIPTION_TOPIC, self._transcription_stream)
         self._mic_heard = asyncio.Event()
-
-    @property
-    def agent_identity(self) -> str | None:
-        """The agent participant's identity, once it is in the room."""
-        return self._agent.identity if self._agent is not None else None
 
     async def connect(self, url: str, token: str, *, budget_s: float) -> None:
         """Join the room and publish the microphone track; raises ``rtc.ConnectError`` or ``TimeoutError``.
@@ -117,32 +133,39 @@ class AgentRoom:
         """Publish one 10 ms frame of processed microphone audio (48 kHz mono int16)."""
         frame = rtc.AudioFrame(samples.tobytes(), RATE, 1, len(samples))
         await self._source.capture_frame(frame)
-        self.frames_sent += 1
 
-    async def send_preconnect(self, pcm: bytes) -> None:
-        """Send the audio recorded before the room was live to the agent as a pre-connect buffer."""
-        if not pcm or self._agent is None:
+    async def send_preconnect(self, audio: PreConnectAudio) -> None:
+        """Send the audio recorded before the agent listened as its pre-connect buffer (one byte stream)."""
+        if not audio.pcm or self._agent is None:
             return
-        attributes = {"sampleRate": str(RATE), "channels": "1", "trackId": self._mic_sid}
-        writer = await self.room.local_participant.stream_bytes(
-            "preconnect",
-            total_size=len(pcm),
-            mime_type="application/octet-stream",
-            attributes=attributes,
-            destination_identities=[self._agent.identity],
+        attributes = {
+            "sampleRate": str(audio.sample_rate),
+            "channels": str(audio.num_channels),
+            "trackId": self._mic_sid,
+        }
+        await self.room.local_participant.send_bytes(
+            audio.pcm,
             topic=PRECONNECT_TOPIC,
+            name="preconnect",
+            mime_type="application/octet-stream",
+            destination_identities=[self._agent.identity],
+            attributes=attributes,
         )
-        chunk = 15 * 1024
-        for start in range(0, len(pcm), chunk):
-            await writer.write(pcm[start : start + chunk])
-        await writer.aclose()
-        log.info("sent %.2f s of first words to the agent", len(pcm) / 2 / RATE)
+        log.info(
+            "sent %.2f s of first words to the agent (%d Hz, %d kB)",
+            audio.duration_s,
+            audio.sample_rate,
+            len(audio.pcm) // 1024,
+        )
 
     async def say(self, text: str) -> None:
-        """Send a typed message to the agent on ``voice.user_text``; its echo is not shown twice."""
-        self._pending_echoes = [*self._pending_echoes[-19:], text]
-        payload = json.dumps({"type": "user_text", "text": text}).encode()
-        await self.room.local_participant.publish_data(payload, reliable=True, topic=USER_TEXT_TOPIC)
+        """Send typed text to the agent on its text channel; shown as the visitor's caption once."""
+        self.captions.typed(text)
+        if self._text_topic == CHAT_TOPIC:
+            await self.room.local_participant.send_text(text, topic=CHAT_TOPIC)
+        else:
+            payload = json.dumps({"type": "user_text", "text": text}).encode()
+            await self.room.local_participant.publish_data(payload, reliable=True, topic=USER_TEXT_TOPIC)
 
     async def stop_mic(self, *, budget_s: float = 1.0) -> None:
         """Unpublish the microphone while still connected.
@@ -183,14 +206,11 @@ class AgentRoom:
                 await stream.aclose()
             self._streams.clear()
             await self._source.aclose()
-            self._pending_echoes.clear()
 
     # ---- SDK callbacks (on the event loop) ------------------------------------------------------------------------
 
     def _participant_connected(self, participant: rtc.RemoteParticipant) -> None:
-        if self._closing:
-            return
-        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT or self._agent is not None:
+        if self._closing or self._agent is not None or not _is_agent(participant):
             return
         self._agent = participant
         self._agent_present.set()
@@ -199,23 +219,35 @@ class AgentRoom:
         self._on_event(AgentJoined())
         state = participant.attributes.get(AGENT_STATE_ATTRIBUTE)
         if state:
-            self.agent_state = AgentState.parse(state)
-            self._on_event(AgentStateChanged(self.agent_state))
+            self._agent_state(AgentState.parse(state))
+
+    def _agent_state(self, state: AgentState) -> None:
+        if self.agent_state in _BUSY and state not in _BUSY:
+            self.last_agent_busy = time.monotonic()
+        self.agent_state = state
+        self._on_event(AgentStateChanged(state))
 
     def _mic_subscribed(self, track: rtc.Track) -> None:
         self._mic_heard.set()
 
     def _participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
-        if self._agent is not None and participant.identity == self._agent.identity and not self._closing:
-            log.info("agent %s left", participant.identity)
-            self._on_event(AgentLeft())
+        if self._agent is None or participant.identity != self._agent.identity or self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        self._agent_leaving = loop.call_later(AGENT_LEFT_CONFIRM_S, self._agent_left, participant.identity)
+
+    def _agent_left(self, identity: str) -> None:
+        if self._closing or self.room.connection_state != rtc.ConnectionState.CONN_CONNECTED:
+            log.debug("agent %s gone with the room's connection: not counted as leaving", identity)
+            return
+        log.info("agent %s left", identity)
+        self._on_event(AgentLeft())
 
     def _attributes_changed(self, changed: dict[str, str], participant: rtc.Participant) -> None:
         if self._closing or self._agent is None or participant.identity != self._agent.identity:
             return
         if AGENT_STATE_ATTRIBUTE in changed:
-            self.agent_state = AgentState.parse(changed[AGENT_STATE_ATTRIBUTE])
-            self._on_event(AgentStateChanged(self.agent_state))
+            self._agent_state(AgentState.parse(changed[AGENT_STATE_ATTRIBUTE]))
 
     def _track_subscribed(
         self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
@@ -244,24 +276,64 @@ class AgentRoom:
             return
         try:
             message = json.loads(packet.data)
-            text = str(message.get("text") or message.get("message") or "").strip()
+            text = str(message.get("text") or message.get("message") or "")
         except (ValueError, AttributeError):
             log.debug("ignoring a voice.reply packet that is not JSON")
             return
-        if not text:
+        self.captions.line("visitor" if message.get("type") == "user_text" else "agent", text)
+
+    def _transcription_stream(self, reader: rtc.TextStreamReader, participant_identity: str) -> None:
+        if self._closing:
             return
-        if message.get("type") == "user_text":
-            if text in self._pending_echoes:
-                self._pending_echoes.remove(text)
-                return
-            self._on_transcript(TranscriptLine("visitor", text))
-        else:
-            self._on_transcript(TranscriptLine("agent", text))
+        task = asyncio.get_running_loop().create_task(self._read_transcription(reader))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_transcription(self, reader: rtc.TextStreamReader) -> None:
+        """One ``lk.transcription`` stream: each chunk updates the segment, the end (with its trailer) finishes it."""
+        attributes = reader.info.attributes or {}
+        segment = attributes.get(SEGMENT_ATTRIBUTE) or reader.info.stream_id
+        role: Role = "visitor" if self._mic_sid and attributes.get(TRACK_ATTRIBUTE) == self._mic_sid else "agent"
+        announced_final = attributes.get(FINAL_ATTRIBUTE) == "true"
+        text = ""
+        try:
+            async for chunk in reader:
+                text += chunk
+                if not announced_final:
+                    self.captions.update(role=role, text=text, segment_id=segment, final=False)
+        except rtc.StreamError as exc:
+            log.debug("a transcription stream ended early: %s", exc)
+            return
+        final = (reader.info.attributes or {}).get(FINAL_ATTRIBUTE) == "true"
+        self.captions.update(role=role, text=text, segment_id=segment, final=final)
+
+    def _transcription_received(
+        self,
+        segments: list[rtc.TranscriptionSegment],
+        participant: rtc.Participant | None,
+        publication: rtc.TrackPublication | None,
+    ) -> None:
+        """The SDK's older transcription packets, for agents that still send them."""
+        if self._closing:
+            return
+        mine = participant is not None and participant.identity == self.room.local_participant.identity
+        role: Role = "visitor" if mine or (publication is not None and publication.sid == self._mic_sid) else "agent"
+        for segment in segments:
+            self.captions.update(role=role, text=segment.text, segment_id=segment.id, final=segment.final)
 
     def _disconnected(self, reason: int) -> None:
+        if self._agent_leaving is not None:
+            self._agent_leaving.cancel()
         if not self._closing:
             log.warning("room disconnected (reason %s)", reason)
             self._on_event(Disconnected())
+
+
+def _is_agent(participant: rtc.RemoteParticipant) -> bool:
+    """The agent itself: kind agent, and not an avatar publishing on its behalf."""
+    return participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT and not participant.attributes.get(
+        PUBLISH_ON_BEHALF_ATTRIBUTE
+    )
 
 
 async def _within(event: asyncio.Event, seconds: float) -> bool:

@@ -22,10 +22,13 @@ from livekit import rtc
 
 from kiosk import session as sm
 from kiosk.audio import AGENT, BACKGROUND, SessionCapture
-from kiosk.broker import BrokerSession, SessionKeeper
+from kiosk.audio.preroll import for_uplink
+from kiosk.broker import BrokerSession, Grant, ServerClock, SessionKeeper
+from kiosk.broker.clock import TIME_SYNC_HINT
 from kiosk.config import SessionConfig
-from kiosk.daemon.room import AgentRoom, TranscriptLine
-from kiosk.errors import KioskError
+from kiosk.daemon.captions import Caption
+from kiosk.daemon.room import AgentRoom, TextTopic
+from kiosk.errors import BrokerError, KioskError
 from kiosk.reasons import FailureReason
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,12 @@ Dispatch = Callable[[sm.Event], None]
 TICK_S = 0.1
 #: While the daemon stops, the broker end and the room's close each get this long (systemd allows 15 s in all).
 SHUTDOWN_CLOSE_S = 2.0
-MIC_SUBSCRIBE_WAIT_S = 5.0
+#: While the daemon stops, a broker start still under way is awaited this long so its session can be ended (a vendor
+#: may have opened a paid one); with the end and the room's close it stays inside systemd's TimeoutStopSec=15.
+STOP_START_WAIT_S = 8.0
+#: How long to keep buffering after the agent joined, for its subscription to the microphone. livekit-server confirms
+#: a subscription to the publisher (``track_subscribed``); a server that never does gets live audio after this.
+MIC_SUBSCRIBE_GRACE_S = 1.0
 
 
 class Audio(Protocol):
@@ -74,7 +82,9 @@ class SessionRun:
         keeper: SessionKeeper,
         audio: Audio,
         capture: SessionCapture,
-        on_transcript: Callable[[TranscriptLine], None],
+        on_caption: Callable[[Caption], None],
+        text_topic: TextTopic = "lk.chat",
+        server_clock: ServerClock | None = None,
     ) -> None:
         self.number = number
         self.pressed_at = pressed_at if pressed_at is not None else time.monotonic()
@@ -82,14 +92,16 @@ class SessionRun:
         self._keeper = keeper
         self._audio = audio
         self._capture = capture
-        self._on_transcript = on_transcript
+        self._on_caption = on_caption
+        self._text_topic = text_topic
+        self._server_clock = server_clock or ServerClock()
+        self._grant: Grant | None = None
         self.room: AgentRoom | None = None
         self.room_name: str | None = None
         self.live_at: float | None = None
         self.ended_at: float | None = None
         self.preconnect_s = 0.0
         self.transcript: list[tuple[str, str]] = []
-        self.agent_state = sm.AgentState.ABSENT
         self._task: asyncio.Task[Any] | None = None
         self._settled = False
         self._silence_lateness: float | None = None
@@ -155,6 +167,13 @@ class SessionRun:
             self._start = asyncio.ensure_future(self._keeper.start(deadline=max(deadline, time.monotonic() + 1.0)))
             started = await asyncio.shield(self._start)
             self.room_name = started.grant.room
+            self._grant = started.grant
+            if (late := time.monotonic() - deadline) > 0:
+                raise BrokerError(
+                    f"the broker's start answer came {late:.1f} s after the connect deadline "
+                    f"(session.connect_timeout_s = {self._config.connect_timeout_s:g} s); ending it",
+                    reason=FailureReason.BROKER_TIMEOUT,
+                )
             granted_at = time.monotonic()
             log.info(
                 "session %d: room %s granted in %.0f ms (token valid %.0f s)",
@@ -164,7 +183,9 @@ class SessionRun:
                 started.grant.expires_in_s(),
             )
             dispatch(sm.Granted(started.grant.room))
-            self.room = AgentRoom(on_event=dispatch, on_audio=self._play, on_transcript=self._heard)
+            self.room = AgentRoom(
+                on_event=dispatch, on_audio=self._play, on_caption=self._caption, text_topic=self._text_topic
+            )
             budget = max(1.0, deadline - time.monotonic())
             await self.room.connect(started.grant.server_url, started.grant.token.get_secret_value(), budget_s=budget)
             self.live_at = time.monotonic()
@@ -183,7 +204,8 @@ class SessionRun:
         except KioskError as exc:
             self._settle(dispatch, sm.Failure(exc.reason), f"session {self.number} failed: {exc}")
         except rtc.ConnectError as exc:
-            self._settle(dispatch, sm.Failure(FailureReason.CONNECT_FAILED), f"room connect failed: {exc}")
+            reason, why = connect_failure(exc, self._grant, self._server_clock)
+            self._settle(dispatch, sm.Failure(reason), f"session {self.number}: {why}")
         except TimeoutError:
             what = "room connect" if self.live_at is None else "session step"
             self._settle(dispatch, sm.Failure(FailureReason.CONNECT_TIMEOUT), f"{what} timed out")
@@ -200,11 +222,11 @@ class SessionRun:
         self.agent_at = time.monotonic()
         # Keep buffering until the agent receives the microphone: what is sent live before that is lost, while
         # everything buffered until then arrives in the pre-connect buffer (LiveKit's clients wait the same way).
-        if not await self.room.wait_mic_subscribed(MIC_SUBSCRIBE_WAIT_S):
-            log.warning("session %d: the agent has not subscribed to the microphone; sending anyway", self.number)
+        if not await self.room.wait_mic_subscribed(MIC_SUBSCRIBE_GRACE_S):
+            log.info("session %d: no subscription confirmed by the server; going live", self.number)
         pre = self._capture.take_preconnect()
         self.preconnect_s = pre.duration_s
-        await self.room.send_preconnect(pre.pcm)
+        await self.room.send_preconnect(await asyncio.to_thread(for_uplink, pre))
         pump = asyncio.get_running_loop().create_task(self._pump_mic(), name="mic")
         try:
             end = await self._watch(pump)
@@ -240,7 +262,7 @@ class SessionRun:
         """When anyone last spoke: the visitor's speech, the agent's audio, or the agent thinking/speaking."""
         assert self.live_at is not None and self.room is not None
         # The silence clock starts when the agent is there to talk to, not when the room connected.
-        candidates = [self.agent_at or self.live_at, self.room.last_agent_audio]
+        candidates = [self.agent_at or self.live_at, self.room.last_agent_audio, self.room.last_agent_busy]
         if self._audio.last_speech_t is not None:
             candidates.append(self._audio.last_speech_t)
         if self.room.agent_state in {sm.AgentState.THINKING, sm.AgentState.SPEAKING}:
@@ -267,7 +289,7 @@ class SessionRun:
         try:
             if self.room is not None:
                 await self.room.stop_mic(budget_s=min(1.0, budget or 1.0))
-            started = await self._finish_start(budget)
+            started = await self._finish_start(STOP_START_WAIT_S if self._shutdown else None)
             if started is not None:
                 # The broker first: a vendor bills until it hears the end, and leaving the room takes longer.
                 await asyncio.wait_for(self._keeper.end(started), timeout=budget)
@@ -294,6 +316,24 @@ class SessionRun:
     def _play(self, name: str, samples: npt.NDArray[np.int16]) -> None:
         self._audio.mixer_input(BACKGROUND if name == "background" else AGENT).push(samples)
 
-    def _heard(self, line: TranscriptLine) -> None:
-        self.transcript.append((line.role, line.text))
-        self._on_transcript(line)
+    def _caption(self, caption: Caption) -> None:
+        if caption.final:
+            self.transcript.append((caption.role, caption.text))
+        self._on_caption(caption)
+
+
+def connect_failure(exc: rtc.ConnectError, grant: Grant | None, clock: ServerClock) -> tuple[FailureReason, str]:
+    """Name a failed room connect: ``clock`` when the server refused the token and a clock disagrees.
+
+    The kiosk never refuses a token on its own clock; when the server refuses it (401) and the local clock is off the
+    broker's ``Date`` by more than a minute, or the token already looked unusable locally, the clock is to blame.
+    """
+    refused = "401" in str(exc) or "unauthorized" in str(exc).lower()
+    if refused and (clock.wrong or (grant is not None and grant.local_clock_problem)):
+        details = []
+        if clock.skew_s is not None and clock.wrong:
+            details.append(f"the local clock is {clock.describe()} the broker's by {abs(clock.skew_s):.0f} s")
+        if grant is not None and grant.local_clock_problem:
+            details.append(grant.local_clock_problem)
+        return FailureReason.CLOCK, f"the LiveKit server refused the token ({'; '.join(details)}): {TIME_SYNC_HINT}"
+    return FailureReason.CONNECT_FAILED, f"room connect failed: {exc}"

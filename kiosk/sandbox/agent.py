@@ -1,8 +1,16 @@
 """The scripted voice agent: joins its room through the official SDK and behaves like a LiveKit agent.
 
 It publishes ``lk.agent.state``, greets with a bundled clip, answers each visitor turn (found by webrtcvad) with a
-short clip and a replay of the turn, sends ``voice.reply`` lines, echoes typed ``voice.user_text`` messages, plays
-soft ambience on a ``background_audio`` track while thinking, and takes a pre-connect audio buffer.
+short clip and a replay of the turn, plays soft ambience on a ``background_audio`` track while thinking, and takes a
+pre-connect audio buffer exactly when and as ``livekit-agents`` does (:class:`PreconnectInbox`).
+
+Its text channels come in two flavours, as the real agents behind the sandbox's brokers have them:
+
+- ``livekit-agents`` (dialects lyzr, livekit, self): transcriptions as text streams on ``lk.transcription`` (the
+  visitor's turns as an interim then a final stream naming the kiosk's microphone track, its own lines as a delta
+  stream whose trailer says final), and typed text read from text streams on ``lk.chat``;
+- ``oshara``: ``voice.reply`` data packets (agent lines, and ``user_text`` echoes of what it heard or was sent) and
+  typed text from ``voice.user_text`` packets, as Oshara's integration guide shows.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from livekit import rtc
+from livekit.rtc._proto.track_pb2 import AudioTrackFeature
 from livekit.rtc.participant import UnpublishTrackError
 
 from kiosk.sandbox.agent_audio import (
@@ -31,7 +40,7 @@ from kiosk.sandbox.agent_audio import (
     load_clip,
     resample,
 )
-from kiosk.sandbox.preconnect import PRECONNECT_TOPIC, PreconnectError, read_preconnect
+from kiosk.sandbox.preconnect import PRECONNECT_TOPIC, PreconnectAudio, PreconnectInbox
 from kiosk.sandbox.sessions import SessionRecord
 
 logger = logging.getLogger(__name__)
@@ -41,11 +50,14 @@ REPLY_TEXT = "Here is what I heard."
 STATE_ATTRIBUTE = "lk.agent.state"
 REPLY_TOPIC = "voice.reply"
 USER_TEXT_TOPIC = "voice.user_text"
+CHAT_TOPIC = "lk.chat"
+TRANSCRIPTION_TOPIC = "lk.transcription"
 CONNECT_TIMEOUT_S = 10.0
 STEP_TIMEOUT_S = 5.0
 THINK_S = 0.6
 MAX_REPLAY_S = 4.0
 _AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+TF_PRECONNECT_BUFFER = AudioTrackFeature.TF_PRECONNECT_BUFFER
 Event = tuple[str, Any] | None
 
 
@@ -80,14 +92,22 @@ class ScriptedAgent:
         self._published: list[str] = []
         self._greeting = load_clip("greeting.wav")
         self._reply = load_clip("reply.wav")
+        self._oshara = record.dialect == "oshara"
+        self._inbox = PreconnectInbox()
+        self._voice_sid = ""
+        self._mic_sid = ""
+        self._segments = 0
         self._voice = rtc.AudioSource(RATE, 1, queue_size_ms=1000)
         self._ambience = rtc.AudioSource(RATE, 1, queue_size_ms=200)
 
     async def run(self) -> None:
         """Join, converse until the session ends, then leave."""
         room = self._room
-        room.register_byte_stream_handler(PRECONNECT_TOPIC, self._on_preconnect)
-        room.on("data_received", self._on_data)
+        room.register_byte_stream_handler(PRECONNECT_TOPIC, self._inbox.on_stream)
+        if self._oshara:
+            room.on("data_received", self._on_data)
+        else:
+            room.register_text_stream_handler(CHAT_TOPIC, self._on_chat)
         room.on("track_subscribed", self._on_track)
         room.on("participant_connected", self._on_participant)
         room.on("disconnected", self._on_disconnected)
@@ -95,7 +115,7 @@ class ScriptedAgent:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await room.connect(self._url, self._token)
             await self._set_state("initializing")
-            await self._publish("agent_voice", self._voice, rtc.TrackSource.SOURCE_MICROPHONE)
+            self._voice_sid = await self._publish("agent_voice", self._voice, rtc.TrackSource.SOURCE_MICROPHONE)
             await self._publish("background_audio", self._ambience, rtc.TrackSource.SOURCE_UNKNOWN)
             await self._set_state("listening")
             await self._converse_until_gone()
@@ -107,6 +127,7 @@ class ScriptedAgent:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._inbox.aclose()
             self._update_record()
             await self.unpublish()
             await room.disconnect()
@@ -126,11 +147,12 @@ class ScriptedAgent:
         if conversation.done() and not conversation.cancelled() and (exc := conversation.exception()):
             logger.error("agent conversation in room %s failed: %r", self._record.room, exc)
 
-    async def _publish(self, name: str, source: rtc.AudioSource, kind: rtc.TrackSource.ValueType) -> None:
+    async def _publish(self, name: str, source: rtc.AudioSource, kind: rtc.TrackSource.ValueType) -> str:
         track = rtc.LocalAudioTrack.create_audio_track(name, source)
         async with asyncio.timeout(STEP_TIMEOUT_S):
             publication = await self._room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=kind))
         self._published.append(publication.sid)
+        return publication.sid
 
     async def unpublish(self) -> None:
         """Unpublish the agent's tracks while still connected (the SDK keeps a capture thread per track otherwise)."""
@@ -166,8 +188,9 @@ class ScriptedAgent:
             if kind == "turn":
                 await self._answer_turn(value)
             elif kind == "text":
-                await self._reply_line({"type": "user_text", "text": value})
-                await self._reply_line({"type": "agent", "text": f"You typed: {value}"})
+                if self._oshara:
+                    await self._reply_line({"type": "user_text", "text": value})
+                await self._say(self._reply, f"You typed: {value}")
 
     async def _answer_turn(self, turn: Samples) -> None:
         seconds = len(turn) / RATE
@@ -177,7 +200,7 @@ class ScriptedAgent:
         self._hearing.live.append(turn)
         self._update_record()
         logger.info("agent heard a %.2f s turn in room %s", seconds, self._record.room)
-        await self._reply_line({"type": "user_text", "text": f"(spoke for {seconds:.1f} seconds)"})
+        await self._visitor_caption(f"(spoke for {seconds:.1f} seconds)")
         await self._set_state("thinking")
         await self._play(self._ambience, _ambience(THINK_S))
         replay = turn[: int(MAX_REPLAY_S * RATE)]
@@ -185,9 +208,47 @@ class ScriptedAgent:
 
     async def _say(self, samples: Samples, text: str) -> None:
         await self._set_state("speaking")
-        await self._reply_line({"type": "agent", "text": text})
-        await self._play(self._voice, samples)
+        if self._oshara:
+            await self._reply_line({"type": "agent", "text": text})
+            await self._play(self._voice, samples)
+        else:
+            # A delta stream, as livekit-agents sends its own speech: words while speaking, final at the end.
+            writer = await self._transcription_writer(self._voice_sid)
+            words = text.split()
+            await writer.write(words[0])
+            await self._play(self._voice, samples)
+            for word in words[1:]:
+                await writer.write(f" {word}")
+            async with asyncio.timeout(STEP_TIMEOUT_S):
+                await writer.aclose(attributes={"lk.transcription_final": "true"})
         await self._set_state("listening")
+
+    async def _visitor_caption(self, text: str) -> None:
+        """What the agent heard: an interim then a final transcription of the kiosk's microphone track."""
+        if self._oshara:
+            await self._reply_line({"type": "user_text", "text": text})
+            return
+        segment = self._segment_id()
+        for interim, final in (("(speech)", "false"), (text, "true")):
+            writer = await self._transcription_writer(self._mic_sid, segment=segment, final=final)
+            await writer.write(interim)
+            async with asyncio.timeout(STEP_TIMEOUT_S):
+                await writer.aclose()
+
+    async def _transcription_writer(
+        self, track_sid: str, *, segment: str | None = None, final: str = "false"
+    ) -> rtc.TextStreamWriter:
+        attributes = {
+            "lk.segment_id": segment or self._segment_id(),
+            "lk.transcribed_track_id": track_sid,
+            "lk.transcription_final": final,
+        }
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            return await self._room.local_participant.stream_text(topic=TRANSCRIPTION_TOPIC, attributes=attributes)
+
+    def _segment_id(self) -> str:
+        self._segments += 1
+        return f"SG_{self._record.id}_{self._segments}"
 
     async def _play(self, source: rtc.AudioSource, samples: Samples) -> None:
         step = RATE // 50
@@ -215,16 +276,27 @@ class ScriptedAgent:
         if participant.kind != _AGENT:
             self._human.set()
 
-    def _on_track(self, track: rtc.Track, _pub: rtc.RemoteTrackPublication, who: rtc.RemoteParticipant) -> None:
+    def _on_track(self, track: rtc.Track, pub: rtc.RemoteTrackPublication, who: rtc.RemoteParticipant) -> None:
         if track.kind == rtc.TrackKind.KIND_AUDIO and who.kind != _AGENT:
             self._human.set()
-            self._listening.set()
-            self._spawn(self._listen(track))
+            self._mic_sid = pub.sid
+            self._spawn(self._listen(track, pub))
 
-    async def _listen(self, track: rtc.Track) -> None:
+    async def _listen(self, track: rtc.Track, pub: rtc.RemoteTrackPublication) -> None:
         detector = TurnDetector()
         pending = np.zeros(0, np.int16)
-        async for event in rtc.AudioStream(track, sample_rate=RATE, num_channels=1):
+        stream = rtc.AudioStream(track, sample_rate=RATE, num_channels=1)
+        # Like livekit-agents: wait for the first words only when the track says they come (TF_PRECONNECT_BUFFER),
+        # and hear them before the live audio, which the stream keeps meanwhile.
+        if TF_PRECONNECT_BUFFER in pub.audio_features:
+            audio = await self._inbox.take(pub.sid)
+            self._record.heard.preconnect_at = self._inbox.arrived_at
+            if audio is not None:
+                self._took_preconnect(audio)
+            else:
+                self._record.heard.preconnect_rejected = self._inbox.rejected
+        self._listening.set()
+        async for event in stream:
             samples = np.frombuffer(bytes(event.frame.data), dtype=np.int16)
             heard = self._record.heard
             if heard.first_audio_at is None and len(samples) and int(np.abs(samples).max()) > AUDIBLE_PEAK:
@@ -244,22 +316,21 @@ class ScriptedAgent:
             text = str(message.get("text", "")).strip() if isinstance(message, dict) else ""
         except (json.JSONDecodeError, UnicodeDecodeError):
             text = packet.data.decode(errors="replace").strip()
+        self._typed(text)
+
+    def _on_chat(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        async def read() -> None:
+            async with asyncio.timeout(STEP_TIMEOUT_S):
+                self._typed((await reader.read_all()).strip())
+
+        self._spawn(read())
+
+    def _typed(self, text: str) -> None:
         if text:
             self._record.heard.user_texts.append(text)
             self._events.put_nowait(("text", text))
 
-    def _on_preconnect(self, reader: rtc.ByteStreamReader, sender: str) -> None:
-        if self._record.heard.preconnect_at is None:
-            self._record.heard.preconnect_at = time.monotonic()
-        self._spawn(self._take_preconnect(reader, sender))
-
-    async def _take_preconnect(self, reader: rtc.ByteStreamReader, sender: str) -> None:
-        try:
-            async with asyncio.timeout(STEP_TIMEOUT_S):
-                audio = await read_preconnect(reader, sender)
-        except (PreconnectError, TimeoutError) as exc:
-            logger.warning("pre-connect audio from %s rejected: %s", sender, exc)
-            return
+    def _took_preconnect(self, audio: PreconnectAudio) -> None:
         heard = self._record.heard
         heard.preconnect_seconds = round(heard.preconnect_seconds + audio.seconds, 3)
         heard.preconnect_sample_rate = audio.sample_rate
@@ -268,7 +339,7 @@ class ScriptedAgent:
         heard.preconnect_track_id = audio.track_id
         self._hearing.preconnect.append(resample(audio.samples, audio.sample_rate))
         self._update_record()
-        logger.info("agent got %.2f s of pre-connect audio from %s", audio.seconds, sender)
+        logger.info("agent took %.2f s of pre-connect audio from %s", audio.seconds, audio.sender)
 
     def _update_record(self) -> None:
         heard = self._hearing.all()

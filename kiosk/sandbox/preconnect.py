@@ -8,8 +8,11 @@ microphone track). The payload is raw 16-bit little-endian PCM, or Opus when the
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,3 +98,90 @@ def _decode_opus(payload: bytes, sample_rate: int) -> npt.NDArray[np.int16]:
     except av.FFmpegError as exc:
         raise PreconnectError(f"cannot decode Opus pre-connect audio: {exc}") from exc
     return np.concatenate(parts).astype(np.int16) if parts else np.zeros(0, dtype=np.int16)
+
+
+#: livekit-agents' defaults (``RoomInputOptions.pre_connect_audio_timeout`` and ``PreConnectAudioHandler``'s
+#: ``max_delta_s``): a buffer must be received completely within 3 s of its first byte, the agent waits at most 3 s
+#: after subscribing for one, and a buffer completed more than 1 s before the agent asks for it is stale.
+RECEIVE_TIMEOUT_S = 3.0
+WAIT_TIMEOUT_S = 3.0
+MAX_AGE_S = 1.0
+
+
+class PreconnectInbox:
+    """Pre-connect buffers by microphone track id, taken the way a LiveKit agent takes them.
+
+    Register :meth:`on_stream` as the byte stream handler of :data:`PRECONNECT_TOPIC`; when the visitor's microphone
+    is subscribed and its publication carries ``TF_PRECONNECT_BUFFER``, :meth:`take` returns the buffer, or None with
+    :attr:`rejected` saying why (never received, received too slowly, too old, undecodable).
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buffers: dict[str, asyncio.Future[tuple[PreconnectAudio, float]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.rejected = ""
+        #: When the first pre-connect stream began to arrive (``clock()``), for latency figures.
+        self.arrived_at: float | None = None
+
+    def on_stream(self, reader: rtc.ByteStreamReader, sender: str) -> None:
+        """Byte stream handler: read the buffer in the background, dropped whole if it takes too long."""
+        self.arrived_at = self.arrived_at or self._clock()
+        track_id = (reader.info.attributes or {}).get("trackId", "")
+        if not track_id:
+            self.rejected = "pre-connect stream without a trackId attribute"
+            return
+        future = self._buffers.get(track_id)
+        if future is None or future.done():
+            future = self._buffers[track_id] = asyncio.get_running_loop().create_future()
+        task = asyncio.get_running_loop().create_task(self._read(reader, sender, future))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read(
+        self, reader: rtc.ByteStreamReader, sender: str, future: asyncio.Future[tuple[PreconnectAudio, float]]
+    ) -> None:
+        try:
+            async with asyncio.timeout(RECEIVE_TIMEOUT_S):
+                audio = await read_preconnect(reader, sender)
+        except TimeoutError:
+            self._fail(future, f"not completely received within {RECEIVE_TIMEOUT_S:.0f} s")
+        except PreconnectError as exc:
+            self._fail(future, str(exc))
+        else:
+            if not future.done():
+                future.set_result((audio, self._clock()))
+
+    def _fail(self, future: asyncio.Future[tuple[PreconnectAudio, float]], why: str) -> None:
+        logger.warning("pre-connect audio rejected: %s", why)
+        self.rejected = why
+        if not future.done():
+            future.cancel()
+
+    async def take(self, track_id: str) -> PreconnectAudio | None:
+        """The buffer for ``track_id``, waiting up to :data:`WAIT_TIMEOUT_S`; None if none is usable."""
+        future = self._buffers.setdefault(track_id, asyncio.get_running_loop().create_future())
+        try:
+            if future.done() and not future.cancelled():
+                audio, received_at = future.result()
+                if (age := self._clock() - received_at) > MAX_AGE_S:
+                    self.rejected = f"too old when the agent listened ({age:.1f} s)"
+                    return None
+                return audio
+            audio, _ = await asyncio.wait_for(asyncio.shield(future), WAIT_TIMEOUT_S)
+            return audio
+        except TimeoutError:
+            self.rejected = self.rejected or f"none arrived within {WAIT_TIMEOUT_S:.0f} s of subscribing"
+            return None
+        except asyncio.CancelledError:
+            if future.cancelled():
+                return None
+            raise
+        finally:
+            self._buffers.pop(track_id, None)
+
+    async def aclose(self) -> None:
+        """Stop reading buffers still arriving."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -31,6 +31,8 @@ class Heard:
     preconnect_channels: int = 0
     preconnect_mime_type: str = ""
     preconnect_track_id: str = ""
+    #: Why a pre-connect buffer was not used (never came, came too slowly or too early, undecodable).
+    preconnect_rejected: str = ""
     wav_path: str = ""
     fingerprint: str = ""
     user_texts: list[str] = field(default_factory=list)

@@ -1,0 +1,188 @@
+"""The kiosk's room client against the sandbox server, with an agent (and an avatar) driven by the test.
+
+The agent side uses the official SDK the way livekit-agents does: kind agent, ``lk.agent.state``, transcriptions as
+``lk.transcription`` text streams (delta streams for its own speech, whole-text interim/final streams for the
+visitor's), typed text read from ``lk.chat``; an avatar worker joins as kind agent with ``lk.publish_on_behalf``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import secrets
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import numpy as np
+import pytest
+from livekit import api, rtc
+
+from kiosk import session as sm
+from kiosk.audio.preroll import UPLINK_BUDGET_BITS, PreConnectAudio, for_uplink
+from kiosk.daemon.captions import Caption, CaptionBook
+from kiosk.daemon.room import AgentRoom
+from tests.fixtures.sandbox import SandboxHandle
+
+
+def token(sandbox: SandboxHandle, identity: str, room: str, **attributes: str) -> str:
+    """A token for ``room``; ``kind="agent"`` makes it an agent's, other keyword arguments become attributes."""
+    kind = attributes.pop("kind", "standard")
+    return (
+        api.AccessToken(sandbox.livekit_api_key, sandbox.livekit_api_secret)
+        .with_identity(identity)
+        .with_kind(kind)  # type: ignore[arg-type]
+        .with_attributes(attributes)
+        .with_ttl(datetime.timedelta(minutes=5))
+        .with_grants(api.VideoGrants(room_join=True, room=room, agent=kind == "agent"))
+        .to_jwt()
+    )
+
+
+@asynccontextmanager
+async def participant(sandbox: SandboxHandle, room: str, identity: str, **attributes: str) -> AsyncIterator[rtc.Room]:
+    """A participant of the test in ``room``, connected until the block ends."""
+    peer = rtc.Room()
+    async with asyncio.timeout(10):
+        await peer.connect(sandbox.ws_url, token(sandbox, identity, room, **attributes))
+    try:
+        yield peer
+    finally:
+        async with asyncio.timeout(5):
+            await peer.disconnect()
+
+
+class Kiosk:
+    """An :class:`AgentRoom` with its events and captions collected."""
+
+    def __init__(self) -> None:
+        self.events: list[sm.Event] = []
+        self.captions: list[Caption] = []
+        self.room = AgentRoom(on_event=self.events.append, on_audio=lambda *_: None, on_caption=self.captions.append)
+
+    async def until(self, predicate: object, within: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds."""
+        async with asyncio.timeout(within):
+            while not predicate():  # type: ignore[operator]
+                await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def kiosk(sandbox: SandboxHandle) -> AsyncIterator[tuple[Kiosk, str]]:
+    """A kiosk connected to a fresh room with no agent dispatched; yields it and the room's name."""
+    room = f"room-{secrets.token_hex(4)}"
+    k = Kiosk()
+    await k.room.connect(sandbox.ws_url, token(sandbox, "kiosk-1", room), budget_s=10)
+    try:
+        yield k, room
+    finally:
+        await k.room.close(budget_s=5)
+
+
+async def test_the_agent_is_not_its_avatar(kiosk: tuple[Kiosk, str], sandbox: SandboxHandle) -> None:
+    """An avatar (kind agent, lk.publish_on_behalf) joining first is not taken for the agent."""
+    k, room = kiosk
+    avatar = participant(sandbox, room, "avatar-1", kind="agent", **{"lk.publish_on_behalf": "agent-1"})
+    async with avatar, participant(sandbox, room, "agent-1", kind="agent", **{"lk.agent.state": "listening"}):
+        assert await k.room.wait_for_agent(10)
+        await k.until(lambda: k.room.agent_state == sm.AgentState.LISTENING)
+    assert sum(isinstance(e, sm.AgentJoined) for e in k.events) == 1
+
+
+async def test_silence_counts_from_when_the_agent_stopped_thinking(
+    kiosk: tuple[Kiosk, str], sandbox: SandboxHandle
+) -> None:
+    """Leaving thinking or speaking is remembered, so a long think does not end the session right after."""
+    k, room = kiosk
+    async with participant(sandbox, room, "agent-1", kind="agent", **{"lk.agent.state": "listening"}) as agent:
+        assert await k.room.wait_for_agent(10)
+        assert k.room.last_agent_busy == 0.0
+        for state in ("thinking", "listening"):
+            async with asyncio.timeout(5):
+                await agent.local_participant.set_attributes({"lk.agent.state": state})
+            await k.until(lambda s=state: k.room.agent_state == sm.AgentState.parse(s))  # type: ignore[misc]
+        assert k.room.last_agent_busy > 0.0
+
+
+async def test_captions_from_transcription_streams_and_typed_text_on_lk_chat(
+    kiosk: tuple[Kiosk, str], sandbox: SandboxHandle
+) -> None:
+    """Interim updates replace, finals commit; the visitor is the segment naming the kiosk's mic; lk.chat carries text."""
+    k, room = kiosk
+    mic = next(iter(k.room.room.local_participant.track_publications))
+    async with participant(sandbox, room, "agent-1", kind="agent") as agent:
+        typed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def read_chat(reader: rtc.TextStreamReader) -> None:
+            typed.set_result(await reader.read_all())
+
+        agent.register_text_stream_handler("lk.chat", lambda reader, _who: asyncio.ensure_future(read_chat(reader)))
+        assert await k.room.wait_for_agent(10)
+        lp = agent.local_participant
+        async with asyncio.timeout(10):
+            for text, final in (("where is", "false"), ("Where is the lift?", "true")):
+                attributes = {"lk.segment_id": "SG_v", "lk.transcribed_track_id": mic, "lk.transcription_final": final}
+                await lp.send_text(text, topic="lk.transcription", attributes=attributes)
+            writer = await lp.stream_text(
+                topic="lk.transcription", attributes={"lk.segment_id": "SG_a", "lk.transcription_final": "false"}
+            )
+            for word in ("It is", " on the left."):
+                await writer.write(word)
+            await writer.aclose(attributes={"lk.transcription_final": "true"})
+            await k.room.say("thanks")
+            assert await typed == "thanks"
+        await k.until(lambda: any(c.segment_id == "SG_a" and c.final for c in k.captions))
+    visitor = [c for c in k.captions if c.segment_id == "SG_v"]
+    assert [(c.text, c.final, c.role) for c in visitor] == [
+        ("where is", False, "visitor"),
+        ("Where is the lift?", True, "visitor"),
+    ]
+    agent_lines = [(c.text, c.final, c.role) for c in k.captions if c.segment_id == "SG_a"]
+    assert agent_lines[-1] == ("It is on the left.", True, "agent")
+    assert all(not final for _, final, _ in agent_lines[:-1])
+    assert [c.text for c in k.captions if c.role == "visitor" and c.segment_id.startswith("typed")] == ["thanks"]
+
+
+def test_caption_book_rules() -> None:
+    """Repeats change nothing, nothing follows a final, a typed line's echo is dropped once."""
+    seen: list[Caption] = []
+    book = CaptionBook(on_caption=seen.append)
+    assert book.update(role="agent", text="Hi", segment_id="a", final=False)
+    assert book.update(role="agent", text="Hi", segment_id="a", final=False) is None
+    assert book.update(role="agent", text="Hi there", segment_id="a", final=True)
+    assert book.update(role="agent", text="Hi there again", segment_id="a", final=False) is None
+    assert book.typed("Where is the lift?")
+    assert book.update(role="visitor", text="where is the  lift?", segment_id="b", final=True) is None
+    assert book.update(role="visitor", text="Where is the lift?", segment_id="c", final=True)
+    assert [c.text for c in seen] == ["Hi", "Hi there", "Where is the lift?", "Where is the lift?"]
+
+
+@pytest.mark.parametrize(("seconds", "rate"), [(2.0, 16000), (7.5, 16000), (10.0, 8000), (15.0, 8000)])
+def test_first_words_fit_the_agents_window_on_a_1_mbit_uplink(seconds: float, rate: int) -> None:
+    """Up to 15 s of first words take at most 2 s of a 1 Mbit/s uplink, at the best rate that fits."""
+    t = np.arange(int(48000 * seconds)) / 48000
+    pcm = (np.sin(2 * np.pi * 300 * t) * 8000).astype(np.int16)
+    audio = for_uplink(PreConnectAudio(pcm=pcm.tobytes(), duration_s=seconds))
+    assert audio.sample_rate == rate
+    assert audio.duration_s == pytest.approx(seconds, abs=0.02)
+    assert len(audio.pcm) * 8 <= UPLINK_BUDGET_BITS
+    assert len(audio.pcm) * 8 / 1_000_000 < 3.0  # seconds on a 1 Mbit/s uplink, inside the agent's 3 s
+
+
+async def test_the_room_server_dying_is_a_disconnect_not_the_agent_leaving(
+    private_sandbox: tuple[SandboxHandle, subprocess.Popen[str]],
+) -> None:
+    """kill -9 of the server mid-call: after the SDK's own reconnect attempts, the session hears Disconnected only."""
+    server, process = private_sandbox
+    room = f"room-{secrets.token_hex(4)}"
+    k = Kiosk()
+    await k.room.connect(server.ws_url, token(server, "kiosk-1", room), budget_s=10)
+    try:
+        async with participant(server, room, "agent-1", kind="agent", **{"lk.agent.state": "listening"}):
+            assert await k.room.wait_for_agent(10)
+            process.kill()
+            await k.until(lambda: any(isinstance(e, sm.Disconnected) for e in k.events), within=90)
+            await asyncio.sleep(0)
+    finally:
+        await k.room.close(budget_s=5)
+    assert not any(isinstance(e, sm.AgentLeft) for e in k.events), k.events
