@@ -92,6 +92,7 @@ class SecretSource:
                     f"environment variable {self.name} is not set or empty: set it in the service's "
                     "Environment= or EnvironmentFile=, or use broker.api_key_file"
                 )
+            check_key(value, where=f"environment variable {self.name}")
             return SecretStr(value)
         path = self.path()
         if path is None:
@@ -123,6 +124,7 @@ class SecretSource:
                 raise SecretError(f"secret file {path} cannot be read: {type(exc).__name__}") from None
             if not value:
                 raise SecretError(f"secret file {path} is empty: put the key on one line")
+            check_key(value, where=f"secret file {path}")
             secret = SecretStr(value)
             self._cached = (stamp, secret)
             return secret
@@ -147,3 +149,28 @@ class SecretSource:
         if self.kind == "env":
             return f"${self.name}"
         return self.name
+
+
+_TYPOGRAPHIC_QUOTES = frozenset("\u2018\u2019\u201c\u201d\u00ab\u00bb")
+
+
+def check_key(value: str, *, where: str) -> None:
+    """Raise :class:`SecretError` unless ``value`` is one line of printable ASCII without spaces (an HTTP header
+    value, RFC 9110 section 5.5). The message says what is wrong and where, never the key.
+    """
+    lines = value.splitlines()
+    if len(lines) > 1:
+        raise SecretError(f"{where} holds {len(lines)} lines: a key is one line; keep only the key")
+    for position, char in enumerate(value, start=1):
+        if char in _TYPOGRAPHIC_QUOTES:
+            raise SecretError(
+                f"{where} holds a typographic quote at character {position} (pasted from a document?): "
+                "write the key without quotes"
+            )
+        if char in " \t":
+            raise SecretError(f"{where} holds a space at character {position}: a key has none; keep only the key")
+        if not ("!" <= char <= "~"):
+            raise SecretError(
+                f"{where} holds a character that is not printable ASCII at character {position} "
+                f"(U+{ord(char):04X}): retype the key"
+            )

@@ -154,3 +154,29 @@ def test_an_unreadable_ca_file_is_a_config_error_not_a_crash(tmp_path: Path) -> 
     )
     assert done.returncode == 78, done.stderr[-2000:]
     assert "broker.ca_file" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_microphone_missing_at_start_is_opened_when_it_appears(
+    sandbox: SandboxHandle, pulse_server: PulseServer, notify_socket: NotifySocket, tmp_path: Path
+) -> None:
+    """No exit 69 into systemd's restart limit: READY, the fault in status, the mic opened once it is plugged in."""
+    extra = DEVICES.replace("[audio]\n", "[audio]\nreopen_backoff_max_s = 1.0\n")
+    config = daemon_config(http_url=sandbox.http_url, tmp_path=tmp_path, key_env=KEY_ENV, extra=extra)
+    socket = tmp_path / "control.sock"
+    log = tmp_path / "daemon.log"
+    pulse_server.unload_sink("mic")
+    try:
+        with kiosk_run(config, sandbox=sandbox, pulse=pulse_server, notify=notify_socket, log=log) as daemon:
+            status = request_once(socket, {"cmd": "status"})
+            assert status["audio"]["input"]["ok"] is False and status["audio"]["output"]["ok"] is True
+            pulse_server.load_sink("mic")
+            wait_until(lambda: request_once(socket, {"cmd": "status"})["audio"]["input"]["ok"], 30, "the mic")
+            assert request_once(socket, {"cmd": "press"})["did"] == "started a session"
+            wait_until(lambda: request_once(socket, {"cmd": "status"})["state"] == "live", 30, "live")
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(timeout=20) == 0
+    finally:
+        if "mic" not in pulse_server.pactl("list", "short", "sinks"):
+            pulse_server.load_sink("mic")
+    output = log.read_text()
+    assert "audio input unavailable at start" in output and "Traceback" not in output

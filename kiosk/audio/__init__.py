@@ -16,11 +16,11 @@ The daemon wires one :class:`AudioEngine`::
     await engine.start()                        # AudioDeviceError (listing devices) on a wrong device
     engine.subscribe_vad(on_vad)                # VadEvent(kind=ONSET|OFFSET|WAKE, t, speech_start)
     engine.subscribe_health(on_health)          # AudioHealthEvent(direction, ok, message, reason)
-    engine.subscribe_frames(on_frame)           # every processed MicFrame (t, pcm); .to_rtc()
+    engine.subscribe_frames(on_frame)           # every processed MicFrame (t, pcm)
     engine.last_speech_t                        # for the silence timeout
     capture = engine.start_capture(since=press_t or wake_event.speech_start)
     pre = capture.take_preconnect()             # PreConnectAudio(pcm bytes, duration_s), once the room is live
-    async for frame in capture: await source.capture_frame(frame.to_rtc())
+    async for frame in capture: await source.capture_frame(to_rtc(frame.pcm))
     capture.close()
     engine.mixer_input(AGENT).push(frame)       # rtc.AudioFrame (48 kHz) or numpy; also BACKGROUND
     engine.play_chime(Chime.CONNECTED)          # CONNECTED / ENDED / ERROR; no-op when audio.chimes is off

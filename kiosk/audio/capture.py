@@ -6,8 +6,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-import numpy as np
-
 from kiosk.audio.devices import StreamParams
 from kiosk.audio.frames import FRAME_SAMPLES, SAMPLE_RATE, Framer, Pcm, Resampler
 from kiosk.audio.streams import AudioStream, Block, StreamFactory, post
@@ -63,18 +61,22 @@ class Capture:
         """PortAudio's reported input latency in seconds."""
         return self._stream.latency
 
-    def start(self) -> None:
-        """Start the stream and the loop-side frame maker."""
+    def prime(self) -> None:
+        """Loop side, before :meth:`start_stream`: start the frame maker."""
         self._task = self._loop.create_task(self._run(), name="audio-capture")
+
+    def start_stream(self) -> None:
+        """Start the PortAudio stream (blocking: call it off the event loop)."""
         self._stream.start()
 
+    def stop(self) -> None:
+        """Loop side: stop the frame maker."""
+        if self._task is not None:
+            self._task.cancel()
+
     def close(self) -> None:
-        """Close the stream (callbacks stop) and the frame maker."""
-        try:
-            self._stream.close()
-        finally:
-            if self._task is not None:
-                self._task.cancel()
+        """Close the PortAudio stream; callbacks stop (blocking: call it off the event loop)."""
+        self._stream.close()
 
     def _callback(self, data: Block, overflow: bool) -> None:
         # PortAudio thread: copy the chosen channel and hand it over; nothing here may block.
@@ -100,8 +102,3 @@ class Capture:
             for i, pcm in enumerate(frames):
                 after = (len(frames) - 1 - i) * FRAME_SAMPLES + held
                 self._sink(pcm, t - after / SAMPLE_RATE)
-
-
-def silence(samples: int = FRAME_SAMPLES) -> Pcm:
-    """A block of digital silence."""
-    return np.zeros(samples, dtype=np.int16)

@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from kiosk.audio import chimes
@@ -24,6 +25,7 @@ from kiosk.audio.supervisor import Supervisor
 from kiosk.audio.vad import VadEvent, VoiceActivity
 from kiosk.config import AudioConfig, TriggerConfig
 from kiosk.errors import AudioDeviceError
+from kiosk.reasons import FailureReason
 
 log = logging.getLogger(__name__)
 
@@ -87,23 +89,40 @@ class AudioEngine:
         self.output = Direction("output")
         self._supervisor: Supervisor | None = None
         self._started = False
+        # Every PortAudio call that can block (device queries, open, start, close, rescan) runs here, one at a
+        # time (PortAudio's API is not thread-safe), never on the event loop: a USB device that hangs must not
+        # stop the loop, its watchdog pings or a session's broker end.
+        self._portaudio = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portaudio")
+
+    async def portaudio(self, call: Callable[..., T], *args: object) -> T:
+        """Run a blocking PortAudio call on the engine's PortAudio thread."""
+        loop = self._loop or asyncio.get_running_loop()
+        return await loop.run_in_executor(self._portaudio, call, *args)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open both devices (``AudioDeviceError`` if either is wrong) and start supervising them."""
+    async def start(self, *, missing_ok: bool = False) -> None:
+        """Open both devices and start supervising them.
+
+        Raises:
+            AudioDeviceError: a device cannot be opened, unless ``missing_ok``: then the failure is reported to
+                health subscribers (:meth:`subscribe_health`, before this call) and the device is opened by the
+                supervisor once it appears.
+        """
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         if self._factory is None:
             from kiosk.audio.streams import SoundDeviceFactory
 
-            self._factory = SoundDeviceFactory()
-        try:
-            self.open_direction(self.input)
-            self.open_direction(self.output)
-        except AudioDeviceError:
-            self._close_streams()
-            raise
+            self._factory = await self.portaudio(SoundDeviceFactory)
+        for direction in (self.input, self.output):
+            try:
+                await self.open_direction(direction)
+            except AudioDeviceError as exc:
+                if not missing_ok:
+                    await self._close_streams()
+                    raise
+                self._missing_at_start(direction, exc)
         self._supervisor = Supervisor(engine=self, clock=self._clock, rng=self._rng)
         self._supervisor.start(self._loop)
         self._started = True
@@ -114,17 +133,62 @@ class AudioEngine:
             await self._supervisor.stop()
         for session in list(self._sessions):
             session.close()
-        self._close_streams()
+        await self._close_streams()
+        self._portaudio.shutdown(wait=False)
         self._started = False
 
-    def _close_streams(self) -> None:
+    async def _close_streams(self) -> None:
         for direction in (self.input, self.output):
-            self.close_direction(direction, None)
+            await self.close_direction(direction, None)
+
+    def _missing_at_start(self, direction: Direction, exc: AudioDeviceError) -> None:
+        message = str(exc).splitlines()[0]
+        log.error("audio %s unavailable at start (%s); running without it and trying again", direction.name, message)
+        direction.last_error = message
+        direction.failures += 1
+        direction.schedule_retry(self._clock(), max_s=self.config.reopen_backoff_max_s, rng=self._rng)
+        self.report(
+            AudioHealthEvent(direction=direction.name, ok=False, message=message, reason=FailureReason.AUDIO_DEVICE)
+        )
 
     # -- devices (called by the supervisor too) ----------------------------------------------------------
 
-    def open_direction(self, direction: Direction) -> None:
-        """Resolve and open one direction's device; raise ``AudioDeviceError`` when it cannot be opened."""
+    async def open_direction(self, direction: Direction) -> None:
+        """Resolve and open one direction's device; raise ``AudioDeviceError`` when it cannot be opened.
+
+        PortAudio's part runs on the PortAudio thread; the loop-side parts of the stream start on the loop.
+        """
+        stream = await self.portaudio(self._open_stream, direction)
+        stream.prime()
+        try:
+            await self.portaudio(stream.start_stream)
+        except Exception as exc:
+            stream.stop()
+            await self.portaudio(stream.close)
+            raise AudioDeviceError(
+                f"cannot start {direction.name} device {stream.params.device.name!r}: {exc}"
+            ) from exc
+        params = stream.params
+        direction.stream = stream
+        direction.failed = None
+        direction.opened_t = self._clock()
+        direction.device = params.device.name
+        direction.samplerate = params.samplerate
+        direction.channels = params.channels
+        direction.latency_s = stream.latency
+        log.info(
+            "audio %s: %r at %d Hz, %d channel(s), latency %.1f ms",
+            direction.name,
+            params.device.name,
+            params.samplerate,
+            params.channels,
+            stream.latency * 1000,
+        )
+        if self.input.latency_s is not None and self.output.latency_s is not None:
+            self.processor.set_latencies(self.input.latency_s, self.output.latency_s)
+
+    def _open_stream(self, direction: Direction) -> Capture | Playback:
+        """PortAudio thread: find the device and open (not start) its stream."""
         assert self._factory is not None and self._loop is not None
         factory, loop = self._factory, self._loop
         ref = self.config.input_device if direction.name == "input" else self.config.output_device
@@ -160,35 +224,15 @@ class AudioEngine:
                 on_finished=finished,
                 clock=self._clock,
             )
-        try:
-            stream.start()
-        except Exception as exc:
-            stream.close()
-            raise AudioDeviceError(f"cannot start {direction.name} device {device.name!r}: {exc}") from exc
-        direction.stream = stream
-        direction.failed = None
-        direction.opened_t = self._clock()
-        direction.device = device.name
-        direction.samplerate = params.samplerate
-        direction.channels = params.channels
-        direction.latency_s = stream.latency
-        log.info(
-            "audio %s: %r at %d Hz, %d channel(s), latency %.1f ms",
-            direction.name,
-            device.name,
-            params.samplerate,
-            params.channels,
-            stream.latency * 1000,
-        )
-        if self.input.latency_s is not None and self.output.latency_s is not None:
-            self.processor.set_latencies(self.input.latency_s, self.output.latency_s)
+        return stream
 
-    def close_direction(self, direction: Direction, error: str | None) -> None:
-        """Close one direction's stream, keeping its counters."""
+    async def close_direction(self, direction: Direction, error: str | None) -> None:
+        """Close one direction's stream (on the PortAudio thread), keeping its counters."""
         stream = direction.stream
         if stream is None:
             return
         direction.stream = None
+        stream.stop()
         if isinstance(stream, Capture):
             direction.add_counters(
                 {"overflows": stream.overflows, "dropped": stream.dropped_blocks, "blocks": stream.blocks}
@@ -203,7 +247,7 @@ class AudioEngine:
                 }
             )
         try:
-            stream.close()
+            await self.portaudio(stream.close)
         except (OSError, RuntimeError) as exc:
             # A vanished device may refuse to close cleanly; it is gone either way.
             log.warning("closing the %s stream failed: %s", direction.name, exc)
@@ -263,8 +307,18 @@ class AudioEngine:
         return _subscribe(self._vad_subscribers, callback)
 
     def subscribe_health(self, callback: Callable[[AudioHealthEvent], None]) -> Callable[[], None]:
-        """Call ``callback`` when a device fails or comes back; returns the unsubscribe function."""
-        return _subscribe(self._health_subscribers, callback)
+        """Call ``callback`` when a device fails or comes back, and now for a device that is down; returns the
+        unsubscribe function."""
+        unsubscribe = _subscribe(self._health_subscribers, callback)
+        for direction in (self.input, self.output):
+            if self._started and direction.stream is None and direction.last_error is not None:
+                message = f"audio {direction.name} unavailable: {direction.last_error}"
+                callback(
+                    AudioHealthEvent(
+                        direction=direction.name, ok=False, message=message, reason=FailureReason.AUDIO_DEVICE
+                    )
+                )
+        return unsubscribe
 
     @property
     def last_speech_t(self) -> float | None:

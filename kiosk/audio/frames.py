@@ -22,10 +22,6 @@ class MicFrame:
     t: float
     pcm: Pcm
 
-    def to_rtc(self) -> rtc.AudioFrame:
-        """Return the frame as an ``rtc.AudioFrame`` (48 kHz mono), ready for ``AudioSource.capture_frame``."""
-        return to_rtc(self.pcm)
-
 
 def to_rtc(pcm: Pcm) -> rtc.AudioFrame:
     """Wrap 48 kHz mono int16 samples in an ``rtc.AudioFrame``."""
@@ -70,10 +66,6 @@ class Framer:
         whole = len(data) // self._size * self._size
         self._rest = data[whole:].copy()
         return [data[i : i + self._size] for i in range(0, whole, self._size)]
-
-    def reset(self) -> None:
-        """Forget any partial frame (after a device was reopened)."""
-        self._rest = np.zeros(0, dtype=np.int16)
 
 
 class Resampler:

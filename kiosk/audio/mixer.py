@@ -99,10 +99,6 @@ class Mixer:
             self._inputs[name] = MixerInput(name, gain=gain, prime_ms=prime_ms, streaming=streaming)
         return self._inputs[name]
 
-    def remove_input(self, name: str) -> None:
-        """Forget an input and whatever it still held."""
-        self._inputs.pop(name, None)
-
     @property
     def inputs(self) -> dict[str, MixerInput]:
         """The inputs by name."""

@@ -82,19 +82,23 @@ class Playback:
         """PortAudio's reported output latency in seconds."""
         return self._stream.latency
 
-    def start(self) -> None:
-        """Queue the first audio, then start the stream and the reverse-stream feeder."""
+    def prime(self) -> None:
+        """Loop side, before :meth:`start_stream`: queue the first audio and start the reverse-stream feeder."""
         self._top_up()
         self._task = self._loop.create_task(self._feed_reverse(), name="audio-reverse")
+
+    def start_stream(self) -> None:
+        """Start the PortAudio stream (blocking: call it off the event loop)."""
         self._stream.start()
 
+    def stop(self) -> None:
+        """Loop side: stop feeding the reverse stream."""
+        if self._task is not None:
+            self._task.cancel()
+
     def close(self) -> None:
-        """Close the stream and stop feeding."""
-        try:
-            self._stream.close()
-        finally:
-            if self._task is not None:
-                self._task.cancel()
+        """Close the PortAudio stream (blocking: call it off the event loop)."""
+        self._stream.close()
 
     def _callback(self, out: Block, underflow: bool) -> None:
         # PortAudio thread: copy out what the loop queued, pad with silence, report what was played.

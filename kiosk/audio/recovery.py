@@ -16,8 +16,12 @@ class Stream(Protocol):
 
     last_block_t: float | None
 
+    def stop(self) -> None:
+        """Loop side: stop the stream's loop tasks."""
+        ...
+
     def close(self) -> None:
-        """Close the underlying stream."""
+        """Close the underlying stream (blocking)."""
         ...
 
 

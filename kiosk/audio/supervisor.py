@@ -50,12 +50,12 @@ class Supervisor:
             await asyncio.sleep(self._interval)
             for direction in (engine.input, engine.output):
                 try:
-                    self.check(direction)
+                    await self.check(direction)
                 except Exception:
                     # The supervisor must outlive anything a device throws at it.
                     log.exception("audio supervisor failed checking the %s", direction.name)
 
-    def check(self, direction: Direction) -> None:
+    async def check(self, direction: Direction) -> None:
         """Detect a failure of ``direction`` or, if it is down and due, try reopening it."""
         now = self._clock()
         config = self._engine.config
@@ -64,37 +64,37 @@ class Supervisor:
             if problem is None and direction.stalled(now, config.stall_timeout_s):
                 problem = f"no audio for {config.stall_timeout_s:g} s"
             if problem is not None:
-                self._fail(direction, problem, now)
+                await self._fail(direction, problem, now)
             return
         if now >= direction.next_attempt_t:
-            self._reopen(direction, now)
+            await self._reopen(direction, now)
 
-    def _fail(self, direction: Direction, problem: str, now: float) -> None:
+    async def _fail(self, direction: Direction, problem: str, now: float) -> None:
         direction.failures += 1
         message = f"audio {direction.name} device {direction.device!r} failed: {problem}"
         log.warning("%s; reopening", message)
-        self._engine.close_direction(direction, problem)
+        await self._engine.close_direction(direction, problem)
         direction.attempts = 0
         direction.schedule_retry(now, max_s=self._engine.config.reopen_backoff_max_s, rng=self._rng)
         self._engine.report(
             AudioHealthEvent(direction=direction.name, ok=False, message=message, reason=FailureReason.AUDIO_DEVICE)
         )
 
-    def _reopen(self, direction: Direction, now: float) -> None:
+    async def _reopen(self, direction: Direction, now: float) -> None:
         engine = self._engine
         if direction.attempts > RESCAN_AFTER and self._other(direction).stream is None:
             # PortAudio lists devices once; a device plugged back in only appears after a rescan,
             # which is safe only while no stream is open.
-            engine.factory.rescan()
+            await engine.portaudio(engine.factory.rescan)
         try:
-            engine.open_direction(direction)
+            await engine.open_direction(direction)
         except AudioDeviceError as exc:
             direction.last_error = str(exc).splitlines()[0]
             delay = direction.schedule_retry(now, max_s=engine.config.reopen_backoff_max_s, rng=self._rng)
             log.info("audio %s still unavailable (%s); next try in %.1f s", direction.name, exc, delay)
             if direction.attempts > RESCAN_AFTER and self._other(direction).stream is not None:
                 # Free the other direction so the next attempt may rescan; it reopens right away after.
-                self._engine.close_direction(self._other(direction), None)
+                await self._engine.close_direction(self._other(direction), None)
             return
         direction.reopens += 1
         direction.attempts = 0

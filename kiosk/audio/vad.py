@@ -70,7 +70,6 @@ class VoiceActivity:
         self._wake_gate_until = float("-inf")
         self.speaking = False
         self.last_speech_t: float | None = None
-        self.last_onset: VadEvent | None = None
 
     @property
     def noise_floor_dbfs(self) -> float:
@@ -106,8 +105,7 @@ class VoiceActivity:
                 self._silent_run = 0
                 self._segment_start = self._onset.first_speech_t()
                 self.last_speech_t = t
-                self.last_onset = VadEvent(VadEventKind.ONSET, t, self._segment_start)
-                events.append(self.last_onset)
+                events.append(VadEvent(VadEventKind.ONSET, t, self._segment_start))
         elif speech:
             self._silent_run = 0
             self.last_speech_t = t

@@ -8,14 +8,12 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from kiosk.errors import ConfigError
+from kiosk.redact import redact
 
 SECURE_SCHEMES = frozenset({"https", "wss"})
 PLAIN_SCHEMES = frozenset({"http", "ws"})
 MESSAGE_LIMIT = 200
 
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*")
-_BEARER = re.compile(r"(?i)\b(bearer|x-api-key|api[_-]?key|token|secret|password)(\s*[:=]\s*|\s+)\S+")
-_KEYLIKE = re.compile(r"\b(sk|pk|rk|lk|API)[_-]?[A-Za-z0-9][A-Za-z0-9_-]{11,}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -64,14 +62,8 @@ def url_for_log(url: str) -> str:
 
 
 def scrub(text: str, *, secrets: Iterable[str] = (), limit: int = MESSAGE_LIMIT) -> str:
-    """Make broker-supplied text safe to log: drop known secrets and anything token-like, flatten, truncate."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    text = _JWT.sub("[token]", text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
-    text = _KEYLIKE.sub("[redacted]", text)
-    text = _CONTROL.sub(" ", text).strip()
+    """Make broker-supplied text safe to log: :func:`kiosk.redact.redact`, flattened to one line, truncated."""
+    text = _CONTROL.sub(" ", redact(text, secrets)).strip()
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text

@@ -13,7 +13,6 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from kiosk.config import KioskConfig
 from kiosk.configfile import EX_CONFIG, load_config, resolve_path
 from kiosk.errors import ConfigError
 from kiosk.secret import SecretSource
@@ -110,8 +109,3 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, Mapping):
         return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
     return json.dumps(str(value))
-
-
-def effective(config: KioskConfig) -> str:
-    """The effective config as TOML, secrets masked (used by ``doctor`` and tests)."""
-    return render_toml(masked(config.model_dump(mode="json")))

@@ -30,7 +30,7 @@ from kiosk.daemon.notify import Notifier
 from kiosk.daemon.observers import Observers
 from kiosk.daemon.reload import Reloader
 from kiosk.daemon.sessionrun import SessionRun, SessionSummary
-from kiosk.errors import AudioDeviceError, ConfigError, SecretError
+from kiosk.errors import ConfigError, SecretError
 from kiosk.leds import StatusLeds
 from kiosk.secret import SecretSource
 from kiosk.trigger import ButtonEvent, ButtonTrigger
@@ -91,12 +91,9 @@ async def run(
         end_retry_max_s=config.broker.end_retry_max_s,
     )
     audio = AudioEngine(audio=config.audio, trigger=config.trigger, stream_factory=stream_factory)
-    try:
-        await audio.start()
-    except AudioDeviceError as exc:
-        log.error("audio: %s", exc)
-        await client.aclose()
-        return EX_UNAVAILABLE
+    # A device missing now (a USB microphone not yet enumerated) is opened when it appears: the daemon becomes
+    # ready and shows the fault rather than exiting into systemd's restart limit.
+    await audio.start(missing_ok=True)
     audio.idle_processing = config.trigger.voice_wake
     await _warm_up()
     events = EventBus()

@@ -9,23 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
-_KEYS = re.compile(r"\b(sk|pk|lk|key)[_-][A-Za-z0-9_-]{12,}\b")
+from kiosk.redact import redact
+
 FIELDS = ("state", "session", "room", "reason")
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    """Mask JWTs, key-shaped words and the given secret values in ``text``."""
-    masked = _KEYS.sub("***", _JWT.sub("***", text))
-    for secret in secrets:
-        if secret:
-            masked = masked.replace(secret, "***")
-    return masked
 
 
 class RedactFilter(logging.Filter):

@@ -1,0 +1,37 @@
+"""The one redaction: what must never reach a log line, an error message or ``check-config`` output.
+
+:func:`redact` masks the given secret values, also in the forms an error message may quote them in (``repr``, JSON,
+percent-encoded, each line of a multi-line value), anything shaped like a LiveKit JWT, a bearer token, an API key
+(``sk-``, ``lk_``, ``API...``) or a ``key=...``/``token: ...`` pair, and the user info of URLs
+(``https://user:password@host`` becomes ``https://***@host``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from collections.abc import Iterable
+
+MASK = "***"
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*")
+_PAIR = re.compile(r"(?i)\b(bearer|x-api-key|api[_-]?key|token|secret|password)(\s*[:=]\s*|\s+)[^\s,;'\"]+")
+_KEYLIKE = re.compile(r"\b(sk|pk|rk|lk|API)[_-]?[A-Za-z0-9][A-Za-z0-9_-]{11,}")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+
+
+def forms(secret: str) -> set[str]:
+    """``secret`` as it may appear quoted in a message: plain, ``repr``, JSON, percent-encoded, line by line."""
+    found = {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], urllib.parse.quote(secret, safe="")}
+    found.update(line.strip() for line in secret.splitlines())
+    return {f for f in found if len(f) >= 4}
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Mask secrets (and their quoted forms), token- and key-shaped words and URL user info in ``text``."""
+    for secret in sorted({f for s in secrets if s for f in forms(s)}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    text = _JWT.sub(MASK, text)
+    text = _PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    text = _KEYLIKE.sub(MASK, text)
+    return _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)

@@ -1,0 +1,71 @@
+"""The one redaction, and API keys checked for what an HTTP header can carry, without ever showing them."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from kiosk.broker import make_broker
+from kiosk.errors import SecretError
+from kiosk.redact import redact
+from kiosk.secret import SecretSource
+from tests.test_broker_support import FakeBroker, make_config, reply
+
+KEY = "sk_live_0123456789abcdefXYZ"
+
+
+@pytest.mark.parametrize(
+    "quoted",
+    [KEY, repr(KEY), json.dumps(KEY), f"Illegal header value b'{KEY}\\n2nd'"],
+)
+def test_a_secret_is_masked_in_every_quoted_form(quoted: str) -> None:
+    """Plain, repr, JSON, inside an error about a multi-line value."""
+    assert "0123456789abcdef" not in redact(quoted, [KEY])
+
+
+def test_a_percent_encoded_secret_is_masked() -> None:
+    """A key with URL-special characters, as it appears in an encoded query string."""
+    key = "k3y/with+special=chars0123456789"
+    assert "0123456789" not in redact(f"GET /x?api_key_enc={urllib.parse.quote(key, safe='')}", [key])
+
+
+def test_each_line_of_a_multi_line_secret_is_masked() -> None:
+    """A key file with two lines: each line is masked wherever it shows up alone."""
+    secret = "first-line-of-key-0123\nsecond-line-9876"
+    text = redact("header 'first-line-of-key-0123' and 'second-line-9876'", [secret])
+    assert "first-line" not in text and "second-line" not in text
+
+
+def test_url_user_info_is_masked() -> None:
+    """https://user:password@host is shown as https://***@host."""
+    text = redact("cannot reach https://kiosk:hunter2secret@broker.example.com/v1 (refused)")
+    assert "hunter2secret" not in text and "https://***@broker.example.com/v1" in text
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (f"{KEY}\nsecond line\n", "holds 2 lines"),
+        (f"\u201c{KEY}\u201d\n", "typographic quote at character 1"),
+        (f"{KEY[:6]} {KEY[6:]}\n", "space at character 7"),
+        (f"{KEY}\u00e9\n", "not printable ASCII"),
+    ],
+    ids=["two-lines", "curly-quotes", "space", "non-ascii"],
+)
+async def test_a_key_file_an_http_header_cannot_carry_is_refused_before_sending(
+    tmp_path: Path, content: str, words: str
+) -> None:
+    """The start fails as a secret problem naming the file and what is wrong; nothing is sent, nothing leaks."""
+    key_file = tmp_path / "broker-api-key"
+    key_file.write_text(content)
+    fake = FakeBroker([reply(200, {})])
+    config = make_config("lyzr", tmp_path, api_key_env=None, api_key_file=key_file)
+    broker = make_broker(config, client=fake.client(), secret=SecretSource(kind="file", name=str(key_file)))
+    with pytest.raises(SecretError) as caught:
+        await broker.start()
+    message = str(caught.value)
+    assert words in message and str(key_file) in message
+    assert "0123456789" not in message and fake.requests == []
