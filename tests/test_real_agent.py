@@ -75,10 +75,17 @@ def _config(dialect: str, sandbox: SandboxHandle, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def start_kiosk(
-    workers_sandbox: SandboxHandle, pulse_server: PulseServer, notify_socket: NotifySocket, tmp_path: Path
+    workers_sandbox: SandboxHandle,
+    echo_worker: EchoWorker,
+    pulse_server: PulseServer,
+    notify_socket: NotifySocket,
+    tmp_path: Path,
 ) -> Iterator[Callable[..., KioskProcess]]:
     """Start ``kiosk run`` with the given dialect against a sandbox (the workers sandbox unless given), stopped after."""
     started: list[Any] = []
+
+    def echo_log() -> str:
+        return echo_worker.log_tail(6000)
 
     def start(dialect: str, sandbox: SandboxHandle = workers_sandbox) -> KioskProcess:
         secret = sandbox.livekit_api_secret if dialect == "self" else sandbox.api_key
@@ -87,6 +94,7 @@ def start_kiosk(
             _config(dialect, sandbox, tmp_path), env=env, notify_socket=notify_socket, tmp_path=tmp_path
         )
         kiosk = manager.__enter__()
+        kiosk.context = lambda: f"agent log:\n{echo_log()}"
         started.append(manager)
         return kiosk
 
@@ -111,6 +119,15 @@ def _captions(kiosk: KioskProcess, role: str) -> list[dict[str, Any]]:
     return [e for e in list(kiosk.events) if e.get("type") == "caption" and e.get("role") == role]
 
 
+def _agent_hears_the_kiosk(kiosk: KioskProcess, worker: EchoWorker, room: str) -> None:
+    """Wait until the agent's STT is fed the kiosk's live microphone (its first second of audio arrived).
+
+    ``listening`` comes first: the framework sets it when the session starts, before it has subscribed to the
+    microphone and settled the pre-connect buffer; speech in between belongs to the first-words tests.
+    """
+    kiosk.wait_for(lambda: (worker.report(room) or {}).get("audio_s", 0) > 0, 20, "the agent's STT to get audio")
+
+
 def _no_traceback(kiosk: KioskProcess) -> None:
     assert "Traceback" not in kiosk.log(), kiosk.log()[-4000:]
 
@@ -129,6 +146,7 @@ def test_the_agent_is_dispatched_and_its_state_drives_the_kiosk(
     kiosk = start_kiosk(dialect)
     room = _press(kiosk)
     kiosk.wait_for(lambda: "listening" in _agent_states(kiosk), 40, "the agent to listen")
+    _agent_hears_the_kiosk(kiosk, echo_worker, room)
     record = workers_sandbox.session(room)
     assert record["dialect"] == dialect and record["agent_name"] == AGENT_NAME
     assert record["agent_job"]["status"] == "JS_RUNNING" and record["agent_job"]["worker_id"].startswith("AW_")
@@ -178,8 +196,9 @@ def test_captions_of_both_sides_appear_in_kiosk_events(
     """The agent's transcription of the visitor (interim then final) and its own answer become caption events."""
     echo_worker.set_join_delay(0.0)
     kiosk = start_kiosk("lyzr")
-    _press(kiosk)
+    room = _press(kiosk)
     kiosk.wait_for(lambda: "listening" in _agent_states(kiosk), 40, "the agent to listen")
+    _agent_hears_the_kiosk(kiosk, echo_worker, room)
     wav, _ = _clip(long_speech, 2.0)
     pulse_server.play(wav, "mic").wait(timeout=30)
     visitor = kiosk.wait_event(
@@ -202,8 +221,9 @@ def test_kiosk_say_is_answered(start_kiosk: Callable[..., KioskProcess], echo_wo
     """Typed text from ``kiosk say`` reaches the agent as chat (``lk.chat``) and its answer comes back as a caption."""
     echo_worker.set_join_delay(0.0)
     kiosk = start_kiosk("lyzr")
-    _press(kiosk)
+    room = _press(kiosk)
     kiosk.wait_for(lambda: "listening" in _agent_states(kiosk), 40, "the agent to listen")
+    _agent_hears_the_kiosk(kiosk, echo_worker, room)
     kiosk.say("where is the library")
     kiosk.wait_event(
         lambda e: e.get("type") == "caption" and "You said: where is the library" in e.get("text", ""),
