@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from kiosk import __version__
+from kiosk.cliformat import quiet_broken_pipe
 
 #: name -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -19,10 +20,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("kiosk.commands.check_config", "validate a config file and print the effective settings"),
     "devices": ("kiosk.commands.devices", "list audio inputs and outputs with their native rates and channels"),
     "doctor": ("kiosk.commands.doctor", "test the broker (and optionally the room) step by step, with timings"),
-    "status": ("kiosk.commands.control", "show the running daemon's state (--json for machines)"),
+    "status": ("kiosk.commands.control", "show the running daemon's state"),
     "press": ("kiosk.commands.control", "press the button through the control socket"),
     "say": ("kiosk.commands.control", "send a text message into the live session"),
-    "events": ("kiosk.commands.control", "follow state changes and live captions as JSON lines"),
+    "events": ("kiosk.commands.control", "follow state changes and live captions (--json: JSON lines)"),
+    "test": ("kiosk.commands.hwtest", "try the hardware: mic level meter, speaker, LEDs, button (daemon stopped)"),
     "sandbox": ("kiosk.sandbox.cli", "run a local LiveKit-compatible server, broker and scripted agent"),
 }
 
@@ -41,8 +43,15 @@ def _usage() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``kiosk`` script."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the ``kiosk`` script; a reader that went away (``kiosk -h | head -2``) ends it quietly."""
+    try:
+        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        quiet_broken_pipe()
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
+
+
+def _dispatch(args: list[str]) -> int:
     if not args or args[0] in {"-h", "--help", "help"}:
         print(_usage())
         return 0 if args else 2

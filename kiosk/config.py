@@ -7,6 +7,7 @@ Loading from a file (and turning validation errors into messages that name file 
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -106,7 +107,45 @@ class BrokerConfig(Section):
             missing = [k for k in ("livekit_url", "livekit_api_key") if getattr(self, k) is None]
             if missing:
                 raise ValueError(f"dialect 'self' needs broker.{' and broker.'.join(missing)}")
+        problem = url_path_problem(self.dialect, self.url)
+        if problem is not None:
+            raise ValueError(problem)
         return self
+
+
+#: Per dialect: the path the kiosk appends to ``broker.url`` itself, and the path parts that must not be in it.
+_ADDED_PATHS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "lyzr": ("/v1/sessions/start", ("/v1",)),
+    "oshara": ("/api/agents/agent-session/", ("/api",)),
+}
+
+
+def url_path_problem(dialect: str, url: str | None) -> str | None:
+    """Why ``broker.url`` would send requests to a doubled path for ``dialect`` (and the URL to use), or None.
+
+    Source of the rule: the vendors' endpoints in :mod:`kiosk.broker.vendors`, which append their own path.
+    """
+    if url is None or dialect not in _ADDED_PATHS:
+        return None
+    added, parts = _ADDED_PATHS[dialect]
+    scheme, _, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    path = slash + path
+    # A part counts as a whole path segment: "/v1" and "/v1/..." do, "/v10" does not.
+    starts = [
+        i
+        for part in parts
+        for i in range(len(path))
+        if path.startswith(part, i) and path[i + len(part) :][:1] in {"", "/"}
+    ]
+    if not starts:
+        return None
+    cut = min(starts)
+    fixed = f"{scheme}://{host}{path[:cut]}"
+    return (
+        f"broker.url {url!r} already holds {path[cut:]!r}, but the kiosk adds {added} itself (requests would go to "
+        f"{fixed}{path[cut:]}{added}, a 404): set broker.url = {json.dumps(fixed)}"
+    )
 
 
 class AudioConfig(Section):
@@ -143,6 +182,17 @@ class TriggerConfig(Section):
     vad_aggressiveness: Annotated[int, Field(ge=0, le=3)] = 3
     wake_min_speech_ms: Annotated[int, Field(ge=60, le=5000)] = 400
     cooldown_s: Annotated[float, Field(ge=0, le=120)] = 3.0
+    # The wake guard (kiosk.wakeguard): who may wake the kiosk, and how often.
+    wake_min_dbfs: Annotated[float, Field(ge=-90, le=0)] = -45.0
+    wake_max_per_hour: Annotated[int, Field(ge=1, le=3600)] = 6
+    wake_backoff_s: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    wake_backoff_max_s: Annotated[float, Field(ge=0, le=86400)] = 1800.0
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> TriggerConfig:
+        if self.wake_backoff_s > self.wake_backoff_max_s:
+            raise ValueError("wake_backoff_s must not be longer than wake_backoff_max_s")
+        return self
 
 
 class SessionConfig(Section):
@@ -155,6 +205,10 @@ class SessionConfig(Section):
     error_display_s: PositiveSeconds = 5.0
     log_transcript: bool = True
     text_topic: TextTopicSetting = "auto"
+    # Voice-woken sessions only (kiosk.wakeguard): a shorter limit, and proof that someone listens to the agent.
+    wake_max_duration_s: PositiveSeconds = 180.0
+    wake_confirm_s: PositiveSeconds = 12.0
+    wake_talkover_turns: Annotated[int, Field(ge=1, le=20)] = 2
 
     @model_validator(mode="after")
     def _ordering(self) -> SessionConfig:
@@ -222,6 +276,46 @@ class ControlConfig(Section):
         return f"{value:04o}"
 
 
+class MetricsConfig(Section):
+    """Prometheus metrics: over HTTP, and/or as a file for node_exporter's textfile collector."""
+
+    listen: str | None = None
+    textfile: Path | None = None
+    textfile_interval_s: Annotated[float, Field(ge=1, le=3600)] = 15.0
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parse_listen(value)
+        return value
+
+    @field_validator("textfile")
+    @classmethod
+    def _prom_suffix(cls, value: Path | None) -> Path | None:
+        if value is not None and value.suffix != ".prom":
+            raise ValueError("must end in .prom (node_exporter's textfile collector reads only *.prom files)")
+        return value
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``metrics.listen`` into (host, port): "PORT" and ":PORT" mean 127.0.0.1; "[::1]:PORT" for IPv6.
+
+    Raises ValueError naming the expected shape.
+    """
+    shape = 'expected "127.0.0.1:9101" (HOST:PORT, [IPv6]:PORT, or a bare PORT for 127.0.0.1)'
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "", value
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r}: port must be a number from 0 to 65535; {shape}")
+    if any(c.isspace() for c in host) or "/" in host:
+        raise ValueError(f"{value!r}: not a host; {shape}")
+    return host, int(port)
+
+
 class DaemonConfig(Section):
     """Where the daemon keeps state, and how much it logs."""
 
@@ -240,6 +334,7 @@ class KioskConfig(Section):
     session: SessionConfig = Field(default_factory=SessionConfig)
     leds: LedConfig = Field(default_factory=LedConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
 
     @property
@@ -248,3 +343,27 @@ class KioskConfig(Section):
         if self.session.text_topic != "auto":
             return self.session.text_topic
         return "voice.user_text" if self.broker.dialect == "oshara" else "lk.chat"
+
+    @model_validator(mode="after")
+    def _pins_once(self) -> KioskConfig:
+        users: dict[int, list[str]] = {}
+        for key, pin in self.pins().items():
+            users.setdefault(pin, []).append(key)
+        clashes = [f"GPIO{pin} is used by {' and '.join(keys)}" for pin, keys in users.items() if len(keys) > 1]
+        if clashes:
+            raise ValueError("; ".join(clashes) + ": give each its own pin (BCM numbers, see README, wiring)")
+        return self
+
+    def pins(self) -> dict[str, int]:
+        """Every GPIO pin the daemon opens, by the dotted key that sets it (the LED pins of ``leds.kind`` only)."""
+        found: dict[str, int] = {}
+        if self.trigger.button_pin is not None:
+            found["trigger.button_pin"] = self.trigger.button_pin
+        leds = self.leds
+        if leds.kind == "single" and leds.pin is not None:
+            found["leds.pin"] = leds.pin
+        elif leds.kind == "rgb" and leds.rgb is not None:
+            found.update({f"leds.rgb.{k}": v for k, v in leds.rgb.model_dump().items()})
+        elif leds.kind == "per-state" and leds.per_state is not None:
+            found.update({f"leds.per_state.{k}": v for k, v in leds.per_state.model_dump().items() if v is not None})
+        return found

@@ -79,7 +79,7 @@ def format_problem(err: Mapping[str, Any], *, source: str, text: str) -> str:
     """Turn one pydantic error into ``key (line N): what is wrong; expected ...``."""
     loc = tuple(str(part) for part in err.get("loc", ()))
     key = ".".join(loc) if loc else "(top level)"
-    line = _find_line(text, loc)
+    line = find_line(text, loc)
     where = f"{key} (line {line})" if line else key
     kind = err.get("type", "")
     message = str(err.get("msg", "invalid"))
@@ -91,10 +91,29 @@ def format_problem(err: Mapping[str, Any], *, source: str, text: str) -> str:
         if section and _model_at(loc) is not None:
             return f"{key}: missing section [{key}]; add it (see config/kiosk.toml for every key)"
         return f"{key}: required key is missing"
+    message = with_lines(message, text)
     shown = ""
     if "input" in err and not any(_SENSITIVE.search(part) for part in loc) and not isinstance(err["input"], dict):
         shown = f" (got {err['input']!r})"
     return f"{where}: {message}{shown}"
+
+
+def with_lines(message: str, text: str) -> str:
+    """Add ``(line N)`` after the first mention of each dotted key in a message (``leds.pin (line 12)``)."""
+
+    seen: set[str] = set()
+
+    def annotate(match: re.Match[str]) -> str:
+        key = match.group(0)
+        if key in seen:
+            return key
+        seen.add(key)
+        line = find_line(text, tuple(key.split(".")))
+        return f"{key} (line {line})" if line else key
+
+    return re.sub(
+        r"\b(?:device|broker|audio|trigger|session|leds|control|daemon)(?:\.[a-z_]+)+\b(?! \(line)", annotate, message
+    )
 
 
 def _suggest(loc: Sequence[str]) -> str:
@@ -133,8 +152,8 @@ def _model_class(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _find_line(text: str, loc: Sequence[str]) -> int | None:
-    """Find the line that sets ``loc`` (a key inside its [table]), for messages; None when not found."""
+def find_line(text: str, loc: Sequence[str]) -> int | None:
+    """The line that sets ``loc`` (a key inside its [table], or the table itself), for messages; None if not found."""
     if not loc:
         return None
     table, key = ".".join(loc[:-1]), loc[-1]

@@ -4,6 +4,9 @@ Patterns are gpiozero ``source`` iterators (gpiozero runs them on its own thread
 loop). A plain ``blink()``/``pulse()`` cannot scale brightness on a single PWM LED nor repeat a blink *code* with a
 pause, which failure reasons need to be told apart; one value stream per pattern covers every LED kind alike.
 
+A pin without PWM (gpiozero's native factory, some expanders) gets an on/off LED instead: each pattern's levels are
+cut at half their top, so a dim idle is steady on, a pulse becomes a blink, and blink codes stay exact.
+
 Failure codes (ERROR state): the LED flashes N short times, pauses, and repeats; an RGB LED also uses a colour per
 family (red: broker, magenta: room/agent, yellow: clock, orange: audio, white: the kiosk itself).
 """
@@ -92,6 +95,12 @@ def pattern_for(snap: Snapshot) -> Pattern:
     return PATTERNS[(snap.state, agent)]
 
 
+def on_off(stream: Iterator[float], pattern: Pattern, brightness: float) -> Iterator[float]:
+    """``stream`` cut to 1.0 or 0.0 at half the pattern's top level, for an LED that cannot dim."""
+    half = max(1e-6, pattern.level * brightness / 2)
+    return (1.0 if value >= half else 0.0 for value in stream)
+
+
 def levels(pattern: Pattern, brightness: float) -> Iterator[float]:
     """The brightness (0..1) of the pattern at every tick, forever (off and solid yield one value)."""
     top = max(0.0, min(1.0, pattern.level * brightness))
@@ -131,7 +140,9 @@ class StatusLeds:
     def __init__(self, *, config: LedConfig, pin_factory: Any = None) -> None:
         self._config = config
         self._current: tuple[Pattern, State] | None = None
-        self._devices: dict[State | None, LedDevice] = _open(config, pin_factory)
+        #: Keys of the devices that could not dim (no PWM on their pins): they blink on/off instead.
+        self.no_pwm: set[State | None] = set()
+        self._devices: dict[State | None, LedDevice] = _open(config, pin_factory, self.no_pwm)
 
     def update(self, snap: Snapshot) -> None:
         """Show ``snap``; a pattern already showing keeps running undisturbed."""
@@ -142,15 +153,18 @@ class StatusLeds:
         # One LED per state has no LED for ENDING: the live LED shows it.
         target = State.LIVE if snap.state == State.ENDING else snap.state
         for key, device in self._devices.items():
+            pwm = key not in self.no_pwm
             if key is None or key == target:
-                self._show(device, pattern, rgb=len(self._devices) == 1 and self._config.kind == "rgb")
+                self._show(device, pattern, rgb=len(self._devices) == 1 and self._config.kind == "rgb", pwm=pwm)
             else:
-                self._show(device, Pattern("off"), rgb=False)
+                self._show(device, Pattern("off"), rgb=False, pwm=pwm)
 
-    def _show(self, device: LedDevice, pattern: Pattern, *, rgb: bool) -> None:
+    def _show(self, device: LedDevice, pattern: Pattern, *, rgb: bool, pwm: bool) -> None:
         stream = levels(pattern, self._config.brightness)
+        if not pwm:
+            stream = on_off(stream, pattern, self._config.brightness)
         if rgb:
-            color = pattern.color
+            color = pattern.color if pwm else tuple(float(c >= 0.5) for c in pattern.color)
             values: Iterator[Any] = (tuple(c * level for c in color) for level in stream)
         else:
             values = stream
@@ -169,23 +183,45 @@ class StatusLeds:
         self._devices = {}
 
 
-def _open(config: LedConfig, pin_factory: Any) -> dict[State | None, LedDevice]:
+def _open(config: LedConfig, pin_factory: Any, no_pwm: set[State | None]) -> dict[State | None, LedDevice]:
+    """Open the configured LEDs with PWM, or on/off where the pin has none (its key is added to ``no_pwm``)."""
     if config.kind == "none":
         return {}
-    from gpiozero import PWMLED, RGBLED
+    from gpiozero import LED, PWMLED, RGBLED
+    from gpiozero.exc import PinPWMUnsupported
 
     common = {"active_high": config.active_high, "pin_factory": pin_factory}
+
+    def one(key: State | None, pin: int) -> LedDevice:
+        try:
+            return PWMLED(pin, **common)  # type: ignore[no-any-return]
+        except PinPWMUnsupported:
+            log.info("GPIO%d has no PWM with this pin driver: its LED blinks on/off instead of dimming", pin)
+            no_pwm.add(key)
+            return LED(pin, **common)  # type: ignore[no-any-return]
+
     if config.kind == "single":
         assert config.pin is not None
-        return {None: PWMLED(config.pin, **common)}
+        return {None: one(None, config.pin)}
     if config.kind == "rgb":
         assert config.rgb is not None
-        return {None: RGBLED(config.rgb.red, config.rgb.green, config.rgb.blue, pwm=True, **common)}
+        pins = (config.rgb.red, config.rgb.green, config.rgb.blue)
+        # Probe each pin on its own: RGBLED does not release the pins it opened when a later one fails.
+        probes: list[LedDevice] = []
+        try:
+            probes.extend(PWMLED(pin, **common) for pin in pins)
+        except PinPWMUnsupported:
+            log.info("GPIO%d/%d/%d have no PWM with this pin driver: the RGB LED shows full colours only", *pins)
+            no_pwm.add(None)
+        finally:
+            for probe in probes:
+                probe.close()
+        return {None: RGBLED(*pins, pwm=None not in no_pwm, **common)}
     assert config.per_state is not None
-    pins = {
+    by_state = {
         State.IDLE: config.per_state.idle,
         State.CONNECTING: config.per_state.connecting,
         State.LIVE: config.per_state.live,
         State.ERROR: config.per_state.error,
     }
-    return {state: PWMLED(pin, **common) for state, pin in pins.items() if pin is not None}
+    return {state: one(state, pin) for state, pin in by_state.items() if pin is not None}

@@ -38,3 +38,4 @@ class EndReason(enum.StrEnum):
     DISCONNECTED = "disconnected"
     SHUTDOWN = "shutdown"
     FAILURE = "failure"
+    WAKE_GUARD = "wake_guard"

@@ -22,6 +22,39 @@ from kiosk.errors import SecretError
 
 SourceKind = Literal["file", "credential", "env"]
 
+#: Where an installed kiosk.service may live; its LoadCredential= lines map credential names to files.
+UNIT_PATHS: tuple[Path, ...] = (
+    Path("/etc/systemd/system/kiosk.service"),
+    Path("/usr/lib/systemd/system/kiosk.service"),
+    Path("/lib/systemd/system/kiosk.service"),
+)
+#: Where the shipped unit loads credentials from (``LoadCredential=NAME:/etc/kiosk/NAME``).
+CREDENTIAL_DIR = Path("/etc/kiosk")
+
+
+def credential_map(unit_text: str) -> dict[str, Path]:
+    """``LoadCredential=NAME:PATH`` lines of a unit file as ``{NAME: PATH}`` (the last line for a name wins)."""
+    found: dict[str, Path] = {}
+    for raw in unit_text.splitlines():
+        line = raw.strip()
+        if line.startswith("LoadCredential="):
+            name, _, path = line.removeprefix("LoadCredential=").partition(":")
+            if name and path.startswith("/"):
+                found[name.strip()] = Path(path.strip())
+    return found
+
+
+def credential_file(name: str, *, units: tuple[Path, ...] = UNIT_PATHS) -> Path:
+    """The file systemd would load credential ``name`` from: the installed unit's mapping, else /etc/kiosk/NAME."""
+    for unit in units:
+        try:
+            mapping = credential_map(unit.read_text(encoding="utf-8"))
+        except OSError:
+            continue
+        if name in mapping:
+            return mapping[name]
+    return CREDENTIAL_DIR / name
+
 
 @dataclasses.dataclass(frozen=True)
 class SecretStatus:
@@ -64,13 +97,17 @@ class SecretSource:
         return None
 
     def path(self) -> Path | None:
-        """The file that holds the secret (for file and credential sources), or None."""
+        """The file that holds the secret (for file and credential sources), or None.
+
+        A credential outside systemd (no ``$CREDENTIALS_DIRECTORY``: ``check-config``, ``doctor``, ``run`` by hand)
+        is read from the file the unit's ``LoadCredential=`` names, as systemd would.
+        """
         if self.kind == "file":
             return Path(self.name)
         if self.kind == "credential":
             directory = self._environ.get("CREDENTIALS_DIRECTORY")
             if not directory:
-                return None
+                return credential_file(self.name)
             return Path(directory) / self.name
         return None
 
@@ -95,11 +132,7 @@ class SecretSource:
             check_key(value, where=f"environment variable {self.name}")
             return SecretStr(value)
         path = self.path()
-        if path is None:
-            raise SecretError(
-                f"systemd credential {self.name!r} needs $CREDENTIALS_DIRECTORY, which is not set: run under "
-                f"systemd with LoadCredential={self.name}:/etc/kiosk/{self.name}, or use broker.api_key_file"
-            )
+        assert path is not None
         return self._read_file(path)
 
     def _read_file(self, path: Path) -> SecretStr:
@@ -144,8 +177,9 @@ class SecretSource:
 
     def _where(self) -> str:
         if self.kind == "credential":
-            path = self.path()
-            return f"{self.name!r}" + (f" at {path}" if path else " ($CREDENTIALS_DIRECTORY not set)")
+            if not self._environ.get("CREDENTIALS_DIRECTORY"):
+                return f"{self.name!r} from {self.path()} (as the unit's LoadCredential= loads it)"
+            return f"{self.name!r} at {self.path()}"
         if self.kind == "env":
             return f"${self.name}"
         return self.name

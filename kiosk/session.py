@@ -58,6 +58,15 @@ class Source(enum.StrEnum):
     KEYBOARD = "keyboard"
 
 
+class Trigger(enum.StrEnum):
+    """What started a session: a press from one of the :class:`Source` s, or voice wake."""
+
+    BUTTON = "button"
+    CONTROL = "control"
+    KEYBOARD = "keyboard"
+    VOICE = "voice"
+
+
 # ---- events -------------------------------------------------------------------------------------------------------
 
 
@@ -108,6 +117,11 @@ class MaxDuration:
 
 
 @dataclasses.dataclass(frozen=True)
+class WakeGuardEnd:
+    """A voice-woken session nobody is listening to (see :mod:`kiosk.wakeguard`)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class AgentLeft:
     """The agent left the room."""
 
@@ -148,6 +162,7 @@ Event: TypeAlias = (
     | AgentStateChanged
     | Silence
     | MaxDuration
+    | WakeGuardEnd
     | AgentLeft
     | Disconnected
     | Failure
@@ -200,6 +215,7 @@ class Snapshot:
     end_reason: EndReason | None = None
     failure: FailureReason | None = None
     stopping: bool = False
+    trigger: Trigger | None = None
 
     @property
     def in_session(self) -> bool:
@@ -210,6 +226,7 @@ class Snapshot:
 _END_EVENTS: dict[type[Event], EndReason] = {
     Silence: EndReason.SILENCE,
     MaxDuration: EndReason.MAX_DURATION,
+    WakeGuardEnd: EndReason.WAKE_GUARD,
     AgentLeft: EndReason.AGENT_LEFT,
     Disconnected: EndReason.DISCONNECTED,
     Shutdown: EndReason.SHUTDOWN,
@@ -235,7 +252,8 @@ def transition(snap: Snapshot, event: Event) -> tuple[Snapshot, list[Effect]]:
 
     if state == State.IDLE or state == State.ERROR:
         if isinstance(event, Press | Wake) and not snap.stopping:
-            nxt = Snapshot(state=State.CONNECTING, session=snap.session + 1, agent=AgentState.ABSENT)
+            trigger = Trigger.VOICE if isinstance(event, Wake) else Trigger(event.source.value)
+            nxt = Snapshot(state=State.CONNECTING, session=snap.session + 1, agent=AgentState.ABSENT, trigger=trigger)
             return nxt, [BeginSession(session=nxt.session, woke=isinstance(event, Wake))]
         if isinstance(event, Failure):
             return dataclasses.replace(snap, state=State.ERROR, failure=event.reason), [StartErrorTimer()]

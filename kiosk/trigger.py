@@ -4,6 +4,9 @@ gpiozero calls ``when_pressed``/``when_held`` on its own thread; this module onl
 ``loop.call_soon_threadsafe``, so the session's single writer (on the loop) decides what a press means: start when
 idle, end when connecting or live. The press is reported on the falling edge, not on release, so press-to-live
 latency does not include how long the visitor keeps the finger down.
+
+``kiosk test button`` passes ``on_edge`` to see every raw edge: the pin driver's own debouncing is then left off and
+the same loop-side debouncing the daemon relies on decides which edges count as presses.
 """
 
 from __future__ import annotations
@@ -37,23 +40,30 @@ class ButtonTrigger:
         loop: asyncio.AbstractEventLoop,
         on_event: Callable[[ButtonEvent], None],
         pin_factory: Any = None,
+        on_edge: Callable[[bool, float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Open the button on ``config.button_pin``; ``clock`` timestamps edges (s) on gpiozero's thread."""
+        """Open the button on ``config.button_pin``.
+
+        ``on_edge(pressed, t)`` also receives every raw edge (``kiosk test button``: the driver's own debouncing is
+        then off, so bounces show); ``clock`` timestamps edges (s) on gpiozero's thread.
+        """
         from gpiozero import Button
 
         if config.button_pin is None:
             raise ValueError("trigger.button_pin is not set")
         self._loop = loop
         self._on_event = on_event
-        self._bounce_s = config.bounce_time_ms / 1000
+        self._on_edge = on_edge
         self._clock = clock
+        self._bounce_s = config.bounce_time_ms / 1000
         self._last_edge = -1e9
         self.presses = 0
+        driver_bounce = config.bounce_time_ms / 1000 if config.bounce_time_ms and on_edge is None else None
         self._button = Button(
             config.button_pin,
             pull_up=config.button_pull_up,
-            bounce_time=config.bounce_time_ms / 1000 if config.bounce_time_ms else None,
+            bounce_time=driver_bounce,
             hold_time=config.hold_time_s,
             pin_factory=pin_factory,
         )
@@ -74,6 +84,8 @@ class ButtonTrigger:
 
     def _deliver(self, event: ButtonEvent | None, t: float) -> None:
         if event != ButtonEvent.HOLD:
+            if self._on_edge is not None:
+                self._on_edge(event == ButtonEvent.PRESS, t)
             # Not every pin driver debounces (the mock and some GPIO expanders do not): repeat it on the loop, for
             # press and release alike. An edge within bounce_time of the previous edge is contact bounce.
             bounced = t - self._last_edge < self._bounce_s

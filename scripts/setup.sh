@@ -20,12 +20,14 @@ if ((${#missing[@]})); then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "setup: installing apt packages: ${missing[*]}"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[${extras}]"
+# No -q: on a Pi the install takes minutes, and pip's lines show it is still going.
+echo "setup: installing kiosk and its Python packages into .venv (extras: ${extras})"
+.venv/bin/python -m pip install --upgrade --progress-bar on pip
+.venv/bin/python -m pip install --progress-bar on -e ".[${extras}]"
 echo "setup: ready (.venv, extras: ${extras})"

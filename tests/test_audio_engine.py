@@ -132,6 +132,8 @@ async def test_wake_keeps_the_first_words(speech: SpeechClip) -> None:
         if wake is not None and capture is None:
             capture = engine.start_capture(since=wake.speech_start)
     assert capture is not None
+    [woke] = [e for e in events if e.kind == VadEventKind.WAKE]
+    assert woke.level_dbfs is not None and -50 < woke.level_dbfs < -5, "the wake's level is the speech's level"
     pre = capture.take_preconnect()
     await engine.close()
     first_voiced = 48_000 + int(np.flatnonzero(np.abs(voice) > 500)[0])

@@ -230,3 +230,18 @@ async def test_no_budget_left_is_a_timeout(tmp_path: Path) -> None:
             await lyzr(fake, tmp_path).start(deadline=time.monotonic() - 1)
     assert caught.value.reason == FailureReason.BROKER_TIMEOUT
     assert fake.requests == []
+
+
+def test_retries_are_logged_in_words(caplog: pytest.LogCaptureFixture) -> None:
+    """A scheduled retry logs a sentence with the cause and the wait, not a bare ``stamina.retry_scheduled``."""
+    import stamina.instrumentation
+
+    from kiosk.broker.http import log_retry
+
+    assert log_retry in stamina.instrumentation.get_on_retry_hooks()
+    details = stamina.instrumentation.RetryDetails(
+        name="start", args=(), kwargs={}, retry_num=2, wait_for=0.42, waited_so_far=0.3, caused_by=OSError("refused")
+    )
+    with caplog.at_level("WARNING", logger="kiosk.broker.http"):
+        log_retry(details)
+    assert caplog.messages == ["broker request failed (refused); retry 2 in 0.4 s (0.3 s spent retrying so far)"]

@@ -156,15 +156,19 @@ async def test_failed_end_is_retried_in_the_background_without_blocking(tmp_path
     """An end that fails keeps its record, is retried while idle, and the next visitor starts at once."""
     keeper, broker = keeper_for(tmp_path)
     broker.end_failures = 2
+    calls: list[tuple[str, bool]] = []
+    keeper.on_call = lambda operation, seconds, ok: calls.append((operation, ok))
     async with asyncio.timeout(5):
         async with keeper.session():
             pass
         assert len(keeper.ledger.pending()) == 1 and keeper.retrying == 1
+        assert keeper.oldest_pending_start() == keeper.ledger.pending()[0].started_at
         async with keeper.session() as second:
             assert second.room == "room-0"
         await eventually(lambda: not keeper.ledger.pending())
     assert len(broker.ended) == 2
-    assert keeper.retrying == 0
+    assert keeper.retrying == 0 and keeper.oldest_pending_start() is None
+    assert calls[:2] == [("start", True), ("end", False)] and calls.count(("end", True)) == 2
     await asyncio.wait_for(keeper.aclose(), 5)
 
 

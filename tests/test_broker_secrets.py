@@ -95,3 +95,14 @@ def test_doctor_output_holds_no_key_and_no_token(sandbox: SandboxHandle, tmp_pat
     assert "doctor: all checks passed" in outputs[0] and "DEBUG" in outputs[0]
     assert "broker_unauthorized" in outputs[1]
     assert all("eyJ" not in output for output in outputs)
+
+
+def test_credential_file_follows_the_units_load_credential(tmp_path: Path) -> None:
+    """Outside systemd a credential is read from the file the installed unit's LoadCredential= names."""
+    from kiosk.secret import credential_file, credential_map
+
+    unit = tmp_path / "kiosk.service"
+    unit.write_text("[Service]\nLoadCredential=broker-api-key:/srv/keys/broker\nLoadCredential=other:/x\n")
+    assert credential_map(unit.read_text()) == {"broker-api-key": Path("/srv/keys/broker"), "other": Path("/x")}
+    assert credential_file("broker-api-key", units=(tmp_path / "missing.service", unit)) == Path("/srv/keys/broker")
+    assert credential_file("nope", units=(unit,)) == Path("/etc/kiosk/nope")

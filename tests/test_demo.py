@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,6 +48,18 @@ def test_demo_completes_one_session_without_a_sound_card(speech: SpeechClip, tmp
         assert wav.getframerate() == 48000
         played = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).astype(np.float32)
     assert float(np.sqrt(np.mean(played**2))) > 100, shown
+
+
+def test_demo_json_prints_one_object_per_session(speech: SpeechClip, tmp_path: Path) -> None:
+    """With --json, stdout holds one JSON object per session (summary and what the agent heard), nothing else."""
+    command = [sys.executable, "-m", "kiosk", "demo", "--sessions", "1", "--mic-wav", str(speech.wav), "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [line] = result.stdout.splitlines()
+    data = json.loads(line)
+    assert data["session"]["end_reason"] == "silence" and data["session"]["room"]
+    assert data["agent_heard"]["greeted"] is True and data["agent_heard"]["ended_at_broker"] is True
+    assert "kiosk demo: 1 session(s); exit 0" in result.stderr
 
 
 def test_demo_without_audio_devices_says_how_to_run(tmp_path: Path) -> None:

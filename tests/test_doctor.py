@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -99,3 +100,27 @@ def test_doctor_config_error_exits_78(tmp_path: Path) -> None:
     result = doctor(path, "x")
     assert result.returncode == 78
     assert "broker.url" in result.stderr and "not encrypted" in result.stderr
+
+
+def test_doctor_reads_the_credential_file_outside_systemd(tmp_path: Path) -> None:
+    """Without $CREDENTIALS_DIRECTORY doctor reads the credential from the file LoadCredential= names (--json)."""
+    config = tmp_path / "kiosk.toml"
+    config.write_text(
+        '[broker]\ndialect = "lyzr"\nurl = "http://127.0.0.1:9"\nagent_id = "a"\n'
+        f'api_key_credential = "kiosk-test-no-such-credential"\n[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    result = subprocess.run(
+        [sys.executable, "-m", "kiosk", "doctor", "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    step = next(line for line in lines if line.get("step") == "api key")
+    assert step["result"] == "FAIL"
+    assert "/etc/kiosk/kiosk-test-no-such-credential does not exist" in step["detail"]
+    assert lines[-1] == {"result": "failed", "failure": "secret_unreadable"}

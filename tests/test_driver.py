@@ -11,6 +11,7 @@ from kiosk.config import KioskConfig
 from kiosk.configfile import parse_config as parse_config_text
 from kiosk.daemon.driver import Driver
 from kiosk.daemon.sessionrun import SessionRun
+from kiosk.wakeguard import Refusal, WakeGate
 
 CONFIG = '[broker]\ndialect = "livekit"\nurl = "https://b.example"\n[session]\nerror_display_s = 0.2\n'
 
@@ -62,8 +63,11 @@ class StubAudio:
         return StubInput()
 
 
-def _driver(keeper: StubKeeper, config: KioskConfig) -> tuple[Driver, list[StubCapture]]:
+def _driver(
+    keeper: StubKeeper, config: KioskConfig, *, wake_gate: WakeGate | None = None
+) -> tuple[Driver, list[StubCapture]]:
     captures: list[StubCapture] = []
+    holder: dict[str, Driver] = {}
 
     def make_run(number: int, pressed_at: float | None) -> SessionRun:
         capture = StubCapture()
@@ -76,9 +80,11 @@ def _driver(keeper: StubKeeper, config: KioskConfig) -> tuple[Driver, list[StubC
             audio=StubAudio(),
             capture=capture,  # type: ignore[arg-type]
             on_caption=lambda caption: None,
+            trigger=holder["driver"].snapshot.trigger,
         )
 
-    return Driver(config=config, make_run=make_run), captures
+    holder["driver"] = Driver(config=config, make_run=make_run, wake_gate=wake_gate)
+    return holder["driver"], captures
 
 
 async def _until_state(driver: Driver, state: sm.State, within: float = 3.0) -> None:
@@ -135,3 +141,24 @@ async def test_a_failing_observer_does_not_stop_the_machine() -> None:
     driver.dispatch(sm.Shutdown())
     async with asyncio.timeout(3):
         await driver.exited.wait()
+
+
+async def test_voice_wakes_pass_the_wake_gate_and_an_unheard_session_rests_it() -> None:
+    """A quiet wake is refused; a loud one starts a voice session; its wake-guard end makes the gate refuse the next."""
+    config = parse_config_text(CONFIG + "[trigger]\nvoice_wake = true\ncooldown_s = 0\n")
+    keeper = StubKeeper(delay=5)
+    gate = WakeGate(config=config.trigger)
+    driver, _ = _driver(keeper, config, wake_gate=gate)
+    refused: list[Refusal] = []
+    driver.on_wake_refused = refused.append
+    driver.wake(0.0, level_dbfs=-70.0)
+    assert driver.snapshot.state == sm.State.IDLE and refused == [Refusal.TOO_QUIET]
+    driver.wake(0.0, level_dbfs=-20.0)
+    assert driver.snapshot.state == sm.State.CONNECTING and driver.snapshot.trigger == sm.Trigger.VOICE
+    driver.dispatch(sm.WakeGuardEnd())
+    await _until_state(driver, sm.State.IDLE)
+    driver.wake(0.0, level_dbfs=-20.0)
+    assert refused == [Refusal.TOO_QUIET, Refusal.BACKOFF]
+    status = driver.status()
+    assert status["recent"][0]["trigger"] == "voice" and status["recent"][0]["end_reason"] == "wake_guard"
+    assert status["wake_guard"]["resting_s"] > 290 and status["counters"]["wake_refused.backoff"] == 1

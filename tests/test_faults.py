@@ -180,3 +180,27 @@ def test_a_microphone_missing_at_start_is_opened_when_it_appears(
             pulse_server.load_sink("mic")
     output = log.read_text()
     assert "audio input unavailable at start" in output and "Traceback" not in output
+
+
+def test_a_speaker_lost_mid_session_ends_it_as_audio_device(
+    sandbox: SandboxHandle, pulse_server: PulseServer, notify_socket: NotifySocket, tmp_path: Path
+) -> None:
+    """The speaker sink vanishes while live and does not come back: the session ends as audio_device, at the broker."""
+    extra = DEVICES.replace("[audio]\n", "[audio]\nreopen_backoff_max_s = 1.0\nstall_timeout_s = 1.0\n")
+    config = daemon_config(http_url=sandbox.http_url, tmp_path=tmp_path, key_env=KEY_ENV, silence_s=60, extra=extra)
+    socket = tmp_path / "control.sock"
+    log = tmp_path / "daemon.log"
+    try:
+        with kiosk_run(config, sandbox=sandbox, pulse=pulse_server, notify=notify_socket, log=log) as daemon:
+            assert request_once(socket, {"cmd": "press"})["did"] == "started a session"
+            wait_until(lambda: request_once(socket, {"cmd": "status"})["state"] == "live", 30, "live")
+            room = request_once(socket, {"cmd": "status"})["session"]["room"]
+            pulse_server.unload_sink("spk")
+            last_end = wait_until(lambda: request_once(socket, {"cmd": "status"})["last_end"], 30, "the end")
+            wait_until(lambda: ended_at_broker(sandbox, room), 20, "the broker end")
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(timeout=20) == 0
+    finally:
+        if "spk" not in pulse_server.pactl("list", "short", "sinks"):
+            pulse_server.load_sink("spk")
+    assert last_end["failure"] == "audio_device", log.read_text()[-3000:]

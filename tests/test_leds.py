@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -146,3 +147,51 @@ def test_pulse_levels_rise_and_fall() -> None:
     peak = max(v for _, v in values)
     assert peak == pytest.approx(0.5, abs=0.01)
     assert values[0][1] == 0.0
+
+
+def test_without_pwm_patterns_blink_on_and_off() -> None:
+    """Pins without PWM: the single LED is only ever full on or off, dim idle is on, codes still count exactly."""
+    plain = MockFactory()
+    leds = StatusLeds(config=LedConfig(kind="single", pin=18, brightness=0.5), pin_factory=plain)
+    pin = plain.pin(18)
+    try:
+        assert leds.no_pwm == {None}
+        leds.update(Snapshot(state=State.IDLE))
+        assert pin.state is True or pin.state == 1
+        leds.update(Snapshot(state=State.ERROR, failure=FailureReason.BROKER_UNAUTHORIZED))
+
+        def rises() -> int:
+            states = list(pin.states)
+            return sum(1 for a, b in itertools.pairwise(states) if b.state and not a.state)
+
+        deadline = time.monotonic() + 15
+        # gpiozero plays the pattern on its own thread: poll the pin's history, bounded.
+        while rises() < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rises() >= 5  # the code's 4 flashes after the idle level
+        assert {float(s.state) for s in pin.states} <= {0.0, 1.0}
+    finally:
+        leds.close()
+        plain.reset()
+
+
+def test_rgb_without_pwm_shows_full_colours() -> None:
+    """An RGB LED on pins without PWM falls back to on/off colours; with PWM it keeps dimming."""
+    plain = MockFactory()
+    leds = StatusLeds(config=LedConfig(kind="rgb", rgb=RgbPins(red=22, green=23, blue=24)), pin_factory=plain)
+    try:
+        assert leds.no_pwm == {None}
+        leds.update(Snapshot(state=State.IDLE))
+        assert (plain.pin(22).state, plain.pin(23).state, plain.pin(24).state) == (0, 1, 0)
+    finally:
+        leds.close()
+        plain.reset()
+    pwm = MockFactory(pin_class=MockPWMPin)
+    leds = StatusLeds(config=LedConfig(kind="rgb", rgb=RgbPins(red=22, green=23, blue=24)), pin_factory=pwm)
+    try:
+        assert leds.no_pwm == set()
+        leds.update(Snapshot(state=State.IDLE))
+        assert pwm.pin(23).state == pytest.approx(0.15)
+    finally:
+        leds.close()
+        pwm.reset()

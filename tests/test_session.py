@@ -30,7 +30,9 @@ from kiosk.session import (
     StartErrorTimer,
     State,
     Teardown,
+    Trigger,
     Wake,
+    WakeGuardEnd,
     transition,
 )
 
@@ -184,3 +186,14 @@ def test_properties_over_random_sequences(events: list[Event], shut: bool) -> No
     assert snap.state == State.IDLE
     if shut:
         assert snap.stopping
+
+
+def test_the_snapshot_says_what_started_the_session_and_the_wake_guard_ends_it() -> None:
+    """A wake starts a voice session, a press one named by its source; WakeGuardEnd ends with reason wake_guard."""
+    woken, _ = transition(Snapshot(), Wake())
+    pressed, _ = transition(Snapshot(), Press(Source.CONTROL))
+    assert woken.trigger == Trigger.VOICE and pressed.trigger == Trigger.CONTROL
+    live, _ = transition(woken, Connected())
+    ending, effects = transition(live, WakeGuardEnd())
+    assert ending.state == State.ENDING and ending.end_reason == EndReason.WAKE_GUARD
+    assert effects == [Teardown(session=1, reason=EndReason.WAKE_GUARD, failure=None)]

@@ -131,3 +131,25 @@ def test_exec_reload_sends_sighup_to_the_main_process() -> None:
     finally:
         main.kill()
         main.wait(timeout=30)
+
+
+def test_lgpio_gets_a_writable_working_directory() -> None:
+    """LG_WD names the service's runtime directory (writable under ProtectSystem=strict); gpiochips are allowed."""
+    d = _directives()
+    env = dict(item.split("=", 1) for line in d["Environment"] for item in line.split())
+    assert env["LG_WD"] == "/run/" + d["RuntimeDirectory"][0]
+    assert d["ProtectSystem"] == ["strict"]
+    assert any(line.startswith("char-gpiochip") for line in d["DeviceAllow"])
+
+
+def test_pi_gets_lgpio_from_the_package() -> None:
+    """lgpio is a dependency on 64-bit ARM Linux only (a PC or CI installs no GPIO driver)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((UNIT.parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    lgpio = next(Requirement(dep) for dep in deps if dep.startswith("lgpio"))
+    assert lgpio.marker is not None
+    assert lgpio.marker.evaluate({"sys_platform": "linux", "platform_machine": "aarch64"})
+    assert not lgpio.marker.evaluate({"sys_platform": "linux", "platform_machine": "x86_64"})

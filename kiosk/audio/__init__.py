@@ -14,7 +14,7 @@ The daemon wires one :class:`AudioEngine`::
 
     engine = AudioEngine(audio=config.audio, trigger=config.trigger)   # stream_factory=SoundDeviceFactory()
     await engine.start()                        # AudioDeviceError (listing devices) on a wrong device
-    engine.subscribe_vad(on_vad)                # VadEvent(kind=ONSET|OFFSET|WAKE, t, speech_start)
+    engine.subscribe_vad(on_vad)                # VadEvent(kind=ONSET|OFFSET|WAKE, t, speech_start, level_dbfs)
     engine.subscribe_health(on_health)          # AudioHealthEvent(direction, ok, message, reason)
     engine.subscribe_frames(on_frame)           # every processed MicFrame (t, pcm)
     engine.last_speech_t                        # for the silence timeout

@@ -46,6 +46,7 @@ class Capture:
         self.blocks = 0
         self.last_block_t: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self._stream: AudioStream = factory.open(
             kind="input",
             device=params.device.index,
@@ -70,7 +71,8 @@ class Capture:
         self._stream.start()
 
     def stop(self) -> None:
-        """Loop side: stop the frame maker."""
+        """Loop side: stop the frame maker (and the callback's hand-offs)."""
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
 
@@ -80,6 +82,8 @@ class Capture:
 
     def _callback(self, data: Block, overflow: bool) -> None:
         # PortAudio thread: copy the chosen channel and hand it over; nothing here may block.
+        if self._stopped:
+            return  # closing: hand nothing more to the loop, so PortAudio can stop this thread at once
         block = data[:, self._channel].copy()
         post(self._loop, self._arrive, block, overflow, self._clock())
 

@@ -7,7 +7,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from kiosk.audio import chimes
@@ -23,6 +22,7 @@ from kiosk.audio.recovery import Direction
 from kiosk.audio.streams import StreamFactory
 from kiosk.audio.supervisor import Supervisor
 from kiosk.audio.vad import VadEvent, VoiceActivity
+from kiosk.audio.worker import PortAudioThread
 from kiosk.config import AudioConfig, TriggerConfig
 from kiosk.errors import AudioDeviceError
 from kiosk.reasons import FailureReason
@@ -35,6 +35,8 @@ BACKGROUND = "background_audio"
 CHIMES = "chimes"
 #: Wake stays gated this long after the kiosk's own output was last audible (room echo tail).
 WAKE_GATE_TAIL_S = 0.5
+#: How long closing the streams may take at shutdown before a hanging device is left behind (s).
+CLOSE_BUDGET_S = 10.0
 
 T = TypeVar("T")
 
@@ -92,12 +94,11 @@ class AudioEngine:
         # Every PortAudio call that can block (device queries, open, start, close, rescan) runs here, one at a
         # time (PortAudio's API is not thread-safe), never on the event loop: a USB device that hangs must not
         # stop the loop, its watchdog pings or a session's broker end.
-        self._portaudio = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portaudio")
+        self._portaudio = PortAudioThread()
 
     async def portaudio(self, call: Callable[..., T], *args: object) -> T:
         """Run a blocking PortAudio call on the engine's PortAudio thread."""
-        loop = self._loop or asyncio.get_running_loop()
-        return await loop.run_in_executor(self._portaudio, call, *args)
+        return await self._portaudio.run(call, *args)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -133,8 +134,13 @@ class AudioEngine:
             await self._supervisor.stop()
         for session in list(self._sessions):
             session.close()
-        await self._close_streams()
-        self._portaudio.shutdown(wait=False)
+        try:
+            await asyncio.wait_for(self._close_streams(), CLOSE_BUDGET_S)
+        except TimeoutError:
+            log.warning(
+                "PortAudio did not close the streams within %.0f s (a device hangs); leaving them", CLOSE_BUDGET_S
+            )
+        self._portaudio.stop()
         self._started = False
 
     async def _close_streams(self) -> None:
@@ -246,8 +252,10 @@ class AudioEngine:
                     "reverse_dropped": stream.reverse_dropped,
                 }
             )
+        started = time.monotonic()
         try:
             await self.portaudio(stream.close)
+            log.debug("closed the %s stream in %.0f ms", direction.name, (time.monotonic() - started) * 1000)
         except (OSError, RuntimeError) as exc:
             # A vanished device may refuse to close cleanly; it is gone either way.
             log.warning("closing the %s stream failed: %s", direction.name, exc)

@@ -67,6 +67,7 @@ class Playback:
         self.reverse_dropped = 0
         self.last_block_t: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self._stream: AudioStream = factory.open(
             kind="output",
             device=params.device.index,
@@ -92,7 +93,8 @@ class Playback:
         self._stream.start()
 
     def stop(self) -> None:
-        """Loop side: stop feeding the reverse stream."""
+        """Loop side: stop feeding the reverse stream (and the callback's hand-offs)."""
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
 
@@ -102,6 +104,9 @@ class Playback:
 
     def _callback(self, out: Block, underflow: bool) -> None:
         # PortAudio thread: copy out what the loop queued, pad with silence, report what was played.
+        if self._stopped:
+            out.fill(0)  # closing: silence, and nothing more handed to the loop
+            return
         n = out.shape[0]
         mono = np.zeros(n, dtype=np.int16)
         filled = 0

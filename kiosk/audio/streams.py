@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from kiosk.audio.alsalog import native_stderr_to_log
 from kiosk.errors import AudioDeviceError
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ class _SdStream:
         return float(self._stream.latency)
 
     def start(self) -> None:
-        self._stream.start()
+        with native_stderr_to_log():
+            self._stream.start()
 
     def close(self) -> None:
         if self._closed:
@@ -119,6 +121,10 @@ class SoundDeviceFactory:
     """The real :class:`StreamFactory`: PortAudio through sounddevice (imported on first use)."""
 
     def __init__(self) -> None:
+        from kiosk.audio.alsalog import route_alsa_errors_to_log
+
+        # Before PortAudio initialises: probing devices already makes ALSA print.
+        route_alsa_errors_to_log()
         import sounddevice
 
         self._sd: Any = sounddevice
@@ -164,16 +170,18 @@ class SoundDeviceFactory:
 
         cls = sd.InputStream if kind == "input" else sd.OutputStream
         try:
-            stream = cls(
-                device=device,
-                samplerate=samplerate,
-                channels=channels,
-                dtype="int16",
-                blocksize=blocksize,
-                latency="low",
-                callback=raw,
-                finished_callback=on_finished,
-            )
+            # PortAudio prints "Expression ... failed" lines on a failed open: they go to the debug log.
+            with native_stderr_to_log():
+                stream = cls(
+                    device=device,
+                    samplerate=samplerate,
+                    channels=channels,
+                    dtype="int16",
+                    blocksize=blocksize,
+                    latency="low",
+                    callback=raw,
+                    finished_callback=on_finished,
+                )
         except (sd.PortAudioError, ValueError) as exc:
             raise AudioDeviceError(f"cannot open {kind} device {device}: {exc}") from exc
         return _SdStream(stream)

@@ -34,11 +34,15 @@ class VadEventKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class VadEvent:
-    """A segment event: ``t`` is when it was decided, ``speech_start`` when the segment's speech began."""
+    """A segment event: ``t`` is when it was decided, ``speech_start`` when the segment's speech began.
+
+    A wake also carries ``level_dbfs``: the median level (dBFS) of the processed frames in the wake window.
+    """
 
     kind: VadEventKind
     t: float
     speech_start: float
+    level_dbfs: float | None = None
 
 
 class VoiceActivity:
@@ -116,7 +120,8 @@ class VoiceActivity:
                 events.append(VadEvent(VadEventKind.OFFSET, t, self._segment_start))
         if self.speaking and not self._woken and self._wake.voiced() and self._modulated():
             self._woken = True
-            events.append(VadEvent(VadEventKind.WAKE, t, self._segment_start))
+            level = float(np.median(np.fromiter(self._wake_levels, dtype=np.float32)))
+            events.append(VadEvent(VadEventKind.WAKE, t, self._segment_start, level_dbfs=level))
         return events
 
     def _modulated(self) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import stamina
+import stamina.instrumentation
 
 from kiosk.config import BrokerConfig
 from kiosk.errors import BrokerError, ConfigError
@@ -28,6 +29,21 @@ from .clock import ServerClock
 from .policy import scrub, url_for_log
 
 log = logging.getLogger(__name__)
+
+
+def log_retry(details: stamina.instrumentation.RetryDetails) -> None:
+    """stamina's retry hook: one sentence per scheduled retry instead of a bare ``stamina.retry_scheduled``."""
+    log.warning(
+        "broker request failed (%s); retry %d in %.1f s (%.1f s spent retrying so far)",
+        details.caused_by,
+        details.retry_num,
+        details.wait_for,
+        details.waited_so_far,
+    )
+
+
+# Process-wide in stamina; the broker is the kiosk's only user of it.
+stamina.instrumentation.set_on_retry_hooks([log_retry])
 
 API_KEY_HEADER = "x-api-key"
 #: Longest pause between two attempts of one request (the deadline bounds the whole anyway).

@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import stamina
@@ -84,6 +85,9 @@ class SessionKeeper:
         self._idle = asyncio.Event()
         self._idle.set()
         self._background: dict[str, asyncio.Task[None]] = {}
+        self._waiting: dict[str, SessionRecord] = {}
+        #: Told of every broker call: ``on_call(operation "start" | "end", seconds, ok)`` (metrics observe this).
+        self.on_call: Callable[[str, float, bool], None] | None = None
 
     def __repr__(self) -> str:
         return f"SessionKeeper(broker={self.broker!r}, ledger={self.ledger!r})"
@@ -92,6 +96,15 @@ class SessionKeeper:
     def retrying(self) -> int:
         """How many ended sessions still wait for the broker's confirmation in the background."""
         return sum(1 for task in self._background.values() if not task.done())
+
+    def oldest_pending_start(self) -> dt.datetime | None:
+        """When the oldest session still waiting for its end in the background was started (UTC), if any."""
+        waiting = [self._waiting[key].started_at for key, task in self._background.items() if not task.done()]
+        return min(waiting, default=None)
+
+    def _report(self, operation: str, started: float, ok: bool) -> None:
+        if self.on_call is not None:
+            self.on_call(operation, time.monotonic() - started, ok)
 
     @contextlib.asynccontextmanager
     async def session(self, *, deadline: float | None = None) -> AsyncIterator[Grant]:
@@ -128,9 +141,11 @@ class SessionKeeper:
 
         self._active.add(record.id)
         self._idle.clear()
+        asked = time.monotonic()
         try:
             grant = await self.broker.start(deadline=deadline, on_room=on_room)
         except BaseException as exc:
+            self._report("start", asked, ok=False)
             if current[0].ticket() is None and isinstance(exc, BrokerError) and exc.reason in _ANSWERED:
                 # The broker answered with a refusal: no session was opened, the record has nothing to end.
                 self.ledger.remove(current[0].id)
@@ -138,6 +153,7 @@ class SessionKeeper:
             else:
                 await self._finish(current[0])
             raise
+        self._report("start", asked, ok=True)
         return BrokerSession(grant=grant, record=current[0])
 
     async def end(self, session: BrokerSession) -> bool:
@@ -234,8 +250,10 @@ class SessionKeeper:
                 await self.broker.end(ticket, deadline=started + self._end_timeout_s)
         except Exception:
             # Supervisor boundary of one end attempt: whatever failed, the record stays and the end is retried.
+            self._report("end", started, ok=False)
             log.warning("ending room %s failed; will retry", ticket.room, exc_info=True)
             return False
+        self._report("end", started, ok=True)
         self.ledger.remove(record.id)
         log.info("session %s ended (room %s) in %.0f ms", record.id, ticket.room, (time.monotonic() - started) * 1e3)
         return True
@@ -244,6 +262,7 @@ class SessionKeeper:
         existing = self._background.get(record.id)
         if existing is not None and not existing.done():
             return
+        self._waiting[record.id] = record
         self._background[record.id] = asyncio.get_running_loop().create_task(
             self._retry_until_ended(record), name=f"end-{record.id}"
         )
@@ -264,6 +283,7 @@ class SessionKeeper:
                     await self._idle.wait()
                     if not await self._end_once(record):
                         raise _EndNotConfirmed(record.id)
+            self._waiting.pop(record.id, None)
         except _EndNotConfirmed:
             ticket = record.ticket()
             log.warning(

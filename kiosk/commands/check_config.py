@@ -7,13 +7,16 @@ that names the file, the key, what is wrong and what is expected.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-from kiosk.configfile import EX_CONFIG, load_config, resolve_path
+from kiosk.cliformat import HelpFormatter, describe
+from kiosk.config import KioskConfig
+from kiosk.configfile import EX_CONFIG, find_line, load_config, resolve_path, with_lines
 from kiosk.errors import ConfigError
 from kiosk.secret import SecretSource
 
@@ -24,9 +27,13 @@ _SOURCE_KEYS = {"api_key_file", "api_key_credential", "api_key_env"}
 
 def main(argv: list[str]) -> int:
     """Run ``kiosk check-config``."""
-    parser = argparse.ArgumentParser(prog="kiosk check-config", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="kiosk check-config", description=describe(__doc__), formatter_class=HelpFormatter
+    )
     parser.add_argument("path", nargs="?", help="config file (same as --config)")
-    parser.add_argument("--config", dest="config", help="config file (default: $KIOSK_CONFIG or /etc/kiosk/kiosk.toml)")
+    parser.add_argument(
+        "--config", dest="config", help="config file (default: $KIOSK_CONFIG, else /etc/kiosk/kiosk.toml)"
+    )
     parser.add_argument("--json", action="store_true", help="print the effective config as JSON")
     args = parser.parse_args(argv)
     path = resolve_path(args.config or args.path)
@@ -36,26 +43,22 @@ def main(argv: list[str]) -> int:
         print(f"kiosk: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
     source = SecretSource.from_broker(config.broker)
+    problem = broker_problem(config, source)
+    if problem is not None:
+        print(f"kiosk: config error: {path}: {with_lines(problem, path.read_text(encoding='utf-8'))}", file=sys.stderr)
+        return EX_CONFIG
     status = source.status() if source is not None else None
     warnings: list[str] = []
-    if status is not None:
-        if status.warning:
-            warnings.append(status.warning)
+    if source is not None and status is not None:
+        key = f"broker.api_key_{source.kind}"
+        line = find_line(path.read_text(encoding="utf-8"), ("broker", key.split(".")[1]))
+        where = f"{key} (line {line})" if line else key
         if not status.readable:
-            if source is not None and source.kind == "credential" and source.path() is None:
-                warnings.append(
-                    f"cannot check credential {source.name!r} here: it exists only under systemd, "
-                    f"loaded by LoadCredential={source.name}:/etc/kiosk/{source.name} in kiosk.service"
-                )
-            else:
-                print(f"kiosk: config error: {path}: broker secret: {status.problem}", file=sys.stderr)
-                return EX_CONFIG
-    if status is None:
-        secret_line = "none (this dialect needs no key)"
-    elif source is not None and source.kind == "credential" and source.path() is None:
-        secret_line = f"{MASK} from systemd credential {source.name!r} (loaded by systemd when the service starts)"
-    else:
-        secret_line = f"{MASK} from {status.describe()}"
+            print(f"kiosk: config error: {path}: {where}: {status.problem}", file=sys.stderr)
+            return EX_CONFIG
+        if status.warning:
+            warnings.append(f"{path}: {where}: {status.warning}")
+    secret_line = "none (this dialect needs no key)" if status is None else f"{MASK} from {status.describe()}"
     if args.json:
         data = masked(config.model_dump(mode="json"))
         data["broker"]["secret"] = secret_line
@@ -67,6 +70,24 @@ def main(argv: list[str]) -> int:
     for warning in warnings:
         print(f"kiosk: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def broker_problem(config: KioskConfig, source: SecretSource | None) -> str | None:
+    """What ``run`` would refuse when it builds the broker client and broker (an http:// broker elsewhere, an
+    unreadable ``ca_file``), as a message naming the key; None when it builds."""
+    from kiosk.broker import make_broker, make_client
+
+    try:
+        client = make_client(config.broker)
+    except ConfigError as exc:
+        return str(exc)
+    try:
+        make_broker(config, client=client, secret=source)
+    except ConfigError as exc:
+        return str(exc)
+    finally:
+        asyncio.run(client.aclose())
+    return None
 
 
 def masked(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""``kiosk status | press | say TEXT | events``: talk to the running daemon over its control socket."""
+"""``kiosk status | press | say TEXT | events``: talk to the running daemon over its control socket.
+
+Text for people by default; ``--json`` prints the daemon's answers (and, for ``events``, one JSON object per line).
+"""
 
 from __future__ import annotations
 
@@ -9,26 +12,33 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kiosk.cliformat import HelpFormatter
+from kiosk.commands.statusview import format_status
 from kiosk.config import ControlConfig
 from kiosk.configfile import load_config, resolve_path
 from kiosk.errors import ConfigError, ControlError
+
+__all__ = ["format_status", "main", "request_once", "socket_path"]
 
 DESCRIPTIONS = {
     "status": "show the running daemon's state",
     "press": "press the button through the control socket",
     "say": "send a text message into the live session",
-    "events": "follow state changes and live captions as JSON lines",
+    "events": "follow state changes and live captions (--json: as JSON lines)",
 }
 
 
 def main(argv: list[str]) -> int:
     """Run one of the control commands; ``argv[0]`` names it."""
     command, rest = argv[0], argv[1:]
-    parser = argparse.ArgumentParser(prog=f"kiosk {command}", description=DESCRIPTIONS[command])
-    parser.add_argument("--config", help="config file, to find control.socket (default: $KIOSK_CONFIG or /etc/kiosk)")
-    parser.add_argument("--socket", help="control socket path (overrides the config)")
-    if command == "status":
-        parser.add_argument("--json", action="store_true", help="print the raw JSON")
+    parser = argparse.ArgumentParser(
+        prog=f"kiosk {command}", description=DESCRIPTIONS[command].capitalize() + ".", formatter_class=HelpFormatter
+    )
+    parser.add_argument(
+        "--config", help="config file, to find control.socket (default: $KIOSK_CONFIG, else /etc/kiosk/kiosk.toml)"
+    )
+    parser.add_argument("--socket", help="control socket path (default: the config's control.socket)")
+    parser.add_argument("--json", action="store_true", help="print the daemon's JSON instead of text")
     if command == "say":
         parser.add_argument("text", nargs="+", help="the message")
     args = parser.parse_args(rest)
@@ -38,7 +48,7 @@ def main(argv: list[str]) -> int:
         request["text"] = " ".join(args.text)
     try:
         if command == "events":
-            return _follow(path, request)
+            return _follow(path, request, as_json=args.json)
         answer = request_once(path, request)
     except ControlError as exc:
         print(f"kiosk {command}: {exc}", file=sys.stderr)
@@ -46,10 +56,14 @@ def main(argv: list[str]) -> int:
     if not answer.get("ok"):
         print(f"kiosk {command}: {answer.get('error', 'the daemon refused the request')}", file=sys.stderr)
         return 1
-    if command == "status" and not args.json:
-        print(format_status(answer))
-    else:
+    if args.json:
         print(json.dumps(answer, indent=2 if command == "status" else None))
+    elif command == "status":
+        print(format_status(answer))
+    elif command == "press":
+        print(f"{answer.get('did', 'pressed')} (state now {answer.get('state', '?')})")
+    else:
+        print(f"sent: {answer.get('sent', request.get('text'))}")
     return 0
 
 
@@ -111,18 +125,39 @@ def request_once(path: Path, request: dict[str, Any], *, timeout: float = 10.0) 
     return answer
 
 
-def _follow(path: Path, request: dict[str, Any]) -> int:
+def _follow(path: Path, request: dict[str, Any], *, as_json: bool) -> int:
     with _connect(path, 10.0) as sock, sock.makefile("rwb") as stream:
         sock.settimeout(None)
         stream.write(json.dumps(request).encode() + b"\n")
         stream.flush()
         try:
             for line in stream:
-                sys.stdout.write(line.decode())
+                text = line.decode() if as_json else format_event(json.loads(line)) + "\n"
+                sys.stdout.write(text)
                 sys.stdout.flush()
         except KeyboardInterrupt:
             return 0
     return 0
+
+
+def format_event(event: dict[str, Any]) -> str:
+    """One ``kiosk events`` line for people: a state change, a transcript line, an audio report."""
+    kind = event.get("type")
+    if kind == "state":
+        detail = [f"session #{event.get('session')}"]
+        if event.get("agent"):
+            detail.append(f"agent {event['agent']}")
+        if event.get("failure") or event.get("reason"):
+            detail.append(str(event.get("failure") or event.get("reason")))
+        return f"state  {event.get('state')}  ({', '.join(detail)})"
+    if kind == "transcript":
+        return f"{event.get('role', '?'):>7}: {event.get('text', '')}"
+    if kind == "audio":
+        state = "ok" if event.get("ok") else "FAILED"
+        return f"audio  {event.get('direction', '?')} {state}: {event.get('message', '')}"
+    if event.get("ok") and event.get("streaming"):
+        return "following the daemon's events (Ctrl-C stops)"
+    return json.dumps(event)
 
 
 def _daemon_hint() -> str:
@@ -149,27 +184,3 @@ def _daemon_running() -> bool | None:
         if "run" in words and any(w.endswith("kiosk") or w == "kiosk" for w in words):
             return True
     return False
-
-
-def format_status(status: dict[str, Any]) -> str:
-    """A human-readable summary of ``kiosk status --json``."""
-    lines = [f"state:       {status.get('state', '?')}" + (f" ({status['agent']})" if status.get("agent") else "")]
-    session = status.get("session")
-    if session:
-        lines.append(
-            f"session:     #{session.get('id')} room {session.get('room') or '-'}, {session.get('duration_s', 0):.0f} s"
-        )
-    last = status.get("last_end")
-    if last:
-        why = last.get("reason", "?") + (f" ({last['failure']})" if last.get("failure") else "")
-        lines.append(f"last end:    {why}")
-    counters = status.get("counters") or {}
-    if counters:
-        lines.append("counters:    " + ", ".join(f"{k} {v}" for k, v in counters.items()))
-    audio = status.get("audio")
-    if audio:
-        lines.append("audio:       " + ", ".join(f"{k} {v}" for k, v in audio.items() if not isinstance(v, dict)))
-    versions = status.get("versions") or {}
-    if versions:
-        lines.append("versions:    " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    return "\n".join(lines)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
+from kiosk.cliformat import HelpFormatter, describe
 from kiosk.errors import AudioDeviceError, KioskError
 
 NO_AUDIO_HELP = """kiosk demo: no audio {what} found on this machine.
@@ -24,14 +27,22 @@ Run the demo with WAV files instead of a sound card:
 
 def main(argv: list[str]) -> int:
     """Run ``kiosk demo``."""
-    parser = argparse.ArgumentParser(prog="kiosk demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=None, help="exit after N sessions (default: until Ctrl-C)")
+    parser = argparse.ArgumentParser(prog="kiosk demo", description=describe(__doc__), formatter_class=HelpFormatter)
+    parser.add_argument("--sessions", type=int, default=None, help="exit after N sessions (default: run until Ctrl-C)")
     parser.add_argument("--mic-wav", type=Path, help="16-bit WAV used as the microphone (no sound card needed)")
     parser.add_argument("--speaker-wav", type=Path, help="write what the kiosk plays to this WAV file")
-    parser.add_argument("--dialect", choices=["lyzr", "oshara", "livekit", "self"], default="lyzr")
+    parser.add_argument(
+        "--dialect",
+        choices=["lyzr", "oshara", "livekit", "self"],
+        default="lyzr",
+        help="which broker the sandbox plays",
+    )
     parser.add_argument("--silence-timeout", type=float, default=6.0, help="seconds of silence that end a session")
     parser.add_argument("--voice-wake", action="store_true", help="also start a session when someone talks")
     parser.add_argument("--verbose", action="store_true", help="show the daemon's log")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object per session (progress lines go to stderr)"
+    )
     args = parser.parse_args(argv)
     if args.sessions is not None and args.sessions < 1:
         parser.error("--sessions must be at least 1")
@@ -44,6 +55,10 @@ def main(argv: list[str]) -> int:
 
 def _out(line: str) -> None:
     print(line, flush=True)
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -85,7 +100,9 @@ async def _demo(args: argparse.Namespace) -> int:
                 )
             )
             socket = workdir / "control.sock"
-            _out(f"kiosk demo: sandbox at {info['http_url']} ({args.dialect} broker), files in {workdir}")
+            (_err if args.json else _out)(
+                f"kiosk demo: sandbox at {info['http_url']} ({args.dialect} broker), files in {workdir}"
+            )
             loop = asyncio.get_running_loop()
             auto = wav_factory is not None and args.mic_wav is not None
             cue = wav_factory.cue if wav_factory is not None else None
@@ -98,10 +115,14 @@ async def _demo(args: argparse.Namespace) -> int:
                 task.add_done_callback(presses.discard)
 
             reports: set[asyncio.Task[None]] = set()
+            say = _err if args.json else _out
 
             async def report(summary: SessionSummary) -> None:
                 heard = await asyncio.to_thread(runner.agent_heard, info["http_url"], summary.room)
-                runner.print_summary(summary, heard, _out)
+                if args.json:
+                    _out(json.dumps({"session": dataclasses.asdict(summary), "agent_heard": heard}))
+                else:
+                    runner.print_summary(summary, heard, _out)
 
             def on_summary(summary: SessionSummary) -> None:
                 summaries.append(summary)
@@ -112,10 +133,10 @@ async def _demo(args: argparse.Namespace) -> int:
 
             if auto:
                 press()
-                _out("kiosk demo: pressing the button; the microphone speaks " + str(args.mic_wav))
+                say("kiosk demo: pressing the button; the microphone speaks " + str(args.mic_wav))
             else:
-                runner.keyboard_presses(socket, _out)
-                _out(f"kiosk demo: press Enter to start or end a session (or: kiosk press --socket {socket})")
+                runner.keyboard_presses(socket, say)
+                say(f"kiosk demo: press Enter to start or end a session (or: kiosk press --socket {socket})")
             try:
                 code = await run(config_path, stream_factory=factory, max_sessions=args.sessions, on_summary=on_summary)
                 if reports:
@@ -127,7 +148,8 @@ async def _demo(args: argparse.Namespace) -> int:
             sandbox.stop()
             if wav_factory is not None:
                 wav_factory.close_speaker()
+    say = _err if args.json else _out
     if args.speaker_wav is not None:
-        _out(f"kiosk demo: the speaker's sound is in {args.speaker_wav}")
-    _out(f"kiosk demo: {len(summaries)} session(s); exit {code}")
+        say(f"kiosk demo: the speaker's sound is in {args.speaker_wav}")
+    say(f"kiosk demo: {len(summaries)} session(s); exit {code}")
     return code

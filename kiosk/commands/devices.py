@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 
 from kiosk.audio.streams import DeviceInfo, StreamFactory
+from kiosk.cliformat import HelpFormatter, describe
 
 
 def format_devices(devices: list[DeviceInfo], defaults: tuple[int | None, int | None]) -> str:
@@ -28,8 +31,9 @@ def format_devices(devices: list[DeviceInfo], defaults: tuple[int | None, int | 
 
 def main(argv: list[str], *, factory: StreamFactory | None = None) -> int:
     """Print the audio devices PortAudio sees."""
-    parser = argparse.ArgumentParser(prog="kiosk devices", description=__doc__)
-    parser.parse_args(argv)
+    parser = argparse.ArgumentParser(prog="kiosk devices", description=describe(__doc__), formatter_class=HelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print the devices as JSON")
+    args = parser.parse_args(argv)
     if factory is None:
         try:
             from kiosk.audio.streams import SoundDeviceFactory
@@ -38,5 +42,10 @@ def main(argv: list[str], *, factory: StreamFactory | None = None) -> int:
         except OSError as exc:
             print(f"kiosk devices: PortAudio is not available: {exc}", file=sys.stderr)
             return 1
-    print(format_devices(factory.devices(), factory.default_devices()))
+    devices, defaults = factory.devices(), factory.default_devices()
+    if args.json:
+        listing = [dataclasses.asdict(d) for d in devices]
+        print(json.dumps({"devices": listing, "default_input": defaults[0], "default_output": defaults[1]}, indent=2))
+    else:
+        print(format_devices(devices, defaults))
     return 0

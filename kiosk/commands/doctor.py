@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import logging
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from kiosk.broker import (
 )
 from kiosk.broker.clock import TIME_SYNC_HINT
 from kiosk.broker.policy import insecure_url_problem, url_for_log
+from kiosk.cliformat import HelpFormatter, describe
 from kiosk.config import KioskConfig
 from kiosk.configfile import EX_CONFIG, load_config, resolve_path
 from kiosk.errors import BrokerError, ClockError, ConfigError, ConnectError, KioskError, SecretError
@@ -52,15 +54,29 @@ class Step:
 
 
 class Report:
-    """Prints one line per step and remembers the first failure's reason."""
+    """Prints one line per step (a JSON object per line with ``as_json``) and remembers the first failure's reason."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, as_json: bool = False) -> None:
         self.failure: FailureReason | None = None
+        self.as_json = as_json
 
     def line(self, mark: str, name: str, detail: str, elapsed_ms: float | None) -> None:
         """Print one step line."""
+        if self.as_json:
+            ms = None if elapsed_ms is None else round(elapsed_ms, 1)
+            print(json.dumps({"step": name, "result": mark, "detail": detail, "ms": ms}), flush=True)
+            return
         timing = f"  {elapsed_ms:.0f} ms" if elapsed_ms is not None else ""
         print(f"[{mark}]".ljust(7) + f"{name:<14} {detail}{timing}", flush=True)
+
+    def end(self) -> None:
+        """The closing line: all passed, or the first failure's reason."""
+        if self.as_json:
+            print(json.dumps({"result": "failed" if self.failure else "passed", "failure": self.failure}), flush=True)
+        elif self.failure is not None:
+            print(f"doctor: FAILED ({self.failure})", flush=True)
+        else:
+            print("doctor: all checks passed", flush=True)
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[Step]:
@@ -230,18 +246,19 @@ async def _run(config: KioskConfig, *, join: bool, report: Report) -> None:
 
 def main(argv: list[str]) -> int:
     """Run ``kiosk doctor``."""
-    parser = argparse.ArgumentParser(prog="kiosk doctor", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="kiosk doctor", description=describe(__doc__), formatter_class=HelpFormatter)
     parser.add_argument(
         "--broker", action="store_true", help="test the broker: start, check and end a session (the default)"
     )
     parser.add_argument("--room", action="store_true", help="also join the granted room (needs --broker)")
-    parser.add_argument("--config", help="config file (default: $KIOSK_CONFIG or /etc/kiosk/kiosk.toml)")
+    parser.add_argument("--config", help="config file (default: $KIOSK_CONFIG, else /etc/kiosk/kiosk.toml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each request (never keys or tokens)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per step instead of text")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    report = Report()
+    report = Report(as_json=args.json)
     path = resolve_path(args.config)
     started = time.monotonic()
     try:
@@ -253,8 +270,5 @@ def main(argv: list[str]) -> int:
         return EX_CONFIG
     except _StepFailed:
         pass
-    if report.failure is not None:
-        print(f"doctor: FAILED ({report.failure})", flush=True)
-        return EXIT_FAILED
-    print("doctor: all checks passed", flush=True)
-    return 0
+    report.end()
+    return EXIT_FAILED if report.failure is not None else 0

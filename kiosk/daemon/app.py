@@ -26,6 +26,7 @@ from kiosk.configfile import EX_CONFIG, load_config
 from kiosk.daemon.control import ControlServer, EventBus
 from kiosk.daemon.driver import Driver
 from kiosk.daemon.logsetup import setup_logging
+from kiosk.daemon.metrics_export import open_metrics
 from kiosk.daemon.notify import Notifier
 from kiosk.daemon.observers import Observers
 from kiosk.daemon.reload import Reloader
@@ -34,6 +35,7 @@ from kiosk.errors import ConfigError, SecretError
 from kiosk.leds import StatusLeds
 from kiosk.secret import SecretSource
 from kiosk.trigger import ButtonEvent, ButtonTrigger
+from kiosk.wakeguard import WakeGate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,8 +54,9 @@ async def run(
     max_sessions: int | None = None,
     on_summary: Callable[[SessionSummary], None] | None = None,
     configure_logging: bool = True,
+    stop: asyncio.Event | None = None,
 ) -> int:
-    """Run the kiosk until SIGTERM/SIGINT (or ``max_sessions`` sessions); return the process exit code."""
+    """Run the kiosk until SIGTERM/SIGINT, ``max_sessions`` sessions or ``stop`` is set; return the exit code."""
     # 1. Config, before any hardware.
     try:
         config = load_config(config_path)
@@ -110,13 +113,19 @@ async def run(
             on_caption=observers.caption,
             text_topic=holder["driver"].config.text_topic,
             server_clock=server_clock,
+            trigger=holder["driver"].snapshot.trigger,
         )
 
-    driver = Driver(config=config, make_run=make_run)
+    wake_gate = WakeGate(config=config.trigger)
+    driver = Driver(config=config, make_run=make_run, wake_gate=wake_gate)
     holder["driver"] = driver
     leds = _gpio_part("status LEDs", lambda: StatusLeds(config=config.leds, pin_factory=pin_factory))
     leds = leds or StatusLeds(config=LedConfig(), pin_factory=pin_factory)
     observers = Observers(driver=driver, notifier=notifier, audio=audio, leds=leds, events=events)
+    driver.on_wake_refused = observers.wake_refused
+    metrics, exporter = open_metrics(
+        config=config.metrics, driver=driver, keeper=keeper, audio=audio, wake_gate=wake_gate
+    )
     exit_code = 0
 
     press_started_session = False
@@ -138,7 +147,7 @@ async def run(
 
     def on_vad(event: VadEvent) -> None:
         if event.kind == VadEventKind.WAKE and driver.config.trigger.voice_wake:
-            driver.wake(event.speech_start)
+            driver.wake(event.speech_start, level_dbfs=event.level_dbfs)
 
     trigger = None
     if config.trigger.button_pin is not None:
@@ -161,6 +170,7 @@ async def run(
     # 3. Signals, then ready.
     def reloaded(new: KioskConfig) -> None:
         audio.idle_processing = new.trigger.voice_wake
+        wake_gate.config = new.trigger
 
     reloader = Reloader(config_path=config_path, driver=driver, notifier=notifier, on_reload=reloaded)
     signals = _install_signals(loop, driver, reloader)
@@ -177,7 +187,16 @@ async def run(
         exit_code = EX_TEMPFAIL
         return True
 
-    driver.on_summary = _after_session(max_sessions, driver, on_summary, recycle)
+    def summarised(summary: SessionSummary) -> None:
+        metrics.session_done(summary)
+        if on_summary is not None:
+            on_summary(summary)
+
+    driver.on_summary = _after_session(max_sessions, driver, summarised, recycle)
+    await exporter.start()
+    observers.metrics_address = exporter.address
+    if stop is not None:
+        stopper = loop.create_task(_stop_when(stop, driver), name="stop")
     recovery = loop.create_task(keeper.recover(), name="recover")
     clock_check = loop.create_task(_check_clock(client, config.broker.url, server_clock), name="clock")
     watchdog = loop.create_task(notifier.watchdog(), name="watchdog")
@@ -197,7 +216,10 @@ async def run(
     watchdog.cancel()
     recovery.cancel()
     clock_check.cancel()
+    if stop is not None:
+        stopper.cancel()
     await control.close()
+    await exporter.close()
     await _close_all(trigger, leds, audio, keeper, client)
     return exit_code
 
@@ -234,6 +256,12 @@ async def _check_clock(client: httpx.AsyncClient, url: str | None, server_clock:
         return
     if server_clock.skew_s is not None and not server_clock.wrong:
         log.info("the local clock agrees with the broker's (%+.0f s)", server_clock.skew_s)
+
+
+async def _stop_when(stop: asyncio.Event, driver: Driver) -> None:
+    await stop.wait()
+    log.info("stop requested: ending any session and stopping")
+    driver.dispatch(sm.Shutdown())
 
 
 async def _warm_up() -> None:

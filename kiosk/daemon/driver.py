@@ -21,11 +21,13 @@ from kiosk.config import KioskConfig
 from kiosk.daemon.logsetup import fields
 from kiosk.daemon.sessionrun import SessionRun, SessionSummary
 from kiosk.reasons import EndReason, FailureReason
+from kiosk.wakeguard import Refusal, WakeGate
 
 log = logging.getLogger(__name__)
 
 Observer = Callable[[sm.Snapshot, sm.Snapshot], None]
 SUMMARIES_KEPT = 50
+RECENT_KEPT = 5
 
 
 @dataclasses.dataclass
@@ -41,8 +43,19 @@ class LastEnd:
 class Driver:
     """Owns the snapshot; runs at most one :class:`SessionRun` at a time."""
 
-    def __init__(self, *, config: KioskConfig, make_run: Callable[[int, float | None], SessionRun]) -> None:
+    def __init__(
+        self,
+        *,
+        config: KioskConfig,
+        make_run: Callable[[int, float | None], SessionRun],
+        wake_gate: WakeGate | None = None,
+    ) -> None:
         self.config = config
+        self.wake_gate = wake_gate
+        #: Called with each refused voice wake (observers: events stream, logs); never dispatches.
+        self.on_wake_refused: Callable[[Refusal], None] | None = None
+        #: The last few sessions, newest last, for ``kiosk status``.
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_KEPT)
         self.snapshot = sm.Snapshot()
         self._make_run = make_run
         self._observers: list[Observer] = []
@@ -73,13 +86,20 @@ class Driver:
         self._pending_since = at if at is not None else time.monotonic()
         self.dispatch(sm.Press(source))
 
-    def wake(self, speech_start: float) -> None:
-        """Voice wake: speech began at ``speech_start``; ignored during the cooldown after a session."""
+    def wake(self, speech_start: float, *, level_dbfs: float | None = None) -> None:
+        """Voice wake: speech began at ``speech_start``; ignored during the cooldown, refused by the wake gate."""
         if self.snapshot.state != sm.State.IDLE:
             return
         if time.monotonic() - self.idle_since < self.config.trigger.cooldown_s:
             log.debug("voice wake ignored during the cooldown")
             return
+        if self.wake_gate is not None and level_dbfs is not None:
+            refusal = self.wake_gate.admit(time.monotonic(), level_dbfs=level_dbfs)
+            if refusal is not None:
+                self.counters[f"wake_refused.{refusal}"] += 1
+                if self.on_wake_refused is not None:
+                    self.on_wake_refused(refusal)
+                return
         self.counters["wakes"] += 1
         self._pending_since = speech_start
         self.dispatch(sm.Wake())
@@ -146,12 +166,35 @@ class Driver:
                 self.dispatch(sm.Failure(FailureReason.INTERNAL))
             summary = run.summary(end_reason=self.last_end.reason if self.last_end else None)
             self.summaries.append(summary)
+            self._remember(run, summary)
             self.sessions_done += 1
             self._run = None
             self._task = None
             self.dispatch(sm.Ended())
             if self.on_summary is not None:
                 self.on_summary(summary)
+
+    def _remember(self, run: SessionRun, summary: SessionSummary) -> None:
+        """Keep the session for ``kiosk status`` and tell the wake gate how it ended."""
+        failure = self.last_end.failure if self.last_end and self.last_end.session == run.number else None
+        self.recent.append(
+            {
+                "id": run.number,
+                "trigger": str(run.trigger) if run.trigger else None,
+                "end_reason": summary.end_reason,
+                "failure": failure,
+                "ended_at": time.time(),
+                "duration_s": summary.duration_s,
+                "press_to_live_ms": summary.press_to_live_ms,
+            }
+        )
+        if self.wake_gate is None:
+            return
+        rest = self.wake_gate.session_ended(
+            time.monotonic(), woke=run.woke, reason=summary.end_reason, listened=run.listened
+        )
+        if rest:
+            log.info("voice wake rests for %.0f s: nobody listened to session %d's agent", rest, run.number)
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait for the current session task to finish; False if it did not within ``timeout_s``."""
@@ -171,5 +214,8 @@ class Driver:
             "session": self._run.status() if self._run is not None else None,
             "last_end": dataclasses.asdict(self.last_end) if self.last_end else None,
             "counters": dict(self.counters),
+            "recent": list(reversed(self.recent)),
         }
+        if self.wake_gate is not None and self.config.trigger.voice_wake:
+            out["wake_guard"] = self.wake_gate.status(time.monotonic())
         return out

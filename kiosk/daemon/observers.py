@@ -6,6 +6,7 @@ which are the control socket's requests passed on to the driver.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import platform
@@ -22,8 +23,11 @@ from kiosk.daemon.logsetup import fields
 from kiosk.daemon.notify import Notifier
 from kiosk.leds import StatusLeds
 from kiosk.reasons import FailureReason
+from kiosk.wakeguard import Refusal
 
 log = logging.getLogger(__name__)
+#: How long a device that failed mid-session may take to come back before the session ends as audio_device (s).
+AUDIO_LOST_GRACE_S = 2.0
 
 
 class Observers:
@@ -38,6 +42,10 @@ class Observers:
         self._leds = leds
         self._events = events
         self._started_at = time.time()
+        self._audio_lost: dict[str, asyncio.TimerHandle] = {}
+        self._last_refusal: Refusal | None = None
+        #: Where the metrics are served (``host:port``), once the exporter listens.
+        self.metrics_address: str | None = None
         driver.observe(self._changed)
 
     def start(self) -> None:
@@ -88,10 +96,37 @@ class Observers:
         self._events.publish({"type": "caption", "session": snap.session, **dataclasses.asdict(caption)})
 
     def audio_health(self, event: AudioHealthEvent) -> None:
-        """Report an audio device failing or coming back."""
+        """Report an audio device failing or coming back; a device still down after a grace ends the session."""
         self._events.publish({"type": "audio", **dataclasses.asdict(event)})
-        if not event.ok and not self._driver.snapshot.in_session:
-            self._driver.dispatch(sm.Failure(event.reason or FailureReason.AUDIO_DEVICE))
+        pending = self._audio_lost.pop(event.direction, None)
+        if pending is not None:
+            pending.cancel()
+        if event.ok:
+            return
+        reason = event.reason or FailureReason.AUDIO_DEVICE
+        if not self._driver.snapshot.in_session:
+            self._driver.dispatch(sm.Failure(reason))
+            return
+        # Mid-session the supervisor reopens the device at once: a glitch it recovers from keeps the session.
+        loop = asyncio.get_running_loop()
+        self._audio_lost[event.direction] = loop.call_later(
+            AUDIO_LOST_GRACE_S, self._audio_still_lost, event.direction, reason
+        )
+
+    def _audio_still_lost(self, direction: str, reason: FailureReason) -> None:
+        self._audio_lost.pop(direction, None)
+        if self._driver.snapshot.in_session:
+            log.warning("audio %s still down after %.0f s: ending the session", direction, AUDIO_LOST_GRACE_S)
+            self._driver.dispatch(sm.Failure(reason))
+
+    def wake_refused(self, refusal: Refusal) -> None:
+        """Report a voice wake the wake guard refused (logged once per run of the same reason)."""
+        if refusal != self._last_refusal:
+            log.info("voice wake refused: %s", refusal)
+        else:
+            log.debug("voice wake refused: %s", refusal)
+        self._last_refusal = refusal
+        self._events.publish({"type": "wake", "refused": str(refusal)})
 
     # ---- control socket ---------------------------------------------------------------------------------------------
 
@@ -102,6 +137,8 @@ class Observers:
         out = self._driver.status()
         out["audio"] = _health_dict(self._audio)
         out["uptime_s"] = round(time.time() - self._started_at)
+        if self.metrics_address is not None:
+            out["metrics"] = f"http://{self.metrics_address}/metrics"
         out["versions"] = {"kiosk": __version__, "livekit": rtc.__version__, "python": platform.python_version()}
         return out
 

@@ -46,7 +46,15 @@ class Reloader:
             return False
         old = self._driver.config
         # What a running daemon can take at once; everything else is read when it starts.
-        live = {"session": None, "trigger": {"voice_wake", "cooldown_s", "hold_action"}, "daemon": {"log_level"}}
+        wake = {
+            "voice_wake",
+            "cooldown_s",
+            "wake_min_dbfs",
+            "wake_max_per_hour",
+            "wake_backoff_s",
+            "wake_backoff_max_s",
+        }
+        live = {"session": None, "trigger": {*wake, "hold_action"}, "daemon": {"log_level"}}
         restart = []
         for name in type(old).model_fields:
             before, after = getattr(old, name), getattr(new, name)

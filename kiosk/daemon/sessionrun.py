@@ -30,6 +30,7 @@ from kiosk.daemon.captions import Caption
 from kiosk.daemon.room import AgentRoom, TextTopic
 from kiosk.errors import BrokerError, KioskError
 from kiosk.reasons import FailureReason
+from kiosk.wakeguard import TalkoverJudge
 
 log = logging.getLogger(__name__)
 Dispatch = Callable[[sm.Event], None]
@@ -68,6 +69,10 @@ class SessionSummary:
     transcript: list[tuple[str, str]]
     #: For a silence end: how late it came, past the last activity plus the timeout (seconds).
     silence_lateness_s: float | None = None
+    #: Seconds from live (room connected) to the agent joining; None if it never joined.
+    agent_join_s: float | None = None
+    #: What started it: button, control, keyboard or voice.
+    trigger: str | None = None
 
 
 class SessionRun:
@@ -85,8 +90,12 @@ class SessionRun:
         on_caption: Callable[[Caption], None],
         text_topic: TextTopic = "lk.chat",
         server_clock: ServerClock | None = None,
+        trigger: sm.Trigger | None = None,
     ) -> None:
         self.number = number
+        self.trigger = trigger
+        #: Judges a voice-woken session once the agent joined (see kiosk.wakeguard).
+        self.judge: TalkoverJudge | None = None
         self.pressed_at = pressed_at if pressed_at is not None else time.monotonic()
         self._config = config
         self._keeper = keeper
@@ -110,6 +119,16 @@ class SessionRun:
         self._shutdown = False
         self._start: asyncio.Future[BrokerSession] | None = None
         self.agent_at: float | None = None
+
+    @property
+    def woke(self) -> bool:
+        """True when voice wake started this session."""
+        return self.trigger == sm.Trigger.VOICE
+
+    @property
+    def listened(self) -> bool:
+        """True when someone in the room listened to the agent (only judged for voice-woken sessions)."""
+        return self.judge is not None and self.judge.listened
 
     # ---- control from the driver ----------------------------------------------------------------------------------
 
@@ -150,6 +169,8 @@ class SessionRun:
             preconnect_s=round(self.preconnect_s, 2),
             transcript=list(self.transcript),
             silence_lateness_s=self._silence_lateness,
+            agent_join_s=round(self.agent_at - self.live_at, 3) if self.agent_at and self.live_at else None,
+            trigger=str(self.trigger) if self.trigger else None,
         )
 
     # ---- the run ---------------------------------------------------------------------------------------------------
@@ -220,6 +241,8 @@ class SessionRun:
             self._settle(dispatch, sm.Failure(FailureReason.AGENT_NO_SHOW), "the agent did not join")
             return
         self.agent_at = time.monotonic()
+        if self.woke:
+            self.judge = TalkoverJudge(config=self._config, agent_joined_at=self.agent_at)
         # Keep buffering until the agent receives the microphone: what is sent live before that is lost, while
         # everything buffered until then arrives in the pre-connect buffer (LiveKit's clients wait the same way).
         if not await self.room.wait_mic_subscribed(MIC_SUBSCRIBE_GRACE_S):
@@ -250,13 +273,22 @@ class SessionRun:
                 error = pump.exception() if not pump.cancelled() else None
                 log.error("session %d: the microphone uplink stopped: %r", self.number, error)
                 return sm.Failure(FailureReason.CONNECT_FAILED)
-            if now - self.live_at >= self._config.max_duration_s:
+            limit = self._config.wake_max_duration_s if self.woke else self._config.max_duration_s
+            if now - self.live_at >= limit:
                 return sm.MaxDuration()
+            if self.judge is not None and (why := self._judge_tick(now)) is not None:
+                log.info("session %d: wake guard: %s", self.number, why)
+                return sm.WakeGuardEnd()
             quiet = now - self.last_activity()
             if quiet >= self._config.silence_timeout_s:
                 self._silence_lateness = round(quiet - self._config.silence_timeout_s, 3)
                 return sm.Silence()
             await asyncio.sleep(TICK_S)
+
+    def _judge_tick(self, now: float) -> str | None:
+        assert self.judge is not None and self.room is not None
+        speaking = self.room.agent_state == sm.AgentState.SPEAKING
+        return self.judge.tick(now, speaking, self.room.last_agent_audio, self._audio.last_speech_t)
 
     def last_activity(self) -> float:
         """When anyone last spoke: the visitor's speech, the agent's audio, or the agent thinking/speaking."""

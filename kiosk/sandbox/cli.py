@@ -10,7 +10,9 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from kiosk.cliformat import HelpFormatter
 from kiosk.sandbox.ready import READY_PREFIX
 from kiosk.sandbox.server import AGENT_MODES, Sandbox
 
@@ -20,14 +22,16 @@ logger = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``kiosk sandbox``."""
     parser = argparse.ArgumentParser(
-        prog="kiosk sandbox", description="Run a local LiveKit server, vendor broker and voice agent."
+        prog="kiosk sandbox",
+        description="Run a local LiveKit server, vendor broker and voice agent.",
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=7880, help="port to listen on; 0 picks a free one")
     parser.add_argument(
         "--api-key",
         default=os.environ.get("KIOSK_SANDBOX_API_KEY"),
-        help="broker API key (x-api-key); default $KIOSK_SANDBOX_API_KEY, else generated",
+        help="broker API key (x-api-key) (default: $KIOSK_SANDBOX_API_KEY, else generated)",
     )
     parser.add_argument("--livekit-api-key", default=None, help="LiveKit API key for self-minted tokens")
     parser.add_argument("--livekit-api-secret", default=None, help="LiveKit API secret for self-minted tokens")
@@ -43,6 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def key_files(sb: Sandbox) -> tuple[Path, Path]:
+    """The sandbox's broker key and LiveKit secret files, in its own state directory (never /etc/kiosk)."""
+    return sb.state_dir / "broker-api-key", sb.state_dir / "livekit-api-secret"
+
+
+def write_key_files(sb: Sandbox) -> None:
+    """Write the sandbox's keys, mode 0600, where :func:`banner`'s config blocks point."""
+    for path, value in zip(key_files(sb), (sb.api_key, sb.livekit_api_secret), strict=True):
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(value + "\n", encoding="utf-8")
+
+
 def agent_lines(sb: Sandbox) -> list[str]:
     """What the banner says about who plays the agent (``--agent``)."""
     if sb.agent_mode == "workers":
@@ -50,19 +67,20 @@ def agent_lines(sb: Sandbox) -> list[str]:
             "  agent            livekit-agents workers: each session's room becomes a job for a worker registered",
             f"                   at {sb.ws_url}/agent under the broker's agent name (or under none), e.g.",
             f"                   LIVEKIT_URL={sb.ws_url} LIVEKIT_API_KEY={sb.livekit_api_key} "
-            "LIVEKIT_API_SECRET=<secret below> python my_agent.py start",
+            f'LIVEKIT_API_SECRET="$(cat {key_files(sb)[1]})" python my_agent.py start',
             f"  workers          {sb.http_url}/sandbox/workers",
         ]
     if sb.agent_mode == "none":
         return [
             "  agent            none is sent: an outside participant with a token of kind agent joins by itself",
-            "                   (sign it with the LiveKit API key and secret below)",
+            f"                   (sign it with the LiveKit API key below and the secret in {key_files(sb)[1]})",
         ]
     return ["  agent            the built-in scripted agent joins each session"]
 
 
 def banner(sb: Sandbox) -> str:
     """The human-readable summary: URLs, keys, who plays the agent, and a ``[broker]`` block per dialect."""
+    broker_key, livekit_secret = key_files(sb)
     return "\n".join(
         [
             f"kiosk sandbox: LiveKit room server + broker + agent ({sb.agent_mode})",
@@ -73,38 +91,36 @@ def banner(sb: Sandbox) -> str:
             f"  sessions         {sb.http_url}/sandbox/sessions",
             f"  LiveKit API key  {sb.livekit_api_key}",
             "",
-            "Put the broker key where the kiosk reads it (the config never holds a key itself):",
-            f"    printf '%s\\n' '{sb.api_key}' > /etc/kiosk/broker-api-key && chmod 600 /etc/kiosk/broker-api-key",
-            "then paste one of these into the kiosk's config:",
+            f"The sandbox's keys are in {broker_key} and {livekit_secret} (mode 600; the config never holds a key",
+            "itself). Paste one of these into a kiosk config of your own (not the installed /etc/kiosk/kiosk.toml):",
             "",
             "# Lyzr",
             "[broker]",
             'dialect = "lyzr"',
             f'url = "{sb.http_url}"',
             'agent_id = "sandbox-agent"',
-            'api_key_file = "/etc/kiosk/broker-api-key"',
+            f'api_key_file = "{broker_key}"',
             "",
             "# Oshara",
             "[broker]",
             'dialect = "oshara"',
             f'url = "{sb.http_url}"',
             'agent_id = "sandbox-agent"',
-            'api_key_file = "/etc/kiosk/broker-api-key"',
+            f'api_key_file = "{broker_key}"',
             "",
             "# LiveKit standard token endpoint",
             "[broker]",
             'dialect = "livekit"',
             f'url = "{sb.http_url}/api/token"',
             'agent_name = "sandbox-agent"',
-            'api_key_file = "/etc/kiosk/broker-api-key"',
+            f'api_key_file = "{broker_key}"',
             "",
-            "# self-minted tokens: the key file holds the LiveKit API secret instead:",
-            f"#   printf '%s\\n' '{sb.livekit_api_secret}' > /etc/kiosk/livekit-api-secret && chmod 600 /etc/kiosk/livekit-api-secret",
+            "# self-minted tokens: the key file holds the LiveKit API secret instead",
             "[broker]",
             'dialect = "self"',
             f'livekit_url = "{sb.ws_url}"',
             f'livekit_api_key = "{sb.livekit_api_key}"',
-            'api_key_file = "/etc/kiosk/livekit-api-secret"',
+            f'api_key_file = "{livekit_secret}"',
             'agent_name = "sandbox-agent"',
             "",
             "Ctrl-C stops the sandbox.",
@@ -147,6 +163,7 @@ async def serve(args: argparse.Namespace) -> int:
         sys.stderr.write(f"kiosk sandbox: cannot listen on {args.host}:{args.port}: {exc}\n")
         return 69
     try:
+        write_key_files(sandbox)
         _say(banner(sandbox))
         _say(ready_line(sandbox))
         await stop.wait()

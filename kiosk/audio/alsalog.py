@@ -1,0 +1,94 @@
+"""ALSA's and PortAudio's own lines ("ALSA lib pcm.c:8570:(snd_pcm_recover) underrun occurred", "Expression ...
+failed in 'src/hostapi/alsa/pa_linux_alsa.c'") go to the debug log instead of stderr.
+
+libasound prints them straight to stderr unless a handler is set with ``snd_lib_error_set_handler``; PortAudio calls
+ALSA under the hood and recovers from what they report, so under systemd they would only fill the journal with
+noise. The handler receives the message's printf format and arguments; the format, file, line and function are
+logged at DEBUG (the variable arguments are not decoded: ctypes cannot read a C ``va_list`` portably). PortAudio
+prints its failed assertions ("Expression ... failed") straight to file descriptor 2 where its build does not export
+``PaUtil_SetDebugPrintFunction`` (Debian's does not): :func:`native_stderr_to_log` catches them around the calls
+that print them (opening and starting a stream).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator
+
+log = logging.getLogger(__name__)
+
+#: void handler(const char *file, int line, const char *function, int err, const char *fmt, ...)
+_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p)
+_installed: list[object] = []
+
+
+def _log_alsa(file: bytes | None, line: int, function: bytes | None, err: int, fmt: bytes | None) -> None:
+    def text(raw: bytes | None) -> str:
+        return raw.decode(errors="replace") if raw else "?"
+
+    log.debug("ALSA %s:%d (%s) %s%s", text(file), line, text(function), text(fmt), f" (error {err})" if err else "")
+
+
+def route_alsa_errors_to_log() -> bool:
+    """Install the handler once per process; False when libasound is not found (then nothing changes)."""
+    if _installed:
+        return True
+    name = ctypes.util.find_library("asound")
+    if name is None:
+        return False
+    try:
+        lib = ctypes.CDLL(name)
+        handler = _HANDLER(_log_alsa)
+        lib.snd_lib_error_set_handler(handler)
+    except (OSError, AttributeError):
+        log.debug("could not set ALSA's error handler", exc_info=True)
+        return False
+    # The callback object must outlive every ALSA call: keep it for the life of the process.
+    _installed.append(handler)
+    return True
+
+
+_fd_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def native_stderr_to_log() -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 inside the block to the debug log, line by line.
+
+    Python's own ``sys.stderr`` keeps writing to the real stderr meanwhile. Meant for short calls that print a few
+    lines at most (the pipe holds 64 KB; nothing reads it until the block ends).
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    python_stderr = sys.stderr
+    with _fd_lock:
+        try:
+            sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, closefd=True)
+            os.dup2(write_end, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(write_end)
+            sys.stderr.close()
+            sys.stderr = python_stderr
+            chunks = []
+            with contextlib.suppress(BlockingIOError):
+                while chunk := os.read(read_end, 65536):
+                    chunks.append(chunk)
+            os.close(read_end)
+    for line in b"".join(chunks).decode(errors="replace").splitlines():
+        if line.strip():
+            log.debug("native: %s", line)

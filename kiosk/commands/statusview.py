@@ -1,0 +1,161 @@
+"""``kiosk status`` for people: the daemon's status JSON as short lines with words, rounded levels and human durations.
+
+``kiosk status --json`` prints the JSON itself, for machines; this module only reads it, and tolerates keys an older
+or newer daemon does not send.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+#: Why a session ended, in words.
+END_WORDS = {
+    "silence": "nobody spoke for the silence timeout",
+    "max_duration": "it reached its maximum length",
+    "button": "the button was pressed",
+    "control": "ended from the control socket",
+    "agent_left": "the agent left the room",
+    "disconnected": "the connection to the room was lost",
+    "shutdown": "the daemon was stopping",
+    "failure": "something failed",
+    "wake_guard": "nobody was listening to the agent (a radio or a conversation nearby?)",
+}
+#: What failed, in words, with the first thing to check.
+FAILURE_WORDS = {
+    "broker_unreachable": "the broker could not be reached (network, DNS, broker.url)",
+    "broker_timeout": "the broker did not answer in time (broker.timeout_s, network)",
+    "broker_unauthorized": "the broker refused the API key (check the key and its source)",
+    "broker_rejected": "the broker rejected the request (agent id, overrides)",
+    "broker_error": "the broker had an error (see the log)",
+    "broker_malformed": "the broker's answer could not be read (dialect?)",
+    "clock": "the system clock is wrong (NTP)",
+    "connect_failed": "joining the room failed",
+    "connect_timeout": "joining the room took too long",
+    "agent_no_show": "the agent did not join the room",
+    "audio_device": "an audio device failed",
+    "secret_unreadable": "the API key could not be read",
+    "internal": "an internal error (see the log)",
+}
+#: Why voice wake was refused, in words.
+REFUSAL_WORDS = {"too_quiet": "too quiet", "backoff": "while resting", "hourly_cap": "over the hourly limit"}
+AGENT_WORDS = {"speaking": "agent speaking", "listening": "agent listening", "thinking": "agent thinking"}
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds as people say them: "0.4 s", "12 s", "3 min 5 s", "2 h 10 min", "3 d 4 h"; "-" for None."""
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    s = round(seconds)
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "min", 60), ("min", 60, "s", 1)):
+        if s >= size:
+            rest = (s % size) // sub_size
+            return f"{s // size} {unit}" + (f" {rest} {sub}" if rest else "")
+    return f"{s} s"
+
+
+def ago(epoch: float | None, now: float) -> str:
+    """A past wall-clock time: "just now", "5 min ago", or the local date and time for anything over a day."""
+    if epoch is None:
+        return "-"
+    passed = now - epoch
+    if passed < 5:
+        return "just now"
+    if passed < 86400:
+        return f"{duration(passed)} ago"
+    return time.strftime("%b %d %H:%M", time.localtime(epoch))
+
+
+def why(reason: str | None, failure: str | None) -> str:
+    """An end reason (and failure) in words, keeping the names operators grep for."""
+    if failure:
+        return f"{reason or 'failure'} ({failure}): {FAILURE_WORDS.get(failure, failure)}"
+    if reason is None:
+        return "-"
+    return f"{reason}: {END_WORDS.get(reason, reason)}"
+
+
+def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
+    """A human-readable summary of ``kiosk status --json``."""
+    now = time.time() if now is None else now
+    lines = [_state_line(status)]
+    session = status.get("session")
+    if session:
+        live = "" if session.get("live", True) else ", connecting"
+        lines.append(
+            f"session:     #{session.get('id')} room {session.get('room') or '-'}, "
+            f"{duration(session.get('duration_s'))}{live}"
+        )
+    last = status.get("last_end")
+    if last:
+        lines.append(f"last end:    {why(last.get('reason'), last.get('failure'))}, {ago(last.get('at'), now)}")
+    wake = status.get("wake_guard")
+    if wake:
+        lines.append("voice wake:  " + _wake_line(wake))
+    audio = status.get("audio")
+    if audio:
+        lines.append("audio:       " + _audio_line(audio))
+    counters = status.get("counters") or {}
+    if counters:
+        lines.append("counters:    " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())))
+    if status.get("metrics"):
+        lines.append(f"metrics:     {status['metrics']}")
+    if status.get("uptime_s") is not None:
+        lines.append(f"uptime:      {duration(status['uptime_s'])}")
+    versions = status.get("versions") or {}
+    if versions:
+        lines.append("versions:    " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    recent = status.get("recent") or []
+    if recent:
+        lines.append("last sessions (newest first):")
+        lines += [_recent_line(entry, now) for entry in recent[:5]]
+    return "\n".join(lines)
+
+
+def _state_line(status: dict[str, Any]) -> str:
+    state = status.get("state", "?")
+    if status.get("agent"):
+        return (
+            f"state:       {state} ({status['agent']}): {AGENT_WORDS.get(status['agent'], 'agent ' + status['agent'])}"
+        )
+    if state == "error" and status.get("failure"):
+        return f"state:       error: {FAILURE_WORDS.get(status['failure'], status['failure'])} ({status['failure']})"
+    if state == "idle":
+        return "state:       idle: ready for a visitor"
+    return f"state:       {state}"
+
+
+def _wake_line(wake: dict[str, Any]) -> str:
+    parts = [f"{wake.get('wakes_last_hour', 0)} of {wake.get('max_per_hour', '?')} wakes this hour"]
+    if wake.get("resting_s"):
+        parts.insert(0, f"resting {duration(wake['resting_s'])} (after sessions nobody listened to)")
+    refusals = wake.get("refusals") or {}
+    if refusals:
+        parts.append("refused " + ", ".join(f"{v} {REFUSAL_WORDS.get(k, k)}" for k, v in refusals.items()))
+    return "; ".join(parts)
+
+
+def _audio_line(audio: dict[str, Any]) -> str:
+    parts = []
+    for key, name in (("input", "microphone"), ("output", "speaker")):
+        device = audio.get(key)
+        if isinstance(device, dict):
+            rate = f", {device['samplerate'] / 1000:g} kHz" if device.get("samplerate") else ""
+            state = "ok" if device.get("ok") else f"FAILING: {device.get('last_error') or 'down'}"
+            parts.append(f"{name} ({device.get('device') or 'default'}{rate}) {state}")
+    if audio.get("noise_floor_dbfs") is not None:
+        parts.append(f"noise floor {round(audio['noise_floor_dbfs'])} dBFS")
+    xruns = sum(int(audio.get(k) or 0) for k in ("input_overflows", "output_underruns", "output_underflows"))
+    dropped = sum(int(audio.get(k) or 0) for k in ("input_dropped_blocks", "reverse_dropped_blocks"))
+    parts.append(f"{xruns} xruns, {dropped} blocks dropped")
+    return "; ".join(parts)
+
+
+def _recent_line(entry: dict[str, Any], now: float) -> str:
+    trigger = entry.get("trigger") or "?"
+    return (
+        f"  #{entry.get('id'):<4} {ago(entry.get('ended_at'), now):<16} {trigger:<8} "
+        f"{duration(entry.get('duration_s')):<12} {why(entry.get('end_reason'), entry.get('failure'))}"
+    )
