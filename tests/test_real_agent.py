@@ -247,6 +247,7 @@ def test_an_outside_agent_joining_after_the_press_hears_the_first_words(
     wav, spoken_s = _clip(long_speech, 5.0)
     args = ["watch", str(OUTSIDE_AGENT_JOINS_AFTER_S)]
     agent = start_echo_agent(agents_python, args, sandbox=none_sandbox, worker=echo_worker, workdir=tmp_path)
+    room = ""
     try:
         kiosk = start_kiosk("lyzr", none_sandbox)
         kiosk.wait_for(lambda: "WATCHING ROOMS" in echo_worker.log_tail(100_000), 120, "the outside agent to start")
