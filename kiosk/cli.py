@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "say": ("kiosk.commands.control", "send a text message into the live session"),
     "events": ("kiosk.commands.control", "follow state changes and live captions (--json: JSON lines)"),
     "test": ("kiosk.commands.hwtest", "try the hardware: mic level meter, speaker, LEDs, button (daemon stopped)"),
+    "screen": ("kiosk.commands.screen", "serve the visitor-facing page (state, captions, start/end, typed text)"),
     "sandbox": ("kiosk.sandbox.cli", "run a local LiveKit-compatible server, broker and scripted agent"),
 }
 

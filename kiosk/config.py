@@ -7,6 +7,7 @@ Loading from a file (and turning validation errors into messages that name file 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 from pathlib import Path
@@ -324,6 +325,62 @@ class DaemonConfig(Section):
     recycle_rss_mb: Annotated[int, Field(ge=0, le=65536)] = 400
 
 
+#: Words on the screen that ``[screen.labels]`` may replace (the page's language is ``screen.language``).
+SCREEN_LABELS: frozenset[str] = frozenset(
+    {"ready", "connecting", "listening", "thinking", "speaking", "ending", "failure", "offline"}
+    | {"start", "end", "send", "placeholder", "visitor", "agent"}
+)
+
+
+class ScreenConfig(Section):
+    """The visitor-facing page (``kiosk screen``): where it listens, what it says, who may reach it."""
+
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8780
+    allow_remote: bool = False
+    token_file: Path | None = None
+    token_env: str | None = None
+    welcome: str = Field(default="Press the button or tap Start to talk to our assistant.", max_length=300)
+    language: str = Field(default="en", pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+    text_input: bool = True
+    max_text_chars: Annotated[int, Field(ge=1, le=1000)] = 200
+    labels: dict[str, Annotated[str, Field(min_length=1, max_length=80)]] = Field(default_factory=dict)
+
+    @field_validator("labels")
+    @classmethod
+    def _known_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - SCREEN_LABELS)
+        if unknown:
+            raise ValueError(f"unknown label {', '.join(unknown)}; known: {', '.join(sorted(SCREEN_LABELS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _remote_needs_token(self) -> ScreenConfig:
+        if self.token_file is not None and self.token_env is not None:
+            raise ValueError("set at most one of token_file and token_env")
+        if is_loopback(self.bind):
+            return self
+        if not self.allow_remote:
+            raise ValueError(
+                f"bind {self.bind!r} is not a loopback address: set allow_remote = true (and a token) to serve the "
+                'screen to other machines, or bind = "127.0.0.1"'
+            )
+        if self.token_file is None and self.token_env is None:
+            raise ValueError(f"bind {self.bind!r} serves other machines: set token_file or token_env (an access token)")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses; False for anything else (including bad addresses)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class KioskConfig(Section):
     """The whole configuration, one section per subsystem."""
 
@@ -336,6 +393,7 @@ class KioskConfig(Section):
     control: ControlConfig = Field(default_factory=ControlConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    screen: ScreenConfig = Field(default_factory=ScreenConfig)
 
     @property
     def text_topic(self) -> Literal["lk.chat", "voice.user_text"]:

@@ -10,6 +10,7 @@ apt_packages=(
   libportaudio2 libasound2-plugins alsa-utils                     # PortAudio over ALSA (and ALSA's pulse plugin)
   pulseaudio pulseaudio-utils espeak-ng sox                       # real-time audio tests, speech, chimes
   systemd                                                         # systemd-analyze for the unit's checks
+  chromium                                                        # the screen's browser tests (headless)
 )
 missing=()
 for pkg in "${apt_packages[@]}"; do

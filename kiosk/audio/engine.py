@@ -22,7 +22,7 @@ from kiosk.audio.recovery import Direction
 from kiosk.audio.streams import StreamFactory
 from kiosk.audio.supervisor import Supervisor
 from kiosk.audio.vad import VadEvent, VoiceActivity
-from kiosk.audio.worker import PortAudioThread
+from kiosk.audio.worker import STUCK, PortAudioThread
 from kiosk.config import AudioConfig, TriggerConfig
 from kiosk.errors import AudioDeviceError
 from kiosk.reasons import FailureReason
@@ -39,6 +39,10 @@ WAKE_GATE_TAIL_S = 0.5
 CLOSE_BUDGET_S = 10.0
 
 T = TypeVar("T")
+
+
+def _nothing() -> None:
+    """A PortAudio-thread call that returns once every call before it has."""
 
 
 def _subscribe(subscribers: list[T], callback: T) -> Callable[[], None]:
@@ -135,13 +139,19 @@ class AudioEngine:
         for session in list(self._sessions):
             session.close()
         try:
-            await asyncio.wait_for(self._close_streams(), CLOSE_BUDGET_S)
+            # Closed, and every earlier PortAudio call (a reopen attempt still under way) has returned.
+            await asyncio.wait_for(self._close_streams_and_drain(), CLOSE_BUDGET_S)
         except TimeoutError:
             log.warning(
                 "PortAudio did not close the streams within %.0f s (a device hangs); leaving them", CLOSE_BUDGET_S
             )
+            STUCK.set()
         self._portaudio.stop()
         self._started = False
+
+    async def _close_streams_and_drain(self) -> None:
+        await self._close_streams()
+        await self.portaudio(_nothing)
 
     async def _close_streams(self) -> None:
         for direction in (self.input, self.output):

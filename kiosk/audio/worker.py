@@ -15,6 +15,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+#: Set once a PortAudio call was left stuck (a device that hangs). PortAudio's own exit handler would then wait on
+#: it or crash the process, so the process must end without running exit handlers (see ``kiosk run``).
+STUCK = threading.Event()
+
 _Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
 
 

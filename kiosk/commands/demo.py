@@ -2,7 +2,9 @@
 
 Enter in the terminal is the button (``kiosk press --socket ...`` works too). With ``--mic-wav FILE`` the microphone
 is a WAV file, spoken from the top at every press, and the demo presses by itself; ``--speaker-wav OUT`` records what
-the kiosk plays. Without them it uses the machine's default sound devices.
+the kiosk plays. Without them it uses the machine's default sound devices. ``--screen`` also serves the visitor's page
+(``kiosk screen``) and prints its address; then the page's Start button (or Enter) presses, and a ``--mic-wav`` speaks
+at the start of every session.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object per session (progress lines go to stderr)"
     )
+    parser.add_argument("--screen", action="store_true", help="serve the visitor's page and print its address")
+    parser.add_argument("--screen-port", type=int, default=8780, help="the page's port on 127.0.0.1 (0: any free)")
     args = parser.parse_args(argv)
     if args.sessions is not None and args.sessions < 1:
         parser.error("--sessions must be at least 1")
@@ -98,13 +102,14 @@ async def _demo(args: argparse.Namespace) -> int:
                     log_level="info" if args.verbose else "error",
                     voice_wake=args.voice_wake,
                 )
+                + (runner.SCREEN_SECTION if args.screen else "")
             )
             socket = workdir / "control.sock"
             (_err if args.json else _out)(
                 f"kiosk demo: sandbox at {info['http_url']} ({args.dialect} broker), files in {workdir}"
             )
             loop = asyncio.get_running_loop()
-            auto = wav_factory is not None and args.mic_wav is not None
+            auto = wav_factory is not None and args.mic_wav is not None and not args.screen
             cue = wav_factory.cue if wav_factory is not None else None
             summaries: list[SessionSummary] = []
             presses: set[asyncio.Task[None]] = set()
@@ -131,6 +136,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 if auto and (args.sessions is None or len(summaries) < args.sessions):
                     loop.call_later(2.5, press)
 
+            screen = await runner.start_screen(config_path, args.screen_port, cue, _out) if args.screen else None
             if auto:
                 press()
                 say("kiosk demo: pressing the button; the microphone speaks " + str(args.mic_wav))
@@ -144,6 +150,9 @@ async def _demo(args: argparse.Namespace) -> int:
             except AudioDeviceError as exc:
                 print(NO_AUDIO_HELP.format(what="device") + f"\n({exc})", file=sys.stderr)
                 return 2
+            finally:
+                if screen is not None:
+                    await screen.close()
         finally:
             sandbox.stop()
             if wav_factory is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 
 from kiosk.cliformat import HelpFormatter
 from kiosk.configfile import resolve_path
@@ -16,6 +18,13 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--config", help="config file (default: $KIOSK_CONFIG, else /etc/kiosk/kiosk.toml)")
     args = parser.parse_args(argv)
+    from kiosk.audio.worker import STUCK
     from kiosk.daemon.app import run
 
-    return asyncio.run(run(resolve_path(args.config)))
+    code = asyncio.run(run(resolve_path(args.config)))
+    if STUCK.is_set():
+        # A device hangs inside PortAudio: its exit handler would wait on it or abort the process. Everything of
+        # ours is closed and logged; leave without running exit handlers, with the daemon's own exit status.
+        logging.shutdown()
+        os._exit(code)
+    return code

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import httpx
 
@@ -23,7 +23,11 @@ from kiosk.daemon.sessionrun import SessionSummary
 from kiosk.errors import KioskError
 from kiosk.sandbox.ready import parse_ready
 
+if TYPE_CHECKING:
+    from kiosk.screen.service import ScreenService
+
 KEY_ENV = "KIOSK_DEMO_BROKER_KEY"
+SCREEN_SECTION = '\n[screen]\nenabled = true\nwelcome = "Press Start and ask me anything."\n'
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,30 @@ async def press_when_ready(socket: Path, cue: Callable[[], None] | None, timeout
     if cue is not None:
         cue()
     await asyncio.to_thread(request_once, socket, {"cmd": "press"})
+
+
+async def start_screen(
+    config_path: Path, port: int, cue: Callable[[], None] | None, out: Callable[[str], None]
+) -> ScreenService:
+    """Serve the visitor's page on 127.0.0.1:``port``; the mic WAV (``cue``) speaks whenever a session starts.
+
+    Raises:
+        KioskError: the port is taken.
+    """
+    from kiosk.configfile import load_config
+    from kiosk.screen.service import ScreenService
+
+    def on_event(event: dict[str, Any]) -> None:
+        if cue is not None and event.get("type") == "state" and event.get("state") == "connecting":
+            cue()
+
+    service = ScreenService(config=load_config(config_path), port=port, on_event=on_event)
+    try:
+        url = await service.start()
+    except OSError as exc:
+        raise KioskError(f"the screen cannot listen on 127.0.0.1:{port} ({exc}); pick another --screen-port") from None
+    out(f"kiosk demo: the screen is at {url} (open it in a browser; its Start button is the kiosk's button)")
+    return service
 
 
 def keyboard_presses(socket: Path, out: Callable[[str], None]) -> None:
