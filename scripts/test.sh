@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh "sandbox,dev"
+bash scripts/setup-agents.sh  # the real agent framework for tests/test_real_agent.py, in its own venv
 echo "== ruff" && .venv/bin/ruff check kiosk tests bench && .venv/bin/ruff format --check kiosk tests bench
 echo "== mypy (strict)" && .venv/bin/mypy kiosk
 echo "== pytest"

@@ -6,5 +6,6 @@ pytest_plugins = [
     "tests.fixtures.sandbox",
     "tests.fixtures.audio",
     "tests.fixtures.daemon",
+    "tests.fixtures.real_agent",
     "tests.fixtures.faultbroker",
 ]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kiosk.cliformat import HelpFormatter
 from kiosk.sandbox.ready import READY_PREFIX
-from kiosk.sandbox.server import Sandbox
+from kiosk.sandbox.server import AGENT_MODES, Sandbox
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--livekit-api-key", default=None, help="LiveKit API key for self-minted tokens")
     parser.add_argument("--livekit-api-secret", default=None, help="LiveKit API secret for self-minted tokens")
+    parser.add_argument(
+        "--agent",
+        choices=AGENT_MODES,
+        default="scripted",
+        help="who joins a session as its agent: the built-in scripted agent (default), a job for the livekit-agents "
+        "workers registered at /agent, or none (an outside participant with an agent token joins by itself)",
+    )
     parser.add_argument("--agent-no-show", type=float, default=60.0, help="seconds the agent waits for a visitor")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return parser
@@ -53,16 +60,36 @@ def write_key_files(sb: Sandbox) -> None:
         path.write_text(value + "\n", encoding="utf-8")
 
 
+def agent_lines(sb: Sandbox) -> list[str]:
+    """What the banner says about who plays the agent (``--agent``)."""
+    if sb.agent_mode == "workers":
+        return [
+            "  agent            livekit-agents workers: each session's room becomes a job for a worker registered",
+            f"                   at {sb.ws_url}/agent under the broker's agent name (or under none), e.g.",
+            f"                   LIVEKIT_URL={sb.ws_url} LIVEKIT_API_KEY={sb.livekit_api_key} "
+            f'LIVEKIT_API_SECRET="$(cat {key_files(sb)[1]})" python my_agent.py start',
+            f"  workers          {sb.http_url}/sandbox/workers",
+        ]
+    if sb.agent_mode == "none":
+        return [
+            "  agent            none is sent: an outside participant with a token of kind agent joins by itself",
+            f"                   (sign it with the LiveKit API key below and the secret in {key_files(sb)[1]})",
+        ]
+    return ["  agent            the built-in scripted agent joins each session"]
+
+
 def banner(sb: Sandbox) -> str:
-    """The human-readable summary: URLs, keys, and a ``[broker]`` block per dialect."""
+    """The human-readable summary: URLs, keys, who plays the agent, and a ``[broker]`` block per dialect."""
     broker_key, livekit_secret = key_files(sb)
     return "\n".join(
         [
-            "kiosk sandbox: LiveKit room server + broker + scripted agent",
+            f"kiosk sandbox: LiveKit room server + broker + agent ({sb.agent_mode})",
+            *agent_lines(sb),
             f"  LiveKit URL      {sb.ws_url}",
             f"  broker URL       {sb.http_url}",
             f"  broker API key   {sb.api_key}",
             f"  sessions         {sb.http_url}/sandbox/sessions",
+            f"  LiveKit API key  {sb.livekit_api_key}",
             "",
             f"The sandbox's keys are in {broker_key} and {livekit_secret} (mode 600; the config never holds a key",
             "itself). Paste one of these into a kiosk config of your own (not the installed /etc/kiosk/kiosk.toml):",
@@ -110,6 +137,7 @@ def ready_line(sb: Sandbox) -> str:
         "livekit_api_key": sb.livekit_api_key,
         "livekit_api_secret": sb.livekit_api_secret,
         "state_dir": str(sb.state_dir),
+        "agent_mode": sb.agent_mode,
     }
     return READY_PREFIX + json.dumps(info)
 
@@ -123,6 +151,7 @@ async def serve(args: argparse.Namespace) -> int:
         livekit_api_key=args.livekit_api_key,
         livekit_api_secret=args.livekit_api_secret,
         agent_no_show_s=args.agent_no_show,
+        agent_mode=args.agent,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -16,7 +16,7 @@ from aiortc.sdp import candidate_from_sdp
 from livekit.protocol import models
 from livekit.protocol import rtc as signal
 
-from kiosk.sandbox.ids import new_sid
+from kiosk.sandbox.sfu_rules import track_info
 
 if TYPE_CHECKING:
     from aiortc import MediaStreamTrack, RTCDataChannel, RTCRtpSender
@@ -225,18 +225,7 @@ class Peer:
             await pc.addIceCandidate(candidate)
 
     async def _add_track(self, request: signal.AddTrackRequest) -> None:
-        info = models.TrackInfo(
-            sid=new_sid("TR"),
-            type=request.type,
-            name=request.name,
-            muted=request.muted,
-            source=request.source,
-            mime_type="audio/opus" if request.type == models.TrackType.AUDIO else "",
-            stereo=request.stereo,
-            disable_dtx=request.disable_dtx,
-            stream=request.stream,
-            audio_features=request.audio_features,
-        )
+        info = track_info(request)
         self._pending_tracks[request.cid] = info
         await self.send(
             signal.SignalResponse(track_published=signal.TrackPublishedResponse(cid=request.cid, track=info))

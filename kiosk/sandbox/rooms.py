@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaRelay
+from google.protobuf.message import DecodeError
 from livekit.protocol import models
 from livekit.protocol import rtc as signal
 
 from kiosk.sandbox.ids import new_sid
+from kiosk.sandbox.sfu_rules import Sender, route_data
 
 if TYPE_CHECKING:
     from kiosk.sandbox.peer import Peer
@@ -101,24 +103,22 @@ class Room:
         await asyncio.gather(*(p.send(update) for p in targets))
 
     def forward_data(self, sender: Peer, label: str, payload: bytes) -> None:
-        """Forward a ``DataPacket`` from ``sender`` to the others on the channel of the same label."""
+        """Forward a ``DataPacket`` from ``sender`` on the channel of the same label, as livekit-server routes it."""
         packet = models.DataPacket()
         try:
             packet.ParseFromString(payload)
-        except ValueError:
+        except DecodeError:
             logger.warning("dropping an unparsable data packet from %s", sender.identity)
             return
-        packet.participant_identity = sender.identity
-        packet.participant_sid = sender.sid
-        destinations = set(packet.destination_identities)
-        if packet.HasField("user"):
-            packet.user.participant_identity = sender.identity
-            packet.user.participant_sid = sender.sid
-            destinations.update(packet.user.destination_identities)
-        data = packet.SerializeToString()
+        kind = models.DataPacket.LOSSY if label == "_lossy" else models.DataPacket.RELIABLE
+        is_agent = sender.info.kind == models.ParticipantInfo.Kind.AGENT
+        who = Sender(identity=sender.identity, sid=sender.sid, is_agent=is_agent, hidden=sender.info.permission.hidden)
+        delivery = route_data(who, packet, kind)
+        if delivery is None:
+            return
         for other in self.others(sender):
-            if not destinations or other.identity in destinations:
-                other.send_data(label, data)
+            if delivery.reaches(other.identity, other.sid):
+                other.send_data(label, delivery.data)
 
     async def close(self, reason: models.DisconnectReason) -> None:
         """Disconnect everyone with a ``leave`` carrying ``reason``."""

@@ -3,30 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import socket
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from google.protobuf.json_format import MessageToDict
 from livekit import api
 from livekit.api.access_token import Claims
+from livekit.protocol import agent as agent_protocol
+from livekit.protocol import models
 
 from kiosk.sandbox.agent import ScriptedAgent
 from kiosk.sandbox.broker import DEFAULT_AGENT_NAME, Broker
+from kiosk.sandbox.room_service import RoomService
 from kiosk.sandbox.rooms import RoomRegistry
 from kiosk.sandbox.sessions import SessionManager, SessionRecord
-from kiosk.sandbox.signaling import Signaling
+from kiosk.sandbox.signaling import Signaling, server_info
 from kiosk.sandbox.tokens import mint_self_token
+from kiosk.sandbox.workers import WorkerPool
 
 logger = logging.getLogger(__name__)
 
 AGENT_UNPUBLISH_TIMEOUT_S = 1.0
 AGENT_STOP_TIMEOUT_S = 5.0
+AgentMode = Literal["scripted", "workers", "none"]
+AGENT_MODES: tuple[AgentMode, ...] = ("scripted", "workers", "none")
 
 
 class Sandbox:
@@ -42,8 +49,17 @@ class Sandbox:
         livekit_api_secret: str | None = None,
         state_dir: Path | None = None,
         agent_no_show_s: float = 60.0,
+        agent_mode: AgentMode = "scripted",
     ) -> None:
-        """Configure a sandbox on ``host``:``port`` (0 picks a free port); missing keys are generated."""
+        """Configure a sandbox on ``host``:``port`` (0 picks a free port); missing keys are generated.
+
+        ``agent_mode`` says who joins a session's room as its agent: ``scripted`` (the built-in agent),
+        ``workers`` (a job for the registered ``livekit-agents`` workers) or ``none`` (nobody is sent: an outside
+        participant with a token of kind agent joins by itself).
+        """
+        if agent_mode not in AGENT_MODES:
+            raise ValueError(f"agent mode must be one of {', '.join(AGENT_MODES)}, not {agent_mode!r}")
+        self.agent_mode: AgentMode = agent_mode
         self.host = host
         self.port = port
         self.api_key = api_key or f"sk_sandbox_{secrets.token_hex(12)}"
@@ -65,6 +81,18 @@ class Sandbox:
         )
         self._signaling = Signaling(
             registry=self.registry, api_key=self.livekit_api_key, api_secret=self.livekit_api_secret, gate=self
+        )
+        self.workers = WorkerPool(
+            api_key=self.livekit_api_key,
+            api_secret=self.livekit_api_secret,
+            server_info=server_info(),
+            on_job=self._on_job,
+        )
+        self.room_service = RoomService(
+            registry=self.registry,
+            api_key=self.livekit_api_key,
+            api_secret=self.livekit_api_secret,
+            delete=self._delete_room,
         )
         self._runner: web.AppRunner | None = None
         self._agents: set[asyncio.Task[None]] = set()
@@ -94,6 +122,8 @@ class Sandbox:
         app = web.Application()
         self._signaling.add_routes(app)
         self.broker.add_routes(app)
+        self.workers.add_routes(app)
+        self.room_service.add_routes(app)
         app.router.add_get("/sandbox/sessions", self._sessions_handler)
         app.router.add_get("/", self._index)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -115,6 +145,7 @@ class Sandbox:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self.workers.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -146,6 +177,33 @@ class Sandbox:
         self.session_manager.participant_joined(room, is_agent)
 
     def _dispatch(self, record: SessionRecord) -> None:
+        if self.agent_mode == "scripted":
+            self._dispatch_scripted(record)
+        elif self.agent_mode == "workers":
+            task = asyncio.create_task(self._dispatch_job(record))
+            self._agents.add(task)
+            task.add_done_callback(self._agents.discard)
+
+    async def _dispatch_job(self, record: SessionRecord) -> None:
+        room = self.registry.get_or_create(record.room)
+        metadata = json.dumps(record.overrides)
+        job = await self.workers.dispatch(room=room.info(), agent_name=record.agent_name, metadata=metadata)
+        if job is None:
+            record.agent_job = {"error": f"no agent worker took the job for agent name {record.agent_name!r}"}
+
+    def _on_job(self, job: agent_protocol.Job) -> None:
+        record = self.session_manager.by_room(job.room.name)
+        if record is not None:
+            record.agent_job = {
+                "id": job.id,
+                "agent_name": job.agent_name,
+                "worker_id": job.state.worker_id,
+                "participant_identity": job.state.participant_identity,
+                "status": agent_protocol.JobStatus.Name(job.state.status),
+                "error": job.state.error,
+            }
+
+    def _dispatch_scripted(self, record: SessionRecord) -> None:
         token = (
             api.AccessToken(self.livekit_api_key, self.livekit_api_secret)
             .with_identity(f"agent-{record.id}")
@@ -164,7 +222,8 @@ class Sandbox:
         task.add_done_callback(lambda _: self._agent_by_room.pop(record.room, None))
 
     async def _agent_leaves(self, room: str) -> None:
-        """Let the room's agent unpublish before its room closes (bounded)."""
+        """Let the room's agent unpublish (or its worker end the job) before its room closes (bounded)."""
+        await self.workers.terminate(room)
         agent = self._agent_by_room.get(room)
         if agent is not None:
             try:
@@ -179,6 +238,13 @@ class Sandbox:
             logger.exception("the scripted agent of session %s failed", record.id)
         if record.ended_at is None:
             await self.session_manager.end(record.room, "agent_left")
+
+    async def _delete_room(self, room: str) -> None:
+        """``RoomService.DeleteRoom``: end the room's session (as the broker would), or just close the room."""
+        if self.session_manager.by_room(room) is not None:
+            await self.session_manager.end(room, "room_deleted")
+        else:
+            await self.registry.close_room(room, models.DisconnectReason.ROOM_DELETED)
 
     async def _sessions_handler(self, request: web.Request) -> web.Response:
         return web.json_response({"sessions": self.sessions()})

@@ -60,6 +60,8 @@ class SessionRecord:
     end_reason: str | None = None
     humans_joined: int = 0
     heard: Heard = field(default_factory=Heard)
+    #: With ``--agent workers``: the agent job (``id``, ``worker_id``, ``participant_identity``, ``status``, ...).
+    agent_job: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Return the record as plain JSON-able data."""

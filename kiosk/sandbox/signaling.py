@@ -8,6 +8,7 @@ from typing import Protocol
 
 import jwt
 from aiohttp import WSMsgType, web
+from google.protobuf.message import DecodeError
 from livekit import api
 from livekit.api.access_token import Claims
 from livekit.protocol import models
@@ -16,6 +17,7 @@ from livekit.protocol import rtc as signal
 from kiosk.sandbox.ids import new_sid
 from kiosk.sandbox.peer import Peer
 from kiosk.sandbox.rooms import RoomRegistry
+from kiosk.sandbox.sfu_rules import participant_kind
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,30 @@ class JoinGate(Protocol):
 
 class Unauthorized(Exception):
     """The join request cannot be admitted; the message is the reason sent to the client."""
+
+
+def server_info() -> models.ServerInfo:
+    """What the sandbox says about itself in ``join`` and in a worker's ``register`` answer."""
+    return models.ServerInfo(edition=models.ServerInfo.Standard, version=SERVER_VERSION, protocol=16, node_id="sandbox")
+
+
+def bearer_claims(verifier: api.TokenVerifier, request: web.Request) -> Claims:
+    """The verified claims of the request's ``Authorization: Bearer`` token; raises :class:`Unauthorized` if none."""
+    header = request.headers.get("Authorization", "")
+    token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+    token = token or request.query.get("access_token", "")
+    if not token:
+        raise Unauthorized("no access token: send it as 'Authorization: Bearer <token>'")
+    try:
+        return verifier.verify(token)
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized("token is expired") from exc
+    except jwt.InvalidSignatureError as exc:
+        raise Unauthorized("token signature is invalid (wrong API secret?)") from exc
+    except jwt.InvalidIssuerError as exc:
+        raise Unauthorized("token was issued for another API key") from exc
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise Unauthorized(f"token is invalid: {type(exc).__name__}") from exc
 
 
 class Signaling:
@@ -53,21 +79,7 @@ class Signaling:
 
     def authorize(self, request: web.Request) -> Claims:
         """Return the claims of the request's token or raise :class:`Unauthorized` with the reason."""
-        header = request.headers.get("Authorization", "")
-        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-        token = token or request.query.get("access_token", "")
-        if not token:
-            raise Unauthorized("no access token: send it as 'Authorization: Bearer <token>'")
-        try:
-            claims = self._verifier.verify(token)
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("token is expired") from exc
-        except jwt.InvalidSignatureError as exc:
-            raise Unauthorized("token signature is invalid (wrong API secret?)") from exc
-        except jwt.InvalidIssuerError as exc:
-            raise Unauthorized("token was issued for another API key") from exc
-        except (jwt.PyJWTError, ValueError, TypeError) as exc:
-            raise Unauthorized(f"token is invalid: {type(exc).__name__}") from exc
+        claims = bearer_claims(self._verifier, request)
         video = claims.video
         if video is None or not video.room_join:
             raise Unauthorized("token does not grant roomJoin")
@@ -114,9 +126,7 @@ class Signaling:
             fast_publish=True,
             ping_interval=PING_INTERVAL_S,
             ping_timeout=PING_TIMEOUT_S,
-            server_info=models.ServerInfo(
-                edition=models.ServerInfo.Standard, version=SERVER_VERSION, protocol=16, node_id="sandbox"
-            ),
+            server_info=server_info(),
         )
         await peer.send(signal.SignalResponse(join=join))
         logger.info("%s joined room %s as %s", peer.identity, room.name, peer.sid)
@@ -140,7 +150,7 @@ class Signaling:
             request = signal.SignalRequest()
             try:
                 request.ParseFromString(message.data)
-            except ValueError:
+            except DecodeError:
                 logger.warning("unparsable signal from %s", peer.identity)
                 continue
             if not await peer.handle(request):
@@ -149,14 +159,15 @@ class Signaling:
 
 def _participant(claims: Claims) -> models.ParticipantInfo:
     video = claims.video or api.VideoGrants()
-    is_agent = bool(video.agent) or claims.kind == "agent"
+    kind = participant_kind(claims.kind or "", agent_grant=bool(video.agent))
     now = time.time()
     permission = models.ParticipantPermission(
         can_subscribe=video.can_subscribe is not False,
         can_publish=video.can_publish is not False,
         can_publish_data=video.can_publish_data is not False,
         can_update_metadata=video.can_update_own_metadata is not False,
-        agent=is_agent,
+        agent=kind == models.ParticipantInfo.Kind.AGENT,
+        hidden=bool(video.hidden),
     )
     return models.ParticipantInfo(
         sid=new_sid("PA"),
@@ -167,7 +178,7 @@ def _participant(claims: Claims) -> models.ParticipantInfo:
         state=models.ParticipantInfo.State.JOINED,
         joined_at=int(now),
         joined_at_ms=int(now * 1000),
-        kind=models.ParticipantInfo.Kind.AGENT if is_agent else models.ParticipantInfo.Kind.STANDARD,
+        kind=kind,
         permission=permission,
         version=1,
     )
