@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import platform
 import threading
@@ -23,7 +22,7 @@ from prometheus_client import CollectorRegistry, start_http_server, write_to_tex
 from kiosk import __version__
 from kiosk.audio import AudioEngine
 from kiosk.broker import SessionKeeper
-from kiosk.config import MetricsConfig, parse_listen
+from kiosk.config import MetricsConfig, is_loopback, parse_listen
 from kiosk.daemon.driver import Driver
 from kiosk.daemon.metrics import KioskMetrics
 from kiosk.wakeguard import WakeGate
@@ -66,7 +65,7 @@ class MetricsExporter:
                 self._server = server
                 bound = server.server_address
                 self.address = f"{_bracket(str(bound[0]))}:{bound[1]}"
-                where = "" if _loopback(host) else " (reachable from the network: firewall it)"
+                where = "" if is_loopback(host) else " (reachable from the network: firewall it)"
                 log.info("metrics at http://%s/metrics%s", self.address, where)
         if self._config.listen is not None or self._config.textfile is not None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="metrics")
@@ -103,15 +102,6 @@ class MetricsExporter:
             self._server.server_close()
             if self._thread is not None:
                 await asyncio.to_thread(self._thread.join, 2.0)
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _bracket(host: str) -> str:
