@@ -161,7 +161,7 @@ def test_the_agent_is_dispatched_and_its_state_drives_the_kiosk(
     wav, _ = _clip(long_speech, 2.0)
     before = len(_agent_states(kiosk))
     pulse_server.play(wav, "mic").wait(timeout=30)
-    kiosk.wait_for(lambda: "thinking" in _agent_states(kiosk)[before:], 20, "the agent to think about the speech")
+    kiosk.wait_for(lambda: "thinking" in _agent_states(kiosk)[before:], 40, "the agent to think about the speech")
     kiosk.wait_for(lambda: "speaking" in _agent_states(kiosk)[before:], 20, "the agent to answer")
     assert kiosk.status()["state"] == "live"
     _no_traceback(kiosk)
