@@ -133,7 +133,6 @@ def _no_traceback(kiosk: KioskProcess) -> None:
     assert "Traceback" not in kiosk.log(), kiosk.log()[-4000:]
 
 
-@pytest.mark.parametrize("dialect", ["lyzr", "self"])
 def _report_first_words(kiosk: KioskProcess, heard: Callable[[], float], spoken_s: float) -> None:
     """Give the rest of the speech a moment to reach the STT, then print the figure (``pytest -s`` shows it)."""
     with contextlib.suppress(AssertionError):
@@ -141,6 +140,7 @@ def _report_first_words(kiosk: KioskProcess, heard: Callable[[], float], spoken_
     print(f"first words at the agent's STT: {heard():.2f} s of {spoken_s:.2f} s ({heard() / spoken_s:.0%})")
 
 
+@pytest.mark.parametrize("dialect", ["lyzr", "self"])
 def test_the_agent_is_dispatched_and_its_state_drives_the_kiosk(
     dialect: str,
     start_kiosk: Callable[..., KioskProcess],

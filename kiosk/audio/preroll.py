@@ -39,7 +39,7 @@ class PreConnectAudio:
 
 def for_uplink(audio: PreConnectAudio) -> PreConnectAudio:
     """The buffer at the best rate of :data:`UPLINK_RATES` that fits :data:`UPLINK_BUDGET_BITS` (LiveKit's
-    resampler, high quality). Takes a few ms per second of audio: call it off the event loop.
+    resampler, high quality). Takes a few milliseconds per second of audio.
     """
     if not audio.pcm:
         return audio

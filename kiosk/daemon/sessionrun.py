@@ -249,7 +249,8 @@ class SessionRun:
             log.info("session %d: no subscription confirmed by the server; going live", self.number)
         pre = self._capture.take_preconnect()
         self.preconnect_s = pre.duration_s
-        await self.room.send_preconnect(await asyncio.to_thread(for_uplink, pre))
+        # A few ms per second of audio, on the loop: LiveKit's resampler is used from one thread only.
+        await self.room.send_preconnect(for_uplink(pre))
         pump = asyncio.get_running_loop().create_task(self._pump_mic(), name="mic")
         try:
             end = await self._watch(pump)
