@@ -28,12 +28,13 @@ KEY_ENV = "KIOSK_TEST_BROKER_KEY"
 DEVICES = '[audio]\ninput_device = "kiosk_pulse_mic"\noutput_device = "kiosk_pulse_spk"\n'
 
 
-def wait_until(condition: Callable[[], Any], within: float, what: str) -> Any:
-    """Poll ``condition`` until it returns something true; fail naming ``what`` after ``within`` seconds."""
+def wait_until(condition: Callable[[], Any], within: float, what: str, log: Path | None = None) -> Any:
+    """Poll ``condition`` until it returns something true; fail naming ``what`` (and the daemon's ``log``)."""
     deadline = time.monotonic() + within
     while not (result := condition()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
+            raise AssertionError(f"timed out waiting for {what}\n{tail}")
         time.sleep(0.05)
     return result
 
@@ -113,8 +114,8 @@ def test_a_start_answer_that_trickles_past_the_connect_deadline_is_read_and_ende
     log = tmp_path / "daemon.log"
     with kiosk_run(config, sandbox=sandbox, pulse=pulse_server, notify=notify_socket, log=log) as daemon:
         assert request_once(socket, {"cmd": "press"})["did"] == "started a session"
-        last_end = wait_until(lambda: request_once(socket, {"cmd": "status"})["last_end"], 30, "the session's end")
-        wait_until(lambda: fault_broker.ends, 20, "the broker end")
+        last_end = wait_until(lambda: request_once(socket, {"cmd": "status"})["last_end"], 30, "the session's end", log)
+        wait_until(lambda: fault_broker.ends, 20, "the broker end", log)
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=20) == 0
     output = log.read_text()
@@ -171,9 +172,9 @@ def test_a_microphone_missing_at_start_is_opened_when_it_appears(
             status = request_once(socket, {"cmd": "status"})
             assert status["audio"]["input"]["ok"] is False and status["audio"]["output"]["ok"] is True
             pulse_server.load_sink("mic")
-            wait_until(lambda: request_once(socket, {"cmd": "status"})["audio"]["input"]["ok"], 30, "the mic")
+            wait_until(lambda: request_once(socket, {"cmd": "status"})["audio"]["input"]["ok"], 30, "the mic", log)
             assert request_once(socket, {"cmd": "press"})["did"] == "started a session"
-            wait_until(lambda: request_once(socket, {"cmd": "status"})["state"] == "live", 30, "live")
+            wait_until(lambda: request_once(socket, {"cmd": "status"})["state"] == "live", 30, "live", log)
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(timeout=20) == 0
     finally:
@@ -194,7 +195,7 @@ def test_a_speaker_lost_mid_session_ends_it_as_audio_device(
     try:
         with kiosk_run(config, sandbox=sandbox, pulse=pulse_server, notify=notify_socket, log=log) as daemon:
             assert request_once(socket, {"cmd": "press"})["did"] == "started a session"
-            wait_until(lambda: request_once(socket, {"cmd": "status"})["state"] == "live", 30, "live")
+            wait_until(lambda: request_once(socket, {"cmd": "status"})["state"] == "live", 30, "live", log)
             room = request_once(socket, {"cmd": "status"})["session"]["room"]
             pulse_server.unload_sink("spk")
             # PulseAudio may move a stream whose sink went away instead of ending it: end what is left, as a
@@ -202,8 +203,8 @@ def test_a_speaker_lost_mid_session_ends_it_as_audio_device(
             for line in pulse_server.pactl("list", "short", "sink-inputs").splitlines():
                 with contextlib.suppress(subprocess.CalledProcessError):  # it may have gone by itself meanwhile
                     pulse_server.pactl("kill-sink-input", line.split()[0])
-            last_end = wait_until(lambda: request_once(socket, {"cmd": "status"})["last_end"], 30, "the end")
-            wait_until(lambda: ended_at_broker(sandbox, room), 20, "the broker end")
+            last_end = wait_until(lambda: request_once(socket, {"cmd": "status"})["last_end"], 30, "the end", log)
+            wait_until(lambda: ended_at_broker(sandbox, room), 20, "the broker end", log)
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(timeout=20) == 0
     finally:
