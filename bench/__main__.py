@@ -1,6 +1,6 @@
 """``python -m bench``: every benchmark of the kiosk against its baseline, one table, results.json and a plot.
 
-    python -m bench [--smoke] [--only press,idle,call,memory,echo] [--out DIR]
+    python -m bench [--smoke] [--only press,idle,call,memory,echo,agent] [--out DIR]
 
 Without ``--out`` a full run writes ``bench/results.json`` and ``bench/press_to_live.png``; a ``--smoke`` run
 (tiny sizes, for the test suite) writes to a temporary directory instead.
@@ -23,7 +23,7 @@ from bench.figures import call_figures, echo_figures, idle_figures, memory_figur
 from bench.pulse import pulseaudio
 from bench.report import plot, press_series, table, write_json
 
-NAMES = ("press", "idle", "call", "memory", "echo")
+NAMES = ("press", "idle", "call", "memory", "echo", "agent")
 SPEECH = "Hello I am looking for the main library"
 HERE = Path(__file__).resolve().parent
 
@@ -31,8 +31,12 @@ HERE = Path(__file__).resolve().parent
 def sizes(smoke: bool) -> dict[str, float]:
     """How big each benchmark is: a full run stays under 15 minutes on a 2-core machine."""
     if smoke:
-        return {"sessions": 2, "silence_every": 2, "idle_s": 2.0, "call_s": 3.0, "soak": 5, "echo_s": 3.5}
-    return {"sessions": 30, "silence_every": 2, "idle_s": 60.0, "call_s": 20.0, "soak": 300, "echo_s": 12.0}
+        return {"sessions": 2, "silence_every": 2, "idle_s": 2.0, "call_s": 3.0, "soak": 5, "echo_s": 3.5, "agent": 1}
+    return {"sessions": 30, "silence_every": 2, "idle_s": 60.0, "call_s": 20.0, "soak": 300, "echo_s": 12.0, "agent": 2}
+
+
+#: Seconds of speech from the press for the first-words benchmark with the real agent (smoke: the first only).
+AGENT_CLIPS_S = (2.0, 5.0, 10.0)
 
 
 def run(*, smoke: bool, only: tuple[str, ...], out: Path) -> tuple[list[Figure], dict[str, object]]:
@@ -83,6 +87,19 @@ def run(*, smoke: bool, only: tuple[str, ...], out: Path) -> tuple[list[Figure],
                         )
                         figures += new
                         details["memory"] = raw
+            if "agent" in only:
+                from bench import realagent
+
+                (work / "agent").mkdir()
+                new, raw = realagent.run(
+                    workdir=work / "agent",
+                    api_key=sb.api_key,
+                    scripted_sb=sb,
+                    clips_s=list(AGENT_CLIPS_S[:1] if smoke else AGENT_CLIPS_S),
+                    rounds=int(size["agent"]),
+                )
+                figures += new
+                details["agent"] = raw
         if "echo" in only:
             raw_echo = echo.run(seconds=size["echo_s"])
             figures += echo_figures(raw_echo)

@@ -81,6 +81,16 @@ def cpu_percent_over(pid: int, seconds: float) -> float:
     return 100.0 * (cpu1 - cpu0) / (wall1 - wall0)
 
 
+def stop(process: subprocess.Popen[Any], within: float) -> None:
+    """SIGTERM ``process``, wait up to ``within`` seconds, then kill it."""
+    process.terminate()
+    try:
+        process.wait(timeout=within)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
 # ---- audio files --------------------------------------------------------------------------------------------------
 
 
@@ -172,10 +182,10 @@ class Sandbox:
 
 
 @contextlib.contextmanager
-def sandbox(workdir: Path, api_key: str) -> Iterator[Sandbox]:
-    """Run a sandbox subprocess for the duration of the block (its log in ``workdir/sandbox.log``)."""
-    log: IO[str] = (workdir / "sandbox.log").open("w")
-    process = start_sandbox(api_key=api_key, log=log)
+def sandbox(workdir: Path, api_key: str, *, agent: str = "scripted") -> Iterator[Sandbox]:
+    """Run a sandbox subprocess (``--agent AGENT``) for the duration of the block (its log in ``workdir``)."""
+    log: IO[str] = (workdir / f"sandbox-{agent}.log").open("w")
+    process = start_sandbox(api_key=api_key, log=log, agent=agent)
     try:
         info = process.info
         yield Sandbox(process=process, http_url=info["http_url"], ws_url=info["ws_url"], api_key=info["api_key"])
@@ -191,6 +201,7 @@ def kiosk_config(
     workdir: Path,
     key_env: str,
     silence_s: float,
+    agent_join_s: float = 10.0,
     identity: str = "kiosk-bench",
     log_level: str = "warning",
     extra: str = "",
@@ -199,7 +210,7 @@ def kiosk_config(
     text = (
         f'[device]\nidentity = "{identity}"\n\n'
         f'[broker]\ndialect = "lyzr"\nurl = "{sb.http_url}"\nagent_id = "bench-agent"\napi_key_env = "{key_env}"\n\n'
-        f"[session]\nsilence_timeout_s = {silence_s}\nagent_join_timeout_s = 10.0\nconnect_timeout_s = 10.0\n"
+        f"[session]\nsilence_timeout_s = {silence_s}\nagent_join_timeout_s = {agent_join_s}\nconnect_timeout_s = 10.0\n"
         "error_display_s = 1.0\nlog_transcript = false\n\n"
         f'[control]\nsocket = "{workdir / "control.sock"}"\n\n'
         f'[daemon]\nstate_dir = "{workdir / "state"}"\nlog_level = "{log_level}"\n\n{extra}'

@@ -165,13 +165,24 @@ def _to16(samples48: Samples) -> Samples:
 class KioskUnderTest:
     """The daemon's ``run()`` on this loop with a mock button and the WAV microphone."""
 
-    def __init__(self, *, sb: Sandbox, workdir: Path, speech48: Samples, silence_s: float, audio: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        sb: Sandbox,
+        workdir: Path,
+        speech48: Samples,
+        silence_s: float,
+        audio: str = "",
+        agent_join_s: float = 10.0,
+    ) -> None:
         self._sb = sb
         self._speech48 = speech48
         mic = write_wav(workdir / "mic.wav", speech48)
         os.environ[KEY_ENV] = sb.api_key
         extra = f"[trigger]\nbutton_pin = {PIN}\nbounce_time_ms = 0\n\n[audio]\n{audio}"
-        self.config = kiosk_config(sb=sb, workdir=workdir, key_env=KEY_ENV, silence_s=silence_s, extra=extra)
+        self.config = kiosk_config(
+            sb=sb, workdir=workdir, key_env=KEY_ENV, silence_s=silence_s, agent_join_s=agent_join_s, extra=extra
+        )
         self.pins = MockFactory()
         self.audio = WavStreamFactory(mic_wav=mic, speaker_wav=None)
         self.summaries: asyncio.Queue[SessionSummary] = asyncio.Queue()

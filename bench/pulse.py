@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.common import stop
+
 MIC_PCM = "kiosk_pulse_mic"
 SPK_PCM = "kiosk_pulse_spk"
 
@@ -83,11 +85,6 @@ def pulseaudio() -> Iterator[PulseAudio]:
             time.sleep(0.1)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process, 5)
         log.close()
         shutil.rmtree(root, ignore_errors=True)

@@ -26,6 +26,7 @@ from bench.common import (
     open_fds,
     pink_noise,
     rss_mb,
+    stop,
     write_wav,
 )
 from bench.pulse import MIC_PCM, SPK_PCM, PulseAudio
@@ -96,12 +97,7 @@ def daemon(
             time.sleep(0.1)
         yield handle
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process, 10)
 
 
 @contextlib.contextmanager

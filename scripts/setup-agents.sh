@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Make .venv-agents: the real livekit-agents framework for the conformance tests, pinned in
-# tests/agents/requirements.txt. It pins its own livekit, so it cannot share .venv. A no-op while the pins are unchanged.
+# agents/requirements.txt. It pins its own livekit, so it cannot share .venv. A no-op while the pins are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv-agents
-requirements=tests/agents/requirements.txt
+requirements=agents/requirements.txt
 stamp="$venv/.requirements"
 if [ -x "$venv/bin/python" ] && cmp -s "$requirements" "$stamp"; then
   exit 0

@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh "sandbox,dev"
 bash scripts/setup-agents.sh  # the real agent framework for tests/test_real_agent.py, in its own venv
-echo "== ruff" && .venv/bin/ruff check kiosk tests bench && .venv/bin/ruff format --check kiosk tests bench
+echo "== ruff" && .venv/bin/ruff check kiosk tests bench agents && .venv/bin/ruff format --check kiosk tests bench agents
 echo "== mypy (strict)" && .venv/bin/mypy kiosk
 echo "== pytest"
 # pytest exits 5 when it collected no test: that is a failure here too.

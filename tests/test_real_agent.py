@@ -1,5 +1,5 @@
 """The kiosk against the real agent framework: a ``livekit-agents`` worker dispatched by ``kiosk sandbox --agent
-workers``, an ``AgentSession`` whose STT reports what it heard (``tests/agents/echo_worker.py``), and ``kiosk run``
+workers``, an ``AgentSession`` whose STT reports what it heard (``agents/echo_worker.py``), and ``kiosk run``
 on PulseAudio null sinks, watched through ``kiosk events``.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.agents.speech_meter import measure
+from agents.speech_meter import measure
 from tests.fixtures.audio import AUDIO_DIR, PulseServer
 from tests.fixtures.daemon import NotifySocket, daemon_config
 from tests.fixtures.kiosk_process import KioskProcess, run_kiosk

@@ -48,11 +48,11 @@ class SandboxProcess:
                 self.process.wait(timeout=5)
 
 
-def start_sandbox(*, api_key: str, log: IO[str], timeout_s: float = 30.0) -> SandboxProcess:
-    """Start ``python -m kiosk.sandbox --port 0`` and wait for its ready line."""
+def start_sandbox(*, api_key: str, log: IO[str], timeout_s: float = 30.0, agent: str = "scripted") -> SandboxProcess:
+    """Start ``python -m kiosk.sandbox --port 0 --agent AGENT`` and wait for its ready line."""
     # The key goes through the environment: a command line is visible to every user in ps.
     process = subprocess.Popen(
-        [sys.executable, "-m", "kiosk.sandbox", "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, "-m", "kiosk.sandbox", "--host", "127.0.0.1", "--port", "0", "--agent", agent],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,

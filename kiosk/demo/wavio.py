@@ -82,9 +82,14 @@ class WavStreamFactory:
         self._writer: wave.Wave_write | None = None
         self.cues = 0
 
-    def cue(self) -> None:
-        """Start the microphone WAV again from its first sample (a visitor starts speaking)."""
+    def cue(self, speech: npt.NDArray[np.int16] | None = None) -> None:
+        """Start the microphone WAV again from its first sample (a visitor starts speaking).
+
+        ``speech`` (mono int16 at the WAV's rate) replaces what the microphone says from now on.
+        """
         with self._lock:
+            if speech is not None:
+                self._speech = speech
             self._position = 0
             self.cues += 1
 
