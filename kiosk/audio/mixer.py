@@ -31,6 +31,9 @@ class MixerInput:
         self._playing = False
         self.underruns = 0
         self.overflow_samples = 0
+        #: Loudness of the last frame taken, 0..1 (RMS over full scale, times 4 so speech reaches about 1): read by
+        #: the LED ring's thread to follow the agent's voice; a float is written whole, so no lock is needed.
+        self.level = 0.0
 
     @property
     def queued_samples(self) -> int:
@@ -65,6 +68,7 @@ class MixerInput:
         """Up to ``n`` samples, zero-padded; None while silent or priming. Counts streaming underruns."""
         if not self._playing:
             if self._queued == 0 or self._queued < self._prime:
+                self.level = 0.0
                 return None
             self._playing = True
         out = np.zeros(n, dtype=np.int16)
@@ -79,6 +83,7 @@ class MixerInput:
             else:
                 self._chunks[0] = chunk[use:]
         self._queued -= filled
+        self.level = min(1.0, 4 * float(np.sqrt(np.mean(np.square(out, dtype=np.float32)))) / 32768)
         if filled < n:
             # Ran dry while playing: re-prime before playing again so the gap is not a crackle.
             self._playing = False
