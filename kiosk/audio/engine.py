@@ -384,9 +384,10 @@ class AudioEngine:
         """The mixer input ``name`` (``AGENT``, ``BACKGROUND``, ``CHIMES`` or a new streaming one)."""
         return self.mixer.add_input(name)
 
-    def play_chime(self, kind: chimes.Chime | str) -> bool:
-        """Play a chime unless chimes are off; returns whether it was queued."""
-        if not self.config.chimes:
+    def play_chime(self, kind: chimes.Chime | str, *, always: bool = False) -> bool:
+        """Play a chime unless chimes are off (``always``: a button's own feedback tone); returns whether it was
+        queued."""
+        if not self.config.chimes and not always:
             return False
         chime_input = self.mixer.inputs[CHIMES]
         chime_input.clear()
