@@ -1,0 +1,206 @@
+"""The APA102 ring through gpiozero's mock SPI: the bytes each state sends, decoded from the mock's data pin."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+
+import pytest
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory, MockSPIDevice
+
+from kiosk.config import KioskConfig, LedConfig, RingConfig
+from kiosk.ledring import Apa102, encode
+from kiosk.leds import BLUE, CYAN, GREEN, MUTED, RED, StatusLeds
+from kiosk.reasons import FailureReason
+from kiosk.session import AgentState, Snapshot, State
+
+Pixel = tuple[int, int, int]
+
+
+class RingProbe(MockSPIDevice):  # type: ignore[misc]
+    """The ring's side of the SPI bus: collects each transfer (select low to high) as bytes."""
+
+    def __init__(self, *, clock: int, data: int, select: int, factory: MockFactory) -> None:
+        super().__init__(clock, data, None, select, pin_factory=factory)
+        self.frames: list[list[int]] = []
+        self.arrived = threading.Condition()
+
+    def on_select(self) -> None:
+        """Start a transfer when selected; file the bytes when released."""
+        if self.select_pin.state == self.select_high:
+            self.on_start()
+            return
+        bits = [int(bool(b)) for b in self.rx_buf]
+        if bits:
+            data = [int("".join(map(str, bits[i : i + 8])), 2) for i in range(0, len(bits), 8)]
+            with self.arrived:
+                self.frames.append(data)
+                self.arrived.notify_all()
+
+    def wait_frames(self, n: int, timeout: float = 10.0) -> list[list[int]]:
+        """Block until at least ``n`` transfers arrived (gpiozero's source thread sends them); return them all."""
+        with self.arrived:
+            if not self.arrived.wait_for(lambda: len(self.frames) >= n, timeout):
+                raise AssertionError(f"only {len(self.frames)} of {n} frames arrived")
+            return list(self.frames)
+
+
+def pixels(frame: list[int], count: int) -> list[Pixel]:
+    """Decode a frame sent in "bgr" order into (r, g, b) bytes per LED, checking the start and LED headers."""
+    assert frame[:4] == [0, 0, 0, 0]
+    out = []
+    for i in range(count):
+        header, b, g, r = frame[4 + 4 * i : 8 + 4 * i]
+        assert header == 0xFF
+        out.append((r, g, b))
+    assert frame[4 + 4 * count :] == [0] * max(4, -(-count // 16))
+    return out
+
+
+@pytest.fixture
+def factory() -> Iterator[MockFactory]:
+    """A mock factory that is also gpiozero's default (its software SPI bus looks the default up)."""
+    mock = MockFactory()
+    before = Device.pin_factory
+    Device.pin_factory = mock
+    yield mock
+    Device.pin_factory = before
+    mock.reset()
+
+
+def ring_leds(factory: MockFactory, count: int = 6, level: float = 0.0, **led: object) -> tuple[StatusLeds, RingProbe]:
+    """Status LEDs on a ring at SPI port 0, device 0 (clock GPIO11, data GPIO10, select GPIO8), and its probe."""
+    probe = RingProbe(clock=11, data=10, select=8, factory=factory)
+    config = LedConfig(kind="apa102", ring=RingConfig(count=count), **led)  # type: ignore[arg-type]
+    return StatusLeds(config=config, pin_factory=factory, level=lambda: level), probe
+
+
+def test_encode_follows_the_datasheet() -> None:
+    """Start frame of zeros, 0xE0|brightness then the colour bytes in the ring's order, an end frame of zeros."""
+    assert encode([(1.0, 0.5, 0.0)], "bgr") == [0, 0, 0, 0, 0xFF, 0, 128, 255, 0, 0, 0, 0]
+    assert encode([(1.0, 0.5, 0.0)], "rgb")[4:8] == [0xFF, 255, 128, 0]
+    assert len(encode([(0.0, 0.0, 0.0)] * 40)) == 4 + 160 + 4
+    assert len(encode([(0.0, 0.0, 0.0)] * 100)) == 4 + 400 + 7
+
+
+def test_idle_is_a_dim_green_ring_and_stop_turns_it_off(factory: MockFactory) -> None:
+    """Idle sends one frame of dim green on every LED (no animation thread); close sends all off."""
+    leds, probe = ring_leds(factory, count=6, brightness=0.5)
+    leds.update(Snapshot(state=State.IDLE))
+    frames = probe.wait_frames(2)
+    green = round(GREEN[1] * 0.15 * 0.5 * 255)
+    assert pixels(frames[-1], 6) == [(0, green, 0)] * 6
+    leds.update(Snapshot(state=State.IDLE))
+    leds.close()
+    frames = probe.wait_frames(3)
+    assert len(frames) == 3, "an unchanged pattern must not be sent again"
+    assert pixels(frames[-1], 6) == [(0, 0, 0)] * 6
+
+
+def test_connecting_spins_an_arc_round_the_ring(factory: MockFactory) -> None:
+    """While connecting a blue arc a quarter of the ring long moves round: its head visits every LED in turn."""
+    leds, probe = ring_leds(factory, count=8)
+    try:
+        leds.update(Snapshot(state=State.CONNECTING))
+        frames = probe.wait_frames(30)
+    finally:
+        leds.close()
+    heads = []
+    for frame in frames[1:-1]:
+        ring = pixels(frame, 8)
+        lit = [i for i, p in enumerate(ring) if p != (0, 0, 0)]
+        assert 1 <= len(lit) <= 2, ring
+        assert all(p[0] == 0 and p[2] >= p[1] for p in ring), "the arc is blue"
+        heads.append(max(range(8), key=lambda i: ring[i][2]))
+    assert len(set(heads)) >= 4, heads
+    steps = {(b - a) % 8 for a, b in itertools.pairwise(heads)}
+    assert steps <= {0, 1}, f"the arc moves one LED at a time, forwards: {heads}"
+    assert round(BLUE[2] * 255) in {p[2] for f in frames[1:-1] for p in pixels(f, 8)}
+
+
+def test_speaking_glows_with_the_agents_level(factory: MockFactory) -> None:
+    """While the agent speaks every LED glows cyan, brighter for a louder agent, never dark."""
+    seen: dict[float, int] = {}
+    for level in (0.0, 1.0):
+        leds, probe = ring_leds(factory, count=4, level=level)
+        try:
+            leds.update(Snapshot(state=State.LIVE, agent=AgentState.SPEAKING))
+            frame = probe.wait_frames(2)[-1]
+        finally:
+            leds.close()
+            probe.close()
+        ring = pixels(frame, 4)
+        assert len(set(ring)) == 1 and ring[0][0] == 0
+        seen[level] = ring[0][1]
+    assert seen[1.0] == round(CYAN[1] * 255)
+    assert 0 < seen[0.0] < seen[1.0] / 2
+
+
+def test_a_failure_flashes_its_code_in_its_family_colour(factory: MockFactory) -> None:
+    """broker_unreachable (code 2, red): every LED red or off, with both seen."""
+    leds, probe = ring_leds(factory, count=3)
+    try:
+        leds.update(Snapshot(state=State.ERROR, failure=FailureReason.BROKER_UNREACHABLE))
+        frames = probe.wait_frames(4)
+    finally:
+        leds.close()
+    colours = {pixels(f, 3)[0] for f in frames[1:-1]}
+    assert colours == {(255, 0, 0), (0, 0, 0)}
+    assert all(len(set(pixels(f, 3))) == 1 for f in frames)
+
+
+def test_mute_shows_red_flashes_while_idle(factory: MockFactory) -> None:
+    """A muted kiosk shows the MUTED pattern (red) instead of idle green; unmuting brings green back."""
+    leds, probe = ring_leds(factory, count=3)
+    try:
+        leds.update(Snapshot(state=State.IDLE))
+        leds.set_muted(True)
+        frames = probe.wait_frames(3)
+        assert MUTED.color == RED
+        assert any(pixels(f, 3)[0] == (round(0.6 * 255), 0, 0) for f in frames)
+        count = len(probe.frames)
+        leds.set_muted(False)
+        frames = probe.wait_frames(count + 1)
+    finally:
+        leds.close()
+    assert any(pixels(f, 3)[0][1] > 0 and pixels(f, 3)[0][0] == 0 for f in frames[count - 1 :])
+
+
+def test_ring_on_any_pins_through_software_spi(factory: MockFactory) -> None:
+    """clock_pin/data_pin/select_pin drive the ring through gpiozero's software SPI, in the configured order."""
+    probe = RingProbe(clock=5, data=6, select=13, factory=factory)
+    ring = Apa102(count=2, order="rgb", clock_pin=5, mosi_pin=6, miso_pin=None, select_pin=13, pin_factory=factory)
+    ring.value = ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="2 LEDs"):
+        ring.value = ((0.0, 0.0, 0.0),)
+    ring.close()
+    ring.close()
+    frames = probe.wait_frames(3)
+    assert len(frames) == 3
+    assert frames[1][4:12] == [0xFF, 255, 0, 0, 0xFF, 0, 0, 255]
+    assert frames[-1][4:12] == [0xFF, 0, 0, 0, 0xFF, 0, 0, 0]
+
+
+def test_ring_config_and_its_pins() -> None:
+    """A ring needs [leds.ring]; its SPI pins join the conflict check; half a set of pins is refused."""
+    with pytest.raises(ValueError, match=r"leds\.ring"):
+        LedConfig(kind="apa102")
+    with pytest.raises(ValueError, match="clock_pin, data_pin and select_pin"):
+        RingConfig(clock_pin=5, data_pin=6)
+    ring = RingConfig(count=3, spi_port=0, spi_device=1)
+    assert set(ring.pins().values()) == {11, 10, 9, 7}
+    broker = {"dialect": "livekit", "url": "https://b.example"}
+    with pytest.raises(ValueError, match="GPIO7 is used by"):
+        KioskConfig.model_validate(
+            {"broker": broker, "leds": {"kind": "apa102", "ring": {"spi_device": 1}}, "trigger": {"button_pin": 7}}
+        )
+    ok = KioskConfig.model_validate(
+        {
+            "broker": broker,
+            "leds": {"kind": "apa102", "ring": {"count": 3, "spi_device": 1}},
+            "trigger": {"button_pin": 17},
+        }
+    )
+    assert ok.pins()["trigger.button_pin"] == 17
