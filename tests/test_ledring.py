@@ -3,60 +3,18 @@
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Iterator
 
 import pytest
 from gpiozero import Device
-from gpiozero.pins.mock import MockFactory, MockSPIDevice
+from gpiozero.pins.mock import MockFactory
 
 from kiosk.config import KioskConfig, LedConfig, RingConfig
 from kiosk.ledring import Apa102, encode
 from kiosk.leds import BLUE, CYAN, GREEN, MUTED, RED, StatusLeds
 from kiosk.reasons import FailureReason
 from kiosk.session import AgentState, Snapshot, State
-
-Pixel = tuple[int, int, int]
-
-
-class RingProbe(MockSPIDevice):  # type: ignore[misc]
-    """The ring's side of the SPI bus: collects each transfer (select low to high) as bytes."""
-
-    def __init__(self, *, clock: int, data: int, select: int, factory: MockFactory) -> None:
-        super().__init__(clock, data, None, select, pin_factory=factory)
-        self.frames: list[list[int]] = []
-        self.arrived = threading.Condition()
-
-    def on_select(self) -> None:
-        """Start a transfer when selected; file the bytes when released."""
-        if self.select_pin.state == self.select_high:
-            self.on_start()
-            return
-        bits = [int(bool(b)) for b in self.rx_buf]
-        if bits:
-            data = [int("".join(map(str, bits[i : i + 8])), 2) for i in range(0, len(bits), 8)]
-            with self.arrived:
-                self.frames.append(data)
-                self.arrived.notify_all()
-
-    def wait_frames(self, n: int, timeout: float = 10.0) -> list[list[int]]:
-        """Block until at least ``n`` transfers arrived (gpiozero's source thread sends them); return them all."""
-        with self.arrived:
-            if not self.arrived.wait_for(lambda: len(self.frames) >= n, timeout):
-                raise AssertionError(f"only {len(self.frames)} of {n} frames arrived")
-            return list(self.frames)
-
-
-def pixels(frame: list[int], count: int) -> list[Pixel]:
-    """Decode a frame sent in "bgr" order into (r, g, b) bytes per LED, checking the start and LED headers."""
-    assert frame[:4] == [0, 0, 0, 0]
-    out = []
-    for i in range(count):
-        header, b, g, r = frame[4 + 4 * i : 8 + 4 * i]
-        assert header == 0xFF
-        out.append((r, g, b))
-    assert frame[4 + 4 * count :] == [0] * max(4, -(-count // 16))
-    return out
+from tests.fixtures.ring import RingProbe, pixels
 
 
 @pytest.fixture
