@@ -123,3 +123,20 @@ def test_extra_buttons_join_the_pin_conflict_check() -> None:
         "trigger.volume_down_pin": 23,
         "trigger.mute_pin": 24,
     }
+
+
+def test_status_and_events_in_words() -> None:
+    """``kiosk status`` names the volume, the mute and the echo choice; ``kiosk events`` a controls change."""
+    from kiosk.commands.control import format_event
+    from kiosk.commands.statusview import format_status
+
+    status = {
+        "state": "idle",
+        "volume": 0.7,
+        "muted": True,
+        "audio": {"echo_cancellation": {"enabled": False, "why": "auto: 'Jabra' is a speakerphone"}},
+    }
+    text = format_status(status, now=0.0)
+    assert "controls:    volume 70 %, microphone MUTED" in text
+    assert "echo cancel: off (auto: 'Jabra' is a speakerphone)" in text
+    assert format_event({"type": "controls", "volume": 0.5, "muted": False}) == "controls  volume 50 %, mic on"
