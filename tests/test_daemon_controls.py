@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from kiosk.commands.control import request_once
@@ -25,17 +23,6 @@ from tests.fixtures.sandbox import SandboxHandle, until
 KEY_ENV = "KIOSK_TEST_BROKER_KEY"
 PINS = "[trigger]\nbutton_pin = 17\nvolume_up_pin = 22\nvolume_down_pin = 23\nmute_pin = 24\nbounce_time_ms = 0\n\n"
 RING = '[leds]\nkind = "apa102"\nbrightness = 1.0\n\n[leds.ring]\ncount = 3\nspi_port = 0\nspi_device = 1\n'
-
-
-@pytest.fixture
-def pins() -> Iterator[MockFactory]:
-    """Mock pins, also as gpiozero's default factory (its software SPI bus looks the default up)."""
-    mock = MockFactory()
-    before = Device.pin_factory
-    Device.pin_factory = mock
-    yield mock
-    Device.pin_factory = before
-    mock.reset()
 
 
 def press(pins: MockFactory, pin: int) -> None:
@@ -80,7 +67,7 @@ async def status(socket: Path) -> dict[str, Any]:
 
 
 async def test_volume_and_mute_buttons_ring_and_restart(
-    sandbox: SandboxHandle, tmp_path: Path, speech: SpeechClip, monkeypatch: pytest.MonkeyPatch, pins: MockFactory
+    sandbox: SandboxHandle, tmp_path: Path, speech: SpeechClip, monkeypatch: pytest.MonkeyPatch, mock_pins: MockFactory
 ) -> None:
     """Volume steps and mute reach status, events, the ring and the state file; a muted session sends no speech."""
     monkeypatch.setenv(KEY_ENV, sandbox.api_key)
@@ -88,14 +75,14 @@ async def test_volume_and_mute_buttons_ring_and_restart(
         http_url=sandbox.http_url, tmp_path=tmp_path, key_env=KEY_ENV, silence_s=2.5, extra=PINS + RING
     )
     socket = tmp_path / "control.sock"
-    ring = RingProbe(clock=11, data=10, select=7, factory=pins)
+    ring = RingProbe(clock=11, data=10, select=7, factory=mock_pins)
     audio = WavStreamFactory(mic_wav=speech.wav, speaker_wav=None)
     summaries: list[SessionSummary] = []
     stop = asyncio.Event()
     task = asyncio.create_task(
         run(
             config,
-            pin_factory=pins,
+            pin_factory=mock_pins,
             stream_factory=audio,
             on_summary=summaries.append,
             configure_logging=False,
@@ -109,23 +96,23 @@ async def test_volume_and_mute_buttons_ring_and_restart(
         assert first["audio"]["echo_cancellation"]["enabled"] is True
         assert "different devices" in first["audio"]["echo_cancellation"]["why"]
         events = await Events.follow(socket)
-        press(pins, 23)
+        press(mock_pins, 23)
         assert await events.next_controls() == {"type": "controls", "volume": 0.7, "muted": False}
-        press(pins, 22)
-        press(pins, 22)
+        press(mock_pins, 22)
+        press(mock_pins, 22)
         await events.next_controls()
         assert await events.next_controls() == {"type": "controls", "volume": 0.9, "muted": False}
-        press(pins, 23)
+        press(mock_pins, 23)
         assert (await events.next_controls())["volume"] == 0.8
         shown = len(ring.frames)
-        press(pins, 24)
+        press(mock_pins, 24)
         assert await events.next_controls() == {"type": "controls", "volume": 0.8, "muted": True}
         frames = await asyncio.to_thread(ring.wait_frames, shown + 1)
         assert any(pixels(f, 3)[0] == (153, 0, 0) for f in frames[shown:]), "muted: red on the ring"
         events.close()
 
         # A session while muted: the visitor's speech must not reach the agent.
-        press(pins, 17)
+        press(mock_pins, 17)
         async with asyncio.timeout(20):
             while (await status(socket))["state"] != "live":
                 await asyncio.sleep(0.05)
@@ -143,7 +130,9 @@ async def test_volume_and_mute_buttons_ring_and_restart(
 
     # A restart keeps the volume and the mute.
     stop = asyncio.Event()
-    task = asyncio.create_task(run(config, pin_factory=pins, stream_factory=audio, configure_logging=False, stop=stop))
+    task = asyncio.create_task(
+        run(config, pin_factory=mock_pins, stream_factory=audio, configure_logging=False, stop=stop)
+    )
     try:
         await until(lambda: socket.exists() or task.done(), within=20)
         again = await status(socket)

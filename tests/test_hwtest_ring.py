@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from kiosk.commands import hwtest
@@ -20,22 +17,11 @@ RING = '[leds]\nkind = "apa102"\n\n[leds.ring]\ncount = 4\nspi_port = 0\nspi_dev
 BUTTONS = "[trigger]\nbutton_pin = 17\nvolume_up_pin = 22\nvolume_down_pin = 23\nmute_pin = 24\n"
 
 
-@pytest.fixture
-def pins() -> Iterator[MockFactory]:
-    """Mock pins, also as gpiozero's default factory (its software SPI bus looks the default up)."""
-    mock = MockFactory()
-    before = Device.pin_factory
-    Device.pin_factory = mock
-    yield mock
-    Device.pin_factory = before
-    mock.reset()
-
-
-def test_leds_check_names_the_ring_and_spins_it(tmp_path: Path, pins: MockFactory, capsys: Any) -> None:
+def test_leds_check_names_the_ring_and_spins_it(tmp_path: Path, mock_pins: MockFactory, capsys: Any) -> None:
     """The LED check says which ring it drives and shows connecting as a blue arc that moves; then all off."""
-    probe = RingProbe(clock=11, data=10, select=8, factory=pins)
+    probe = RingProbe(clock=11, data=10, select=8, factory=mock_pins)
     config = str(write_config(tmp_path, RING))
-    code = hwtest.main(["leds", "--config", config, "--each", "0.5", "--only", "connecting"], pin_factory=pins)
+    code = hwtest.main(["leds", "--config", config, "--each", "0.5", "--only", "connecting"], pin_factory=mock_pins)
     out = capsys.readouterr().out
     assert code == 0, out
     assert "4 APA102 LEDs, colour order bgr" in out and "SPI0 clock) GPIO11" in out
@@ -46,22 +32,22 @@ def test_leds_check_names_the_ring_and_spins_it(tmp_path: Path, pins: MockFactor
     assert shown[-1] == [(0, 0, 0)] * 4
 
 
-def test_leds_check_shows_the_mute_on_the_ring(tmp_path: Path, pins: MockFactory, capsys: Any) -> None:
+def test_leds_check_shows_the_mute_on_the_ring(tmp_path: Path, mock_pins: MockFactory, capsys: Any) -> None:
     """The muted-microphone step flashes the whole ring red."""
-    probe = RingProbe(clock=11, data=10, select=8, factory=pins)
+    probe = RingProbe(clock=11, data=10, select=8, factory=mock_pins)
     config = str(write_config(tmp_path, RING))
-    assert hwtest.main(["leds", "--config", config, "--each", "0.3", "--only", "muted"], pin_factory=pins) == 0
+    assert hwtest.main(["leds", "--config", config, "--each", "0.3", "--only", "muted"], pin_factory=mock_pins) == 0
     assert "idle, microphone muted" in capsys.readouterr().out
     assert [(153, 0, 0)] * 4 in [pixels(frame, 4) for frame in probe.frames]
 
 
-async def test_button_check_watches_the_mute_button(tmp_path: Path, pins: MockFactory, capsys: Any) -> None:
+async def test_button_check_watches_the_mute_button(tmp_path: Path, mock_pins: MockFactory, capsys: Any) -> None:
     """``--which mute`` watches trigger.mute_pin and counts its press."""
     config = str(write_config(tmp_path, BUTTONS))
-    pin = pins.pin(24)
+    pin = mock_pins.pin(24)
     check = asyncio.create_task(
         asyncio.to_thread(
-            hwtest.main, ["button", "--config", config, "--which", "mute", "--presses", "1"], pin_factory=pins
+            hwtest.main, ["button", "--config", config, "--which", "mute", "--presses", "1"], pin_factory=mock_pins
         )
     )
     await until(lambda: pin.pull == "up", 10)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import pytest
-from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from kiosk.config import KioskConfig, LedConfig, RingConfig
@@ -15,17 +13,6 @@ from kiosk.leds import BLUE, CYAN, GREEN, MUTED, RED, StatusLeds
 from kiosk.reasons import FailureReason
 from kiosk.session import AgentState, Snapshot, State
 from tests.fixtures.ring import RingProbe, pixels
-
-
-@pytest.fixture
-def factory() -> Iterator[MockFactory]:
-    """A mock factory that is also gpiozero's default (its software SPI bus looks the default up)."""
-    mock = MockFactory()
-    before = Device.pin_factory
-    Device.pin_factory = mock
-    yield mock
-    Device.pin_factory = before
-    mock.reset()
 
 
 def ring_leds(factory: MockFactory, count: int = 6, level: float = 0.0, **led: object) -> tuple[StatusLeds, RingProbe]:
@@ -43,9 +30,9 @@ def test_encode_follows_the_datasheet() -> None:
     assert len(encode([(0.0, 0.0, 0.0)] * 100)) == 4 + 400 + 7
 
 
-def test_idle_is_a_dim_green_ring_and_stop_turns_it_off(factory: MockFactory) -> None:
+def test_idle_is_a_dim_green_ring_and_stop_turns_it_off(mock_pins: MockFactory) -> None:
     """Idle sends one frame of dim green on every LED (no animation thread); close sends all off."""
-    leds, probe = ring_leds(factory, count=6, brightness=0.5)
+    leds, probe = ring_leds(mock_pins, count=6, brightness=0.5)
     leds.update(Snapshot(state=State.IDLE))
     frames = probe.wait_frames(2)
     green = round(GREEN[1] * 0.15 * 0.5 * 255)
@@ -57,9 +44,9 @@ def test_idle_is_a_dim_green_ring_and_stop_turns_it_off(factory: MockFactory) ->
     assert pixels(frames[-1], 6) == [(0, 0, 0)] * 6
 
 
-def test_connecting_spins_an_arc_round_the_ring(factory: MockFactory) -> None:
+def test_connecting_spins_an_arc_round_the_ring(mock_pins: MockFactory) -> None:
     """While connecting a blue arc a quarter of the ring long moves round: its head visits every LED in turn."""
-    leds, probe = ring_leds(factory, count=8)
+    leds, probe = ring_leds(mock_pins, count=8)
     try:
         leds.update(Snapshot(state=State.CONNECTING))
         frames = probe.wait_frames(30)
@@ -78,11 +65,11 @@ def test_connecting_spins_an_arc_round_the_ring(factory: MockFactory) -> None:
     assert round(BLUE[2] * 255) in {p[2] for f in frames[1:-1] for p in pixels(f, 8)}
 
 
-def test_speaking_glows_with_the_agents_level(factory: MockFactory) -> None:
+def test_speaking_glows_with_the_agents_level(mock_pins: MockFactory) -> None:
     """While the agent speaks every LED glows cyan, brighter for a louder agent, never dark."""
     seen: dict[float, int] = {}
     for level in (0.0, 1.0):
-        leds, probe = ring_leds(factory, count=4, level=level)
+        leds, probe = ring_leds(mock_pins, count=4, level=level)
         try:
             leds.update(Snapshot(state=State.LIVE, agent=AgentState.SPEAKING))
             frame = probe.wait_frames(2)[-1]
@@ -96,9 +83,9 @@ def test_speaking_glows_with_the_agents_level(factory: MockFactory) -> None:
     assert 0 < seen[0.0] < seen[1.0] / 2
 
 
-def test_a_failure_flashes_its_code_in_its_family_colour(factory: MockFactory) -> None:
+def test_a_failure_flashes_its_code_in_its_family_colour(mock_pins: MockFactory) -> None:
     """broker_unreachable (code 2, red): every LED red or off, with both seen."""
-    leds, probe = ring_leds(factory, count=3)
+    leds, probe = ring_leds(mock_pins, count=3)
     try:
         leds.update(Snapshot(state=State.ERROR, failure=FailureReason.BROKER_UNREACHABLE))
         frames = probe.wait_frames(4)
@@ -109,9 +96,9 @@ def test_a_failure_flashes_its_code_in_its_family_colour(factory: MockFactory) -
     assert all(len(set(pixels(f, 3))) == 1 for f in frames)
 
 
-def test_mute_shows_red_flashes_while_idle(factory: MockFactory) -> None:
+def test_mute_shows_red_flashes_while_idle(mock_pins: MockFactory) -> None:
     """A muted kiosk shows the MUTED pattern (red) instead of idle green; unmuting brings green back."""
-    leds, probe = ring_leds(factory, count=3)
+    leds, probe = ring_leds(mock_pins, count=3)
     try:
         leds.update(Snapshot(state=State.IDLE))
         leds.set_muted(True)
@@ -126,10 +113,10 @@ def test_mute_shows_red_flashes_while_idle(factory: MockFactory) -> None:
     assert any(pixels(f, 3)[0][1] > 0 and pixels(f, 3)[0][0] == 0 for f in frames[count - 1 :])
 
 
-def test_ring_on_any_pins_through_software_spi(factory: MockFactory) -> None:
+def test_ring_on_any_pins_through_software_spi(mock_pins: MockFactory) -> None:
     """clock_pin/data_pin/select_pin drive the ring through gpiozero's software SPI, in the configured order."""
-    probe = RingProbe(clock=5, data=6, select=13, factory=factory)
-    ring = Apa102(count=2, order="rgb", clock_pin=5, mosi_pin=6, miso_pin=None, select_pin=13, pin_factory=factory)
+    probe = RingProbe(clock=5, data=6, select=13, factory=mock_pins)
+    ring = Apa102(count=2, order="rgb", clock_pin=5, mosi_pin=6, miso_pin=None, select_pin=13, pin_factory=mock_pins)
     ring.value = ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="2 LEDs"):
         ring.value = ((0.0, 0.0, 0.0),)
