@@ -15,13 +15,16 @@ from kiosk.config import AudioConfig, KioskConfig, TriggerConfig
 from kiosk.daemon.controls import STATE_FILE, VOLUME_MIN, DeviceControls, load_state
 from tests.fixtures.audio import AlsaFiles, SpeechClip, to_raw, until
 
+BUTTONS = {"volume_up_pin": 22, "volume_down_pin": 23, "mute_pin": 24}
 
-def kiosk_config(tmp_path: Path, **audio: Any) -> KioskConfig:
-    """A config whose state directory is in ``tmp_path``."""
+
+def kiosk_config(tmp_path: Path, trigger: dict[str, int] | None = None, **audio: Any) -> KioskConfig:
+    """A config with the volume and mute buttons (or ``trigger``) whose state directory is in ``tmp_path``."""
     return KioskConfig.model_validate(
         {
             "broker": {"dialect": "livekit", "url": "http://127.0.0.1:9"},
             "audio": {"chimes": False, **audio},
+            "trigger": BUTTONS if trigger is None else trigger,
             "daemon": {"state_dir": str(tmp_path / "state")},
         }
     )
@@ -63,6 +66,21 @@ async def test_steps_clamp_play_a_tone_and_are_kept(tmp_path: Path) -> None:
     again = AudioEngine(audio=config.audio)
     restored = controls(config, again, Seen())
     assert (restored.volume, restored.muted, again.mixer.volume, again.muted) == (VOLUME_MIN, True, VOLUME_MIN, True)
+
+
+async def test_kept_state_needs_its_button(tmp_path: Path) -> None:
+    """Without a mute button a kept mute is not applied (nothing could lift it); without volume buttons the config's
+    volume is used."""
+    config = kiosk_config(tmp_path, output_volume=0.8)
+    ctl = controls(config, AudioEngine(audio=config.audio), Seen())
+    ctl.step_volume(-1)
+    ctl.set_muted(True)
+    await ctl.aclose()
+    bare = kiosk_config(tmp_path, trigger={}, output_volume=0.6)
+    engine = AudioEngine(audio=bare.audio)
+    seen = Seen()
+    restored = controls(bare, engine, seen)
+    assert (restored.volume, restored.muted, seen.mutes) == (0.6, False, [False])
 
 
 def test_a_damaged_state_file_is_named_and_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

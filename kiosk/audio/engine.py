@@ -91,7 +91,8 @@ class AudioEngine:
             wake_ms=trigger.wake_min_speech_ms,
         )
         self.mixer = Mixer(volume=audio.output_volume)
-        self.mixer.add_input(AGENT)
+        # Kept, not looked up: the LED ring's thread reads its level while the loop may add other inputs.
+        self._agent_input = self.mixer.add_input(AGENT)
         self.mixer.add_input(BACKGROUND)
         self.mixer.add_input(CHIMES, gain=audio.chime_volume, prime_ms=0, streaming=False)
         self._preroll = PreRoll(audio.pre_roll_ms)
@@ -378,7 +379,7 @@ class AudioEngine:
 
     def agent_level(self) -> float:
         """How loud the agent's audio played last (0..1, see :attr:`MixerInput.level`); safe from any thread."""
-        return self.mixer.inputs[AGENT].level
+        return self._agent_input.level
 
     def mixer_input(self, name: str) -> MixerInput:
         """The mixer input ``name`` (``AGENT``, ``BACKGROUND``, ``CHIMES`` or a new streaming one)."""

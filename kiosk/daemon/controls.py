@@ -89,6 +89,13 @@ class DeviceControls:
         self._saving: asyncio.Task[None] | None = None
         self._dirty = False
         saved = load_state(self._state_dir)
+        # Only a kiosk that has the button may keep what the button set: with the mute button gone, a kept mute
+        # could never be lifted; with the volume buttons gone, audio.output_volume is the volume again.
+        trigger = config.trigger
+        if trigger.volume_up_pin is None and trigger.volume_down_pin is None:
+            saved.pop("volume", None)
+        if trigger.mute_pin is None:
+            saved.pop("muted", None)
         audio.mixer.volume = saved.get("volume", config.audio.output_volume)
         audio.muted = saved.get("muted", False)
         on_mute(audio.muted)
