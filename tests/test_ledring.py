@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from kiosk.config import KioskConfig, LedConfig, RingConfig
+from kiosk.audio import AGENT, AudioEngine
+from kiosk.config import AudioConfig, KioskConfig, LedConfig, RingConfig
 from kiosk.ledring import Apa102, encode
 from kiosk.leds import BLUE, CYAN, GREEN, MUTED, RED, StatusLeds
 from kiosk.reasons import FailureReason
@@ -149,3 +151,16 @@ def test_ring_config_and_its_pins() -> None:
         }
     )
     assert ok.pins()["trigger.button_pin"] == 17
+
+
+def test_the_agents_level_comes_from_the_mixer() -> None:
+    """The ring's glow reads the loudness of the agent's audio the mixer last played: RMS x 4, 0 when silent."""
+    engine = AudioEngine(audio=AudioConfig())
+    assert engine.agent_level() == 0.0
+    t = np.arange(4800) / 48_000
+    engine.mixer_input(AGENT).push((np.sin(2 * np.pi * 440 * t) * 0.1 * 32767).astype(np.int16))
+    engine.mixer.mix()
+    assert engine.agent_level() == pytest.approx(4 * 0.1 / np.sqrt(2), rel=0.02)
+    for _ in range(10):
+        engine.mixer.mix()
+    assert engine.agent_level() == 0.0
