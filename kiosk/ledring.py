@@ -16,13 +16,21 @@ chasing round, one turn per two blink periods, ``2 * (on_s + off_s)``) or ``"lev
 from __future__ import annotations
 
 import itertools
+import logging
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpiozero import SourceMixin, SPIDevice
+from gpiozero.exc import SPISoftwareFallback
 
-from kiosk.config import ColorOrder
+from kiosk.config import ColorOrder, RingConfig
+
+if TYPE_CHECKING:
+    from kiosk.leds import RingStyle
+
+log = logging.getLogger(__name__)
 
 Color = tuple[float, float, float]
 Frame = tuple[Color, ...]
@@ -118,3 +126,53 @@ def fill(color: Color, count: int, levels: Iterator[float]) -> Iterator[Frame]:
     """Every LED in ``color`` at each level of ``levels``."""
     for value in levels:
         yield ((color[0] * value, color[1] * value, color[2] * value),) * count
+
+
+def animation(
+    style: RingStyle,
+    color: Color,
+    count: int,
+    top: float,
+    *,
+    levels: Iterator[float],
+    turn: int,
+    level: Callable[[], float],
+) -> Iterator[Frame]:
+    """The frames of one pattern on a ring of ``count`` LEDs at most ``top`` bright (0..1).
+
+    ``levels``: the pattern's brightness per tick (``"fill"``); ``turn``: ticks per turn (``"spin"``); ``level()``:
+    the agent's loudness (``"level"``).
+    """
+    if style == "spin":
+        return spin(color, count, top, turn)
+    if style == "level":
+        return follow_level(color, count, top, level)
+    return fill(color, count, levels)
+
+
+def open_ring(ring: RingConfig, pin_factory: Any) -> Apa102:
+    """Open the ring on its SPI port, or on its pins through gpiozero's software SPI.
+
+    Raises gpiozero's ``GPIOZeroError`` subclasses when the SPI interface or its pins cannot be had; a port without
+    hardware SPI (SPI not enabled) works through gpiozero's software SPI, with a warning that says how to enable it.
+    """
+    spi: dict[str, Any]
+    if ring.clock_pin is not None:
+        spi = {"clock_pin": ring.clock_pin, "mosi_pin": ring.data_pin, "miso_pin": None, "select_pin": ring.select_pin}
+    else:
+        spi = {"port": ring.spi_port, "device": ring.spi_device}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SPISoftwareFallback)
+        device = Apa102(count=ring.count, order=ring.order, pin_factory=pin_factory, **spi)
+    for warning in caught:
+        if not issubclass(warning.category, SPISoftwareFallback) or "port" not in spi:
+            warnings.warn(warning.message, warning.category, stacklevel=2)
+        else:
+            log.warning(
+                "LED ring: no hardware SPI (%s), so gpiozero drives SPI%d's pins in software, slowly: enable SPI "
+                "with dtparam=spi=on in /boot/firmware/config.txt and reboot",
+                warning.message,
+                ring.spi_port,
+            )
+    log.info("LED ring: %d APA102 LEDs on %s", ring.count, ", ".join(f"{k} {v}" for k, v in spi.items()))
+    return device

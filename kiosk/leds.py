@@ -209,18 +209,12 @@ class StatusLeds:
             device.source = values
 
     def _show_ring(self, device: LedDevice, pattern: Pattern, stream: Iterator[float]) -> None:
-        from kiosk import ledring
+        from kiosk.ledring import animation
 
         count = self._config.ring.count if self._config.ring is not None else 1
         top = max(0.0, min(1.0, pattern.level * self._config.brightness))
-        frames: Iterator[Any]
-        if pattern.ring == "spin":
-            turn = max(1, round((pattern.on_s + pattern.off_s) / TICK_S) * 2)
-            frames = ledring.spin(pattern.color, count, top, turn)
-        elif pattern.ring == "level":
-            frames = ledring.follow_level(pattern.color, count, top, self._level)
-        else:
-            frames = ledring.fill(pattern.color, count, stream)
+        turn = max(1, round(2 * (pattern.on_s + pattern.off_s) / TICK_S))
+        frames = animation(pattern.ring, pattern.color, count, top, levels=stream, turn=turn, level=self._level)
         device.source = None
         device.source_delay = TICK_S
         if pattern.kind in {"off", "solid"} and pattern.ring == "fill":
@@ -241,7 +235,10 @@ def _open(config: LedConfig, pin_factory: Any, no_pwm: set[State | None]) -> dic
     if config.kind == "none":
         return {}
     if config.kind == "apa102":
-        return {None: _open_ring(config, pin_factory)}
+        from kiosk.ledring import open_ring
+
+        assert config.ring is not None
+        return {None: open_ring(config.ring, pin_factory)}
     from gpiozero import LED, PWMLED, RGBLED
     from gpiozero.exc import PinPWMUnsupported
 
@@ -280,23 +277,3 @@ def _open(config: LedConfig, pin_factory: Any, no_pwm: set[State | None]) -> dic
         State.ERROR: config.per_state.error,
     }
     return {state: one(state, pin) for state, pin in by_state.items() if pin is not None}
-
-
-def _open_ring(config: LedConfig, pin_factory: Any) -> LedDevice:
-    """Open the APA102 ring on its SPI port, or on its pins through gpiozero's software SPI."""
-    from kiosk.ledring import Apa102
-
-    ring = config.ring
-    assert ring is not None
-    if ring.clock_pin is not None:
-        spi: dict[str, Any] = {
-            "clock_pin": ring.clock_pin,
-            "mosi_pin": ring.data_pin,
-            "miso_pin": None,
-            "select_pin": ring.select_pin,
-        }
-    else:
-        spi = {"port": ring.spi_port, "device": ring.spi_device}
-    device = Apa102(count=ring.count, order=ring.order, pin_factory=pin_factory, **spi)
-    log.info("LED ring: %d APA102 LEDs on %s", ring.count, ", ".join(f"{k} {v}" for k, v in spi.items()))
-    return device
