@@ -174,6 +174,15 @@ class AudioConfig(Section):
     stall_timeout_s: PositiveSeconds = 2.0
     reopen_backoff_max_s: PositiveSeconds = 30.0
 
+    @field_validator("echo_cancellation", mode="before")
+    @classmethod
+    def _echo_setting(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        raise ValueError('must be true, false or "auto"')
+
 
 class TriggerConfig(Section):
     """What starts (and ends) a session: the button and voice wake."""

@@ -91,3 +91,12 @@ def test_devices_command_says_what_auto_chooses(
     assert devices_main(["--config", str(config), "--json"]) == 0
     echo = json.loads(capsys.readouterr().out)["echo_cancellation"]
     assert echo["enabled"] is True and echo["output"] == alsa_files.spk
+
+
+def test_setting_accepts_true_false_and_auto_only() -> None:
+    """Booleans and "auto" (any case) are accepted; anything else is refused with the three choices named."""
+    assert AudioConfig(echo_cancellation="AUTO").echo_cancellation == "auto"  # type: ignore[arg-type]
+    assert AudioConfig(echo_cancellation=False).echo_cancellation is False
+    assert AudioConfig().echo_cancellation == "auto"
+    with pytest.raises(ValueError, match='must be true, false or "auto"'):
+        AudioConfig(echo_cancellation="yes")  # type: ignore[arg-type]
