@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from gpiozero.pins.mock import MockFactory
 
@@ -22,6 +23,7 @@ from tests.fixtures.sandbox import SandboxHandle, until
 
 KEY_ENV = "KIOSK_TEST_BROKER_KEY"
 PINS = "[trigger]\nbutton_pin = 17\nvolume_up_pin = 22\nvolume_down_pin = 23\nmute_pin = 24\nbounce_time_ms = 0\n\n"
+METRICS = '[metrics]\nlisten = "127.0.0.1:0"\n\n'
 RING = '[leds]\nkind = "apa102"\nbrightness = 1.0\n\n[leds.ring]\ncount = 3\nspi_port = 0\nspi_device = 1\n'
 
 
@@ -72,7 +74,7 @@ async def test_volume_and_mute_buttons_ring_and_restart(
     """Volume steps and mute reach status, events, the ring and the state file; a muted session sends no speech."""
     monkeypatch.setenv(KEY_ENV, sandbox.api_key)
     config = daemon_config(
-        http_url=sandbox.http_url, tmp_path=tmp_path, key_env=KEY_ENV, silence_s=2.5, extra=PINS + RING
+        http_url=sandbox.http_url, tmp_path=tmp_path, key_env=KEY_ENV, silence_s=2.5, extra=PINS + METRICS + RING
     )
     socket = tmp_path / "control.sock"
     ring = RingProbe(clock=11, data=10, select=7, factory=mock_pins)
@@ -109,6 +111,12 @@ async def test_volume_and_mute_buttons_ring_and_restart(
         assert await events.next_controls() == {"type": "controls", "volume": 0.8, "muted": True}
         frames = await asyncio.to_thread(ring.wait_frames, shown + 1)
         assert any(pixels(f, 3)[0] == (153, 0, 0) for f in frames[shown:]), "muted: red on the ring"
+        # The exporter samples the engine every few seconds: scrape until the mute is in.
+        async with httpx.AsyncClient() as client, asyncio.timeout(20):
+            while "kiosk_microphone_muted 1.0" not in (scraped := (await client.get(first["metrics"])).text):
+                await asyncio.sleep(0.2)
+        assert "kiosk_output_volume 0.8" in scraped
+        assert "kiosk_echo_cancellation_enabled 1.0" in scraped
         events.close()
 
         # A session while muted: the visitor's speech must not reach the agent.

@@ -414,6 +414,9 @@ class AudioEngine:
             speaking=self.vad.speaking,
             noise_floor_dbfs=self.vad.noise_floor_dbfs,
             mixer_underruns={name: src.underruns for name, src in self.mixer.inputs.items()},
+            muted=self.muted,
+            output_volume=self.mixer.volume,
+            echo_cancellation=self.processor.echo_cancellation,
         )
 
     @staticmethod
