@@ -10,7 +10,8 @@ brightness, then the three colour bytes in the ring's order (most rings: blue, g
 
 The ring shows the same table as the other LED kinds (:data:`kiosk.leds.PATTERNS`): each pattern's ``ring`` style
 says how: ``"fill"`` (every LED follows the pattern's levels: steady, breathing, blink codes), ``"spin"`` (an arc
-chasing round, one turn per two blink periods, ``2 * (on_s + off_s)``) or ``"level"`` (a glow that follows the agent's voice).
+chasing round, one turn per two blink periods, ``2 * (on_s + off_s)``) or ``"level"`` (a glow that follows the
+agent's voice).
 """
 
 from __future__ import annotations
