@@ -18,7 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 Dialect = Literal["lyzr", "oshara", "livekit", "self"]
 #: Where typed text goes: "auto" = "voice.user_text" for Oshara's agents, "lk.chat" (livekit-agents) for the others.
 TextTopicSetting = Literal["auto", "lk.chat", "voice.user_text"]
-LedKind = Literal["none", "single", "rgb", "per-state"]
+LedKind = Literal["none", "single", "rgb", "per-state", "apa102"]
+#: Byte order of an APA102's colour channels on the wire (most rings: "bgr").
+ColorOrder = Literal["rgb", "rbg", "grb", "gbr", "brg", "bgr"]
+#: ``audio.echo_cancellation``: on, off, or "auto" (off for a speakerphone that cancels its own echo).
+EchoCancellation = bool | Literal["auto"]
 HoldAction = Literal["none", "end", "restart"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 DeviceRef = str | int | None
@@ -155,7 +159,7 @@ class AudioConfig(Section):
     input_device: DeviceRef = None
     output_device: DeviceRef = None
     input_channel: Annotated[int, Field(ge=0, le=31)] = 0
-    echo_cancellation: bool = True
+    echo_cancellation: EchoCancellation = "auto"
     noise_suppression: bool = True
     high_pass_filter: bool = True
     auto_gain: bool = True
@@ -170,6 +174,15 @@ class AudioConfig(Section):
     stall_timeout_s: PositiveSeconds = 2.0
     reopen_backoff_max_s: PositiveSeconds = 30.0
 
+    @field_validator("echo_cancellation", mode="before")
+    @classmethod
+    def _echo_setting(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        raise ValueError('must be true, false or "auto"')
+
 
 class TriggerConfig(Section):
     """What starts (and ends) a session: the button and voice wake."""
@@ -179,6 +192,10 @@ class TriggerConfig(Section):
     bounce_time_ms: Annotated[int, Field(ge=0, le=1000)] = 30
     hold_time_s: PositiveSeconds = 2.0
     hold_action: HoldAction = "end"
+    # Extra buttons (wired like button_pin): output volume steps, and a privacy mute of the microphone.
+    volume_up_pin: BcmPin | None = None
+    volume_down_pin: BcmPin | None = None
+    mute_pin: BcmPin | None = None
     voice_wake: bool = False
     vad_aggressiveness: Annotated[int, Field(ge=0, le=3)] = 3
     wake_min_speech_ms: Annotated[int, Field(ge=60, le=5000)] = 400
@@ -235,13 +252,62 @@ class PerStatePins(Section):
     error: BcmPin | None = None
 
 
+#: Pins of the Raspberry Pi's SPI ports (BCM): clock, data (MOSI), MISO, and the select pin of each device number.
+SPI_PORT_PINS: dict[int, tuple[int, int, int, tuple[int, ...]]] = {
+    0: (11, 10, 9, (8, 7)),
+    1: (21, 20, 19, (18, 17, 16)),
+}
+
+
+class RingConfig(Section):
+    """An APA102 (DotStar) LED ring or strip: on an SPI port, or on any pins through gpiozero's software SPI."""
+
+    count: Annotated[int, Field(ge=1, le=256)] = 12
+    spi_port: Annotated[int, Field(ge=0, le=1)] = 0
+    spi_device: Annotated[int, Field(ge=0, le=2)] = 0
+    clock_pin: BcmPin | None = None
+    data_pin: BcmPin | None = None
+    select_pin: BcmPin | None = None
+    order: ColorOrder = "bgr"
+
+    @model_validator(mode="after")
+    def _port_or_pins(self) -> RingConfig:
+        given = [k for k in ("clock_pin", "data_pin", "select_pin") if getattr(self, k) is not None]
+        if given and len(given) < 3:
+            raise ValueError(
+                "software SPI needs clock_pin, data_pin and select_pin (gpiozero drives a select pin even though "
+                "the ring ignores it: give it a free pin); or set none of them and use spi_port / spi_device"
+            )
+        if not given and self.spi_device >= len(SPI_PORT_PINS[self.spi_port][3]):
+            raise ValueError(f"SPI port {self.spi_port} has devices 0..{len(SPI_PORT_PINS[self.spi_port][3]) - 1}")
+        return self
+
+    def pins(self) -> dict[str, int]:
+        """The GPIO pins the ring's SPI takes, by the key (or port) that sets them."""
+        if self.clock_pin is not None and self.data_pin is not None and self.select_pin is not None:
+            return {
+                "leds.ring.clock_pin": self.clock_pin,
+                "leds.ring.data_pin": self.data_pin,
+                "leds.ring.select_pin": self.select_pin,
+            }
+        clock, mosi, miso, selects = SPI_PORT_PINS[self.spi_port]
+        port = f"leds.ring (SPI{self.spi_port}"
+        return {
+            f"{port} clock)": clock,
+            f"{port} data)": mosi,
+            f"{port} MISO)": miso,
+            f"{port} select {self.spi_device})": selects[self.spi_device],
+        }
+
+
 class LedConfig(Section):
-    """Status LEDs: none, one, an RGB LED, or one LED per state."""
+    """Status LEDs: none, one, an RGB LED, one LED per state, or an APA102 ring."""
 
     kind: LedKind = "none"
     pin: BcmPin | None = None
     rgb: RgbPins | None = None
     per_state: PerStatePins | None = None
+    ring: RingConfig | None = None
     active_high: bool = True
     brightness: Unit = 1.0
 
@@ -253,6 +319,8 @@ class LedConfig(Section):
             raise ValueError("kind 'rgb' needs [leds.rgb] with red, green and blue pins")
         if self.kind == "per-state" and self.per_state is None:
             raise ValueError("kind 'per-state' needs [leds.per_state] with a pin per state")
+        if self.kind == "apa102" and self.ring is None:
+            raise ValueError("kind 'apa102' needs [leds.ring] with at least count (the number of LEDs)")
         return self
 
 
@@ -415,8 +483,10 @@ class KioskConfig(Section):
     def pins(self) -> dict[str, int]:
         """Every GPIO pin the daemon opens, by the dotted key that sets it (the LED pins of ``leds.kind`` only)."""
         found: dict[str, int] = {}
-        if self.trigger.button_pin is not None:
-            found["trigger.button_pin"] = self.trigger.button_pin
+        for key in ("button_pin", "volume_up_pin", "volume_down_pin", "mute_pin"):
+            pin = getattr(self.trigger, key)
+            if pin is not None:
+                found[f"trigger.{key}"] = pin
         leds = self.leds
         if leds.kind == "single" and leds.pin is not None:
             found["leds.pin"] = leds.pin
@@ -424,4 +494,6 @@ class KioskConfig(Section):
             found.update({f"leds.rgb.{k}": v for k, v in leds.rgb.model_dump().items()})
         elif leds.kind == "per-state" and leds.per_state is not None:
             found.update({f"leds.per_state.{k}": v for k, v in leds.per_state.model_dump().items() if v is not None})
+        elif leds.kind == "apa102" and leds.ring is not None:
+            found.update(leds.ring.pins())
         return found

@@ -7,6 +7,11 @@ pause, which failure reasons need to be told apart; one value stream per pattern
 A pin without PWM (gpiozero's native factory, some expanders) gets an on/off LED instead: each pattern's levels are
 cut at half their top, so a dim idle is steady on, a pulse becomes a blink, and blink codes stay exact.
 
+An APA102 ring (``leds.kind = "apa102"``, :mod:`kiosk.ledring`) shows the same table: each pattern's ``ring`` style
+says whether every LED follows its levels, an arc spins, or the glow follows the agent's voice.
+
+While the microphone is muted (``trigger.mute_pin``) an idle or listening kiosk shows :data:`MUTED` instead.
+
 Failure codes (ERROR state): the LED flashes N short times, pauses, and repeats; an RGB LED also uses a colour per
 family (red: broker, magenta: room/agent, yellow: clock, orange: audio, white: the kiosk itself).
 """
@@ -17,7 +22,7 @@ import dataclasses
 import itertools
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, Protocol
 
 from kiosk.config import LedConfig
@@ -28,6 +33,8 @@ log = logging.getLogger(__name__)
 
 Color = tuple[float, float, float]
 Kind = Literal["off", "solid", "blink", "pulse", "code"]
+#: How an LED ring shows a pattern (see kiosk.ledring): every LED alike, a spinning arc, or following the voice.
+RingStyle = Literal["fill", "spin", "level"]
 TICK_S = 0.02
 
 OFF: Color = (0.0, 0.0, 0.0)
@@ -53,6 +60,7 @@ class Pattern:
     off_s: float = 0.5
     count: int = 0
     pause_s: float = 1.0
+    ring: RingStyle = "fill"
 
 
 #: Blink count and RGB colour of every failure reason: the codes installers read off the LED (see README).
@@ -75,19 +83,29 @@ FAILURE_CODES: dict[FailureReason, tuple[int, Color]] = {
 #: What each state (and, while live, each agent state) looks like.
 PATTERNS: dict[tuple[State, AgentState | None], Pattern] = {
     (State.IDLE, None): Pattern("solid", GREEN, level=0.15),
-    (State.CONNECTING, None): Pattern("blink", BLUE, on_s=0.15, off_s=0.15),
+    (State.CONNECTING, None): Pattern("blink", BLUE, on_s=0.15, off_s=0.15, ring="spin"),
     (State.LIVE, AgentState.ABSENT): Pattern("pulse", BLUE, on_s=0.4, off_s=0.4),
     (State.LIVE, AgentState.INITIALIZING): Pattern("pulse", BLUE, on_s=0.4, off_s=0.4),
     (State.LIVE, AgentState.IDLE): Pattern("solid", GREEN),
     (State.LIVE, AgentState.LISTENING): Pattern("solid", GREEN),
     (State.LIVE, AgentState.THINKING): Pattern("pulse", AMBER, on_s=0.6, off_s=0.6),
-    (State.LIVE, AgentState.SPEAKING): Pattern("blink", CYAN, level=1.0, on_s=0.25, off_s=0.1),
+    (State.LIVE, AgentState.SPEAKING): Pattern("blink", CYAN, level=1.0, on_s=0.25, off_s=0.1, ring="level"),
     (State.ENDING, None): Pattern("blink", WHITE, level=0.5, on_s=0.5, off_s=0.5),
 }
 
 
-def pattern_for(snap: Snapshot) -> Pattern:
-    """Look up the pattern for a snapshot (the single table the LEDs follow)."""
+#: The microphone is muted: a short red flash every two seconds, shown instead of idle and of listening.
+MUTED = Pattern("blink", RED, level=0.6, on_s=0.1, off_s=1.9)
+#: What the mute replaces: states in which the kiosk would be hearing the visitor.
+MUTE_SHOWN_IN: frozenset[tuple[State, AgentState | None]] = frozenset(
+    {(State.IDLE, None)} | {(State.LIVE, a) for a in (AgentState.IDLE, AgentState.LISTENING)}
+)
+
+
+def pattern_for(snap: Snapshot, *, muted: bool = False) -> Pattern:
+    """Look up the pattern for a snapshot (the single table the LEDs follow); ``muted``: the mic is muted."""
+    if muted and (snap.state, snap.agent if snap.state == State.LIVE else None) in MUTE_SHOWN_IN:
+        return MUTED
     if snap.state == State.ERROR:
         count, color = FAILURE_CODES.get(snap.failure or FailureReason.INTERNAL, (13, WHITE))
         return Pattern("code", color, on_s=0.12, off_s=0.18, count=count, pause_s=1.0)
@@ -137,16 +155,22 @@ class LedDevice(Protocol):
 class StatusLeds:
     """Observer: shows every snapshot on the configured LEDs; never changes state itself."""
 
-    def __init__(self, *, config: LedConfig, pin_factory: Any = None) -> None:
+    def __init__(self, *, config: LedConfig, pin_factory: Any = None, level: Callable[[], float] | None = None) -> None:
+        """Open the LEDs of ``config``; ``level()`` (0..1, any thread) is the agent's loudness for a ring's glow."""
         self._config = config
+        self._level = level or (lambda: 0.0)
         self._current: tuple[Pattern, State] | None = None
+        self._last: Snapshot | None = None
+        #: Whether the microphone is muted (shown as :data:`MUTED`); set it with :meth:`set_muted`.
+        self.muted = False
         #: Keys of the devices that could not dim (no PWM on their pins): they blink on/off instead.
         self.no_pwm: set[State | None] = set()
         self._devices: dict[State | None, LedDevice] = _open(config, pin_factory, self.no_pwm)
 
     def update(self, snap: Snapshot) -> None:
         """Show ``snap``; a pattern already showing keeps running undisturbed."""
-        pattern = pattern_for(snap)
+        self._last = snap
+        pattern = pattern_for(snap, muted=self.muted)
         if self._current == (pattern, snap.state):
             return
         self._current = (pattern, snap.state)
@@ -159,8 +183,17 @@ class StatusLeds:
             else:
                 self._show(device, Pattern("off"), rgb=False, pwm=pwm)
 
+    def set_muted(self, muted: bool) -> None:
+        """Show (or stop showing) that the microphone is muted."""
+        self.muted = muted
+        if self._last is not None:
+            self.update(self._last)
+
     def _show(self, device: LedDevice, pattern: Pattern, *, rgb: bool, pwm: bool) -> None:
         stream = levels(pattern, self._config.brightness)
+        if self._config.kind == "apa102":
+            self._show_ring(device, pattern, stream)
+            return
         if not pwm:
             stream = on_off(stream, pattern, self._config.brightness)
         if rgb:
@@ -175,6 +208,20 @@ class StatusLeds:
         else:
             device.source = values
 
+    def _show_ring(self, device: LedDevice, pattern: Pattern, stream: Iterator[float]) -> None:
+        from kiosk.ledring import animation
+
+        count = self._config.ring.count if self._config.ring is not None else 1
+        top = max(0.0, min(1.0, pattern.level * self._config.brightness))
+        turn = max(1, round(2 * (pattern.on_s + pattern.off_s) / TICK_S))
+        frames = animation(pattern.ring, pattern.color, count, top, levels=stream, turn=turn, level=self._level)
+        device.source = None
+        device.source_delay = TICK_S
+        if pattern.kind in {"off", "solid"} and pattern.ring == "fill":
+            device.value = next(frames)
+        else:
+            device.source = frames
+
     def close(self) -> None:
         """Turn everything off and release the pins."""
         for device in self._devices.values():
@@ -187,6 +234,11 @@ def _open(config: LedConfig, pin_factory: Any, no_pwm: set[State | None]) -> dic
     """Open the configured LEDs with PWM, or on/off where the pin has none (its key is added to ``no_pwm``)."""
     if config.kind == "none":
         return {}
+    if config.kind == "apa102":
+        from kiosk.ledring import open_ring
+
+        assert config.ring is not None
+        return {None: open_ring(config.ring, pin_factory)}
     from gpiozero import LED, PWMLED, RGBLED
     from gpiozero.exc import PinPWMUnsupported
 

@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.daemon",
     "tests.fixtures.real_agent",
     "tests.fixtures.faultbroker",
+    "tests.fixtures.ring",
 ]

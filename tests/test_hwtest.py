@@ -54,7 +54,8 @@ def plain_factory() -> Iterator[MockFactory]:
 def test_steps_cover_every_state_and_failure_code() -> None:
     """The LED check shows every pattern of the table and every failure code, each with a name."""
     steps = ledcycle.steps()
-    assert len(steps) == len(PATTERNS) + len(FAILURE_CODES)
+    assert len(steps) == len(PATTERNS) + 1 + len(FAILURE_CODES)
+    assert [step.name for step in steps if step.muted] == ["idle, microphone muted"]
     names = [step.name for step in steps]
     assert len(set(names)) == len(names)
     for count, _ in FAILURE_CODES.values():

@@ -1,4 +1,4 @@
-"""Short synthesized chimes for connected, ended and error."""
+"""Short synthesized chimes for connected, ended and error, and the tones of the volume and mute buttons."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ class Chime(enum.StrEnum):
     CONNECTED = "connected"
     ENDED = "ended"
     ERROR = "error"
+    VOLUME = "volume"
+    MUTED = "muted"
+    UNMUTED = "unmuted"
 
 
 #: (frequency Hz, duration s) notes of each chime.
@@ -22,6 +25,9 @@ NOTES: dict[Chime, tuple[tuple[float, float], ...]] = {
     Chime.CONNECTED: ((660.0, 0.12), (880.0, 0.18)),
     Chime.ENDED: ((880.0, 0.12), (660.0, 0.18)),
     Chime.ERROR: ((330.0, 0.15), (330.0, 0.15), (262.0, 0.25)),
+    Chime.VOLUME: ((990.0, 0.08),),
+    Chime.MUTED: ((523.0, 0.1), (392.0, 0.1), (262.0, 0.16)),
+    Chime.UNMUTED: ((262.0, 0.1), (392.0, 0.1), (523.0, 0.16)),
 }
 
 

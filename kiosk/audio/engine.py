@@ -9,7 +9,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from kiosk.audio import chimes
+import numpy as np
+
+from kiosk.audio import aec, chimes
 from kiosk.audio.capture import Capture
 from kiosk.audio.devices import resolve, stream_params
 from kiosk.audio.frames import MicFrame, Pcm
@@ -72,7 +74,13 @@ class AudioEngine:
         self._clock = clock
         self._rng = rng
         self._max_pending_s = max_pending_s
-        self.processor = processor or Processor(audio)
+        #: Whether software echo cancellation runs, and why (``audio.echo_cancellation``; "auto" decides once both
+        #: devices are open, see :mod:`kiosk.audio.aec`).
+        self.echo = aec.choose(audio.echo_cancellation, None, None)
+        self.processor = processor or Processor(audio.model_copy(update={"echo_cancellation": self.echo.enabled}))
+        #: Microphone privacy mute: while set, every mic frame is silence before it reaches the pre-roll, a session
+        #: or voice wake.
+        self.muted = False
         #: Whether the mic and the reverse stream are processed while no session is open. Only voice wake needs
         #: it; without wake, idle frames go raw into the pre-roll and the APM rests (a third of the idle CPU).
         self.idle_processing = True
@@ -83,7 +91,8 @@ class AudioEngine:
             wake_ms=trigger.wake_min_speech_ms,
         )
         self.mixer = Mixer(volume=audio.output_volume)
-        self.mixer.add_input(AGENT)
+        # Kept, not looked up: the LED ring's thread reads its level while the loop may add other inputs.
+        self._agent_input = self.mixer.add_input(AGENT)
         self.mixer.add_input(BACKGROUND)
         self.mixer.add_input(CHIMES, gain=audio.chime_volume, prime_ms=0, streaming=False)
         self._preroll = PreRoll(audio.pre_roll_ms)
@@ -200,8 +209,19 @@ class AudioEngine:
             params.channels,
             stream.latency * 1000,
         )
+        self._choose_echo()
         if self.input.latency_s is not None and self.output.latency_s is not None:
             self.processor.set_latencies(self.input.latency_s, self.output.latency_s)
+
+    def _choose_echo(self) -> None:
+        """Decide software AEC for the devices now open; a changed decision rebuilds the processor."""
+        choice = aec.choose(self.config.echo_cancellation, self.input.device, self.output.device)
+        if choice == self.echo:
+            return
+        self.echo = choice
+        log.info("software echo cancellation %s", choice.describe())
+        if choice.enabled != self.processor.echo_cancellation:
+            self.processor = Processor(self.config.model_copy(update={"echo_cancellation": choice.enabled}))
 
     def _open_stream(self, direction: Direction) -> Capture | Playback:
         """PortAudio thread: find the device and open (not start) its stream."""
@@ -292,6 +312,8 @@ class AudioEngine:
             self.processor.reverse(pcm)
 
     def _on_mic_frame(self, pcm: Pcm, t: float) -> None:
+        if self.muted:
+            pcm = np.zeros_like(pcm)
         if self._resting():
             # Only the few milliseconds before a press are ever taken from an idle pre-roll: raw is fine there.
             self._preroll.push(MicFrame(t=t, pcm=pcm))
@@ -355,13 +377,18 @@ class AudioEngine:
         self._sessions.append(session)
         return session
 
+    def agent_level(self) -> float:
+        """How loud the agent's audio played last (0..1, see :attr:`MixerInput.level`); safe from any thread."""
+        return self._agent_input.level
+
     def mixer_input(self, name: str) -> MixerInput:
         """The mixer input ``name`` (``AGENT``, ``BACKGROUND``, ``CHIMES`` or a new streaming one)."""
         return self.mixer.add_input(name)
 
-    def play_chime(self, kind: chimes.Chime | str) -> bool:
-        """Play a chime unless chimes are off; returns whether it was queued."""
-        if not self.config.chimes:
+    def play_chime(self, kind: chimes.Chime | str, *, always: bool = False) -> bool:
+        """Play a chime unless chimes are off (``always``: a button's own feedback tone); returns whether it was
+        queued."""
+        if not self.config.chimes and not always:
             return False
         chime_input = self.mixer.inputs[CHIMES]
         chime_input.clear()
@@ -387,6 +414,9 @@ class AudioEngine:
             speaking=self.vad.speaking,
             noise_floor_dbfs=self.vad.noise_floor_dbfs,
             mixer_underruns={name: src.underruns for name, src in self.mixer.inputs.items()},
+            muted=self.muted,
+            output_volume=self.mixer.volume,
+            echo_cancellation=self.processor.echo_cancellation,
         )
 
     @staticmethod

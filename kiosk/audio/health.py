@@ -39,6 +39,10 @@ class AudioHealth:
     speaking: bool
     noise_floor_dbfs: float
     mixer_underruns: dict[str, int] = field(default_factory=dict)
+    #: The microphone privacy mute, the output volume (0..1) and whether software echo cancellation runs.
+    muted: bool = False
+    output_volume: float = 0.0
+    echo_cancellation: bool = True
 
     @property
     def ok(self) -> bool:

@@ -31,6 +31,8 @@ class MixerInput:
         self._playing = False
         self.underruns = 0
         self.overflow_samples = 0
+        # The last frame taken (never changed afterwards), for :attr:`level`; None while silent.
+        self._last: Pcm | None = None
 
     @property
     def queued_samples(self) -> int:
@@ -41,6 +43,18 @@ class MixerInput:
     def active(self) -> bool:
         """True while the input is playing or has audio waiting."""
         return self._playing or self._queued > 0
+
+    @property
+    def level(self) -> float:
+        """Loudness of the last frame taken, 0..1 (RMS over full scale, times 4 so speech reaches about 1).
+
+        Computed by the reader (the LED ring's thread, only while it follows the agent's voice), not on the loop;
+        the frame it reads is replaced whole, never changed, so no lock is needed.
+        """
+        last = self._last
+        if last is None:
+            return 0.0
+        return min(1.0, 4 * float(np.sqrt(np.mean(np.square(last, dtype=np.float32)))) / 32768)
 
     def push(self, frame: rtc.AudioFrame | npt.NDArray[np.generic]) -> None:
         """Queue 48 kHz mono audio (an ``rtc.AudioFrame`` or a numpy array)."""
@@ -65,6 +79,7 @@ class MixerInput:
         """Up to ``n`` samples, zero-padded; None while silent or priming. Counts streaming underruns."""
         if not self._playing:
             if self._queued == 0 or self._queued < self._prime:
+                self._last = None
                 return None
             self._playing = True
         out = np.zeros(n, dtype=np.int16)
@@ -79,6 +94,7 @@ class MixerInput:
             else:
                 self._chunks[0] = chunk[use:]
         self._queued -= filled
+        self._last = out
         if filled < n:
             # Ran dry while playing: re-prime before playing again so the gap is not a crackle.
             self._playing = False

@@ -18,13 +18,14 @@ class Processor:
     """Processes 10 ms mic frames against the 10 ms frames the speaker played (the reverse stream)."""
 
     def __init__(self, config: AudioConfig) -> None:
-        self.echo_cancellation = config.echo_cancellation
+        # "auto" is decided by the engine once the devices are known (kiosk.audio.aec); on until then.
+        self.echo_cancellation = config.echo_cancellation is not False
         self.enabled = any(
-            (config.echo_cancellation, config.noise_suppression, config.high_pass_filter, config.auto_gain)
+            (self.echo_cancellation, config.noise_suppression, config.high_pass_filter, config.auto_gain)
         )
         self._apm = (
             rtc.AudioProcessingModule(
-                echo_cancellation=config.echo_cancellation,
+                echo_cancellation=self.echo_cancellation,
                 noise_suppression=config.noise_suppression,
                 high_pass_filter=config.high_pass_filter,
                 auto_gain_control=config.auto_gain,

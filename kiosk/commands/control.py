@@ -155,6 +155,9 @@ def format_event(event: dict[str, Any]) -> str:
     if kind == "audio":
         state = "ok" if event.get("ok") else "FAILED"
         return f"audio  {event.get('direction', '?')} {state}: {event.get('message', '')}"
+    if kind == "controls":
+        volume = round(float(event.get("volume") or 0) * 100)
+        return f"controls  volume {volume} %, mic {'MUTED' if event.get('muted') else 'on'}"
     if event.get("ok") and event.get("streaming"):
         return "following the daemon's events (Ctrl-C stops)"
     return json.dumps(event)

@@ -88,7 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch the button: presses, holds, bounces",
         description="Watch the button's pin and print every press, release, hold and bounce with its timing.",
     )
-    button.add_argument("--pin", type=int, help="BCM pin to watch (default: trigger.button_pin)")
+    button.add_argument(
+        "--which",
+        choices=["button", "volume-up", "volume-down", "mute"],
+        default="button",
+        help="which button: trigger.button_pin, .volume_up_pin, .volume_down_pin or .mute_pin",
+    )
+    button.add_argument("--pin", type=int, help="BCM pin to watch (default: the --which button's pin)")
     button.add_argument("--seconds", type=float, default=30.0, help="how long to watch")
     button.add_argument("--presses", type=int, default=0, help="stop after this many presses (0: watch --seconds)")
     return parser

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ def run_leds(args: argparse.Namespace, path: Path, config: KioskConfig, pin_fact
         raise CheckFailed(
             EX_CONFIG, f'{path}: leds.kind is "none": set kind and the pins in [leds] first (README, wiring)'
         )
-    leds = StatusLeds(config=config.leds, pin_factory=pin_factory)
+    ring = config.leds.kind == "apa102"
+    leds = StatusLeds(config=config.leds, pin_factory=pin_factory, level=voice_like_level)
     stop = threading.Event()
     only = (args.only or "").lower()
     dims = "blink on/off (no PWM on these pins)" if leds.no_pwm else "dim with PWM"
@@ -32,7 +35,12 @@ def run_leds(args: argparse.Namespace, path: Path, config: KioskConfig, pin_fact
 
     try:
         shown = ledcycle.run_cycle(
-            leds=leds, each_s=args.each, on_step=on_step, stop=stop, only=lambda step: only in step.name.lower()
+            leds=leds,
+            each_s=args.each,
+            on_step=on_step,
+            stop=stop,
+            only=lambda step: only in step.name.lower(),
+            ring=ring,
         )
     except KeyboardInterrupt:
         shown = 0
@@ -43,8 +51,17 @@ def run_leds(args: argparse.Namespace, path: Path, config: KioskConfig, pin_fact
     return 0
 
 
+def voice_like_level() -> float:
+    """A made-up agent voice for the ring's glow (0..1): syllables of about 0.2 s in phrases of about 2 s."""
+    t = time.monotonic()
+    return max(0.0, math.sin(2 * math.pi * t / 0.4)) * (0.5 + 0.5 * math.sin(2 * math.pi * t / 4) ** 2)
+
+
 def _pins(config: KioskConfig) -> str:
     leds = config.leds
+    if leds.kind == "apa102" and leds.ring is not None:
+        where = ", ".join(f"{k} GPIO{v}" for k, v in leds.ring.pins().items())
+        return f"{leds.ring.count} APA102 LEDs, colour order {leds.ring.order}: {where}"
     if leds.kind == "single":
         return f"GPIO{leds.pin}"
     if leds.kind == "rgb" and leds.rgb is not None:
@@ -57,14 +74,16 @@ def _pins(config: KioskConfig) -> str:
 def run_button(args: argparse.Namespace, path: Path, config: KioskConfig, pin_factory: Any, out: Printer) -> int:
     """Watch the button's pin and print each edge with its timing; a summary with advice at the end."""
     trigger = config.trigger
-    if args.pin is not None:
-        trigger = pin_config(trigger, button_pin=args.pin)
-    if trigger.button_pin is None:
-        raise CheckFailed(EX_CONFIG, f"{path}: trigger.button_pin is not set: set it in [trigger] or pass --pin")
+    key = f"{args.which.replace('-', '_')}_pin" if args.which != "button" else "button_pin"
+    chosen = args.pin if args.pin is not None else getattr(trigger, key)
+    if chosen is None:
+        raise CheckFailed(EX_CONFIG, f"{path}: trigger.{key} is not set: set it in [trigger] or pass --pin")
+    trigger = pin_config(trigger, button_pin=chosen)
+    assert trigger.button_pin is not None
     pull = "pull-up, button to GND" if trigger.button_pull_up else "pull-down, button to 3V3"
     out.text(
-        f"watching GPIO{trigger.button_pin} ({pull}; bounce_time_ms {trigger.bounce_time_ms}, hold_time_s "
-        f"{trigger.hold_time_s:g}) for {args.seconds:g} s: press, hold and release the button (Ctrl-C stops)"
+        f"watching the {args.which} button on GPIO{trigger.button_pin} ({pull}; bounce_time_ms "
+        f"{trigger.bounce_time_ms}, hold_time_s {trigger.hold_time_s:g}) for {args.seconds:g} s: press, hold and release the button (Ctrl-C stops)"
     )
 
     def on_line(line: dict[str, Any]) -> None:

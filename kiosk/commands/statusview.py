@@ -97,6 +97,12 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
     audio = status.get("audio")
     if audio:
         lines.append("audio:       " + _audio_line(audio))
+        echo = audio.get("echo_cancellation")
+        if isinstance(echo, dict):
+            lines.append(f"echo cancel: {'on' if echo.get('enabled') else 'off'} ({echo.get('why')})")
+    if status.get("volume") is not None:
+        muted = "MUTED (nothing reaches the agent or voice wake)" if status.get("muted") else "on"
+        lines.append(f"controls:    volume {round(status['volume'] * 100)} %, microphone {muted}")
     counters = status.get("counters") or {}
     if counters:
         lines.append("counters:    " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())))

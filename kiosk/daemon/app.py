@@ -24,6 +24,7 @@ from kiosk.broker import ServerClock, SessionKeeper, SessionLedger, make_broker,
 from kiosk.config import KioskConfig, LedConfig
 from kiosk.configfile import EX_CONFIG, load_config
 from kiosk.daemon.control import ControlServer, EventBus
+from kiosk.daemon.controls import DeviceControls
 from kiosk.daemon.driver import Driver
 from kiosk.daemon.logsetup import setup_logging
 from kiosk.daemon.metrics_export import open_metrics
@@ -119,9 +120,14 @@ async def run(
     wake_gate = WakeGate(config=config.trigger)
     driver = Driver(config=config, make_run=make_run, wake_gate=wake_gate)
     holder["driver"] = driver
-    leds = _gpio_part("status LEDs", lambda: StatusLeds(config=config.leds, pin_factory=pin_factory))
+    leds = _gpio_part(
+        "status LEDs", lambda: StatusLeds(config=config.leds, pin_factory=pin_factory, level=audio.agent_level)
+    )
     leds = leds or StatusLeds(config=LedConfig(), pin_factory=pin_factory)
     observers = Observers(driver=driver, notifier=notifier, audio=audio, leds=leds, events=events)
+    controls = DeviceControls(config=config, audio=audio, on_change=observers.controls_changed, on_mute=leds.set_muted)
+    controls.open_buttons(config, loop=loop, pin_factory=pin_factory, opener=_gpio_part)
+    observers.controls = controls
     driver.on_wake_refused = observers.wake_refused
     metrics, exporter = open_metrics(
         config=config.metrics, driver=driver, keeper=keeper, audio=audio, wake_gate=wake_gate
@@ -164,6 +170,7 @@ async def run(
         await control.start()
     except OSError as exc:
         log.error("control socket: %s", exc)
+        await controls.aclose()
         await _close_all(trigger, leds, audio, keeper, client)
         return EX_UNAVAILABLE
 
@@ -220,6 +227,7 @@ async def run(
         stopper.cancel()
     await control.close()
     await exporter.close()
+    await controls.aclose()
     await _close_all(trigger, leds, audio, keeper, client)
     return exit_code
 

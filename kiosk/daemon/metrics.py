@@ -203,6 +203,13 @@ def _audio_families(health: AudioHealth) -> Iterator[Metric]:
         reopens.add_metric([device.direction], device.reopens)
         up.add_metric([device.direction], 1.0 if device.ok else 0.0)
     yield from (failures, reopens, up)
+    yield _gauge("kiosk_microphone_muted", "1 while the microphone is muted (trigger.mute_pin).", float(health.muted))
+    yield _gauge("kiosk_output_volume", "The output volume, 0 to 1 (volume buttons).", health.output_volume)
+    yield _gauge(
+        "kiosk_echo_cancellation_enabled",
+        "1 while software echo cancellation runs (off for a speakerphone with audio.echo_cancellation = auto).",
+        float(health.echo_cancellation),
+    )
 
 
 def _wake_families(gate: WakeGate | None) -> Iterator[Metric]:

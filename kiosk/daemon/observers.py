@@ -18,6 +18,7 @@ from kiosk import session as sm
 from kiosk.audio import AudioEngine, AudioHealthEvent, Chime
 from kiosk.daemon.captions import Caption
 from kiosk.daemon.control import EventBus
+from kiosk.daemon.controls import DeviceControls
 from kiosk.daemon.driver import Driver
 from kiosk.daemon.logsetup import fields
 from kiosk.daemon.notify import Notifier
@@ -44,6 +45,8 @@ class Observers:
         self._started_at = time.time()
         self._audio_lost: dict[str, asyncio.TimerHandle] = {}
         self._last_refusal: Refusal | None = None
+        #: Volume and mute (``kiosk status``), once the daemon has opened them.
+        self.controls: DeviceControls | None = None
         #: Where the metrics are served (``host:port``), once the exporter listens.
         self.metrics_address: str | None = None
         driver.observe(self._changed)
@@ -69,7 +72,8 @@ class Observers:
 
     def _chime(self, old: sm.Snapshot, new: sm.Snapshot) -> None:
         if new.state == sm.State.LIVE and old.state == sm.State.CONNECTING:
-            self._audio.play_chime(Chime.CONNECTED)
+            # Connected while the microphone is muted: the visitor must know the agent cannot hear them.
+            self._audio.play_chime(Chime.MUTED if self._audio.muted else Chime.CONNECTED, always=self._audio.muted)
         elif new.state == sm.State.ERROR:
             self._audio.play_chime(Chime.ERROR)
         elif new.state == sm.State.IDLE and old.state == sm.State.ENDING:
@@ -119,6 +123,10 @@ class Observers:
             log.warning("audio %s still down after %.0f s: ending the session", direction, AUDIO_LOST_GRACE_S)
             self._driver.dispatch(sm.Failure(reason))
 
+    def controls_changed(self, state: dict[str, Any]) -> None:
+        """Stream a volume or mute change to ``kiosk events``."""
+        self._events.publish({"type": "controls", **state})
+
     def wake_refused(self, refusal: Refusal) -> None:
         """Report a voice wake the wake guard refused (logged once per run of the same reason)."""
         if refusal != self._last_refusal:
@@ -136,6 +144,9 @@ class Observers:
 
         out = self._driver.status()
         out["audio"] = _health_dict(self._audio)
+        out["audio"]["echo_cancellation"] = {"enabled": self._audio.echo.enabled, "why": self._audio.echo.reason}
+        if self.controls is not None:
+            out.update(self.controls.state())
         out["uptime_s"] = round(time.time() - self._started_at)
         if self.metrics_address is not None:
             out["metrics"] = f"http://{self.metrics_address}/metrics"
