@@ -171,11 +171,12 @@ async def test_chimes_off_play_nothing() -> None:
 
 
 async def test_reverse_stream_is_what_was_played_and_underruns_count() -> None:
-    """The echo canceller gets exactly the played blocks, silence included; running dry is counted."""
+    """In a session the echo canceller gets exactly the played blocks, silence included; running dry is counted."""
     factory = FakeStreamFactory(devices=MONO48)
     recorder = ReverseRecorder()
     engine = AudioEngine(audio=AudioConfig(output_volume=1.0, **RAW), stream_factory=factory, processor=recorder)
     await engine.start()
+    engine.start_capture()
     speaker = factory.latest("output")
     tone = (np.sin(np.arange(4800) / 5) * 10_000).astype(np.int16)
     engine.mixer_input(AGENT).push(tone)

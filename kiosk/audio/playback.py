@@ -3,6 +3,10 @@
 The callback reports each block it actually played (silence included) back to the loop, which feeds exactly
 that to the echo canceller's reverse stream and tops the queue up again. The queue is a ``deque`` the loop only
 appends to and the callback only pops from, so no lock is shared.
+
+While nothing plays and no echo canceller needs the reverse stream (an idle kiosk), the playback is *quiet*: the
+callback fills silence itself and hands nothing to the loop, so an idle speaker costs what its stream costs.
+:meth:`Playback.wake` (audio pushed to the mixer, a session starting) ends the quiet.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Playback:
         params: StreamParams,
         mixer: Mixer,
         reverse: Callable[[Pcm], None],
+        needs_reverse: Callable[[], bool],
         on_audible: Callable[[], None],
         on_finished: Callable[[], None],
         clock: Callable[[], float],
@@ -46,6 +51,7 @@ class Playback:
         self._loop = loop
         self._mixer = mixer
         self._reverse = reverse
+        self._needs_reverse = needs_reverse
         self._on_audible = on_audible
         self._clock = clock
         rate = params.samplerate
@@ -61,11 +67,16 @@ class Playback:
         # Written by one side only: queued = appended - consumed.
         self._appended = 0
         self._consumed = 0
+        # Loop side: nothing to play and no reverse stream wanted; the callback then plays silence on its own.
+        self._quiet = False
         self.underruns = 0
+        # Written by the callback only.
         self.underflows = 0
         self.blocks = 0
-        self.reverse_dropped = 0
+        #: Blocks handed to the loop (each one wakes it).
+        self.posted = 0
         self.last_block_t: float | None = None
+        self.reverse_dropped = 0
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self._stream: AudioStream = factory.open(
@@ -92,6 +103,16 @@ class Playback:
         """Start the PortAudio stream (blocking: call it off the event loop)."""
         self._stream.start()
 
+    @property
+    def quiet(self) -> bool:
+        """True while the callback plays silence without involving the loop."""
+        return self._quiet
+
+    def wake(self) -> None:
+        """Loop side: there is audio to play or a reverse stream to feed; end the quiet."""
+        if self._quiet and not self._stopped:
+            self._top_up()
+
     def stop(self) -> None:
         """Loop side: stop feeding the reverse stream (and the callback's hand-offs)."""
         self._stopped = True
@@ -108,6 +129,13 @@ class Playback:
             out.fill(0)  # closing: silence, and nothing more handed to the loop
             return
         n = out.shape[0]
+        self.blocks += 1
+        self.last_block_t = self._clock()
+        if underflow:
+            self.underflows += 1
+        if self._quiet and not self._queue and len(self._carry) == 0:
+            out.fill(0)
+            return
         mono = np.zeros(n, dtype=np.int16)
         filled = 0
         chunk = self._carry
@@ -123,16 +151,16 @@ class Playback:
             filled += use
         self._carry = chunk
         self._consumed += filled
-        if filled < n:
+        if filled < n and not self._quiet:
             self.underruns += 1
         out[:] = mono[:, None]
-        post(self._loop, self._played, mono, underflow, self._clock())
+        self.posted += 1
+        post(self._loop, self._played, mono)
 
-    def _played(self, block: Pcm, underflow: bool, t: float) -> None:
-        self.blocks += 1
-        self.last_block_t = t
-        if underflow:
-            self.underflows += 1
+    def _played(self, block: Pcm) -> None:
+        if not self._needs_reverse():
+            self._top_up()
+            return
         if len(self._played_blocks) == self._played_blocks.maxlen:
             self.reverse_dropped += 1
         self._played_blocks.append(block)
@@ -140,6 +168,9 @@ class Playback:
         self._top_up()
 
     def _top_up(self) -> None:
+        if not self._mixer.active and not self._needs_reverse():
+            self._quiet = True
+            return
         while self._appended - self._consumed < self._ahead:
             pcm, audible = self._mixer.mix(FRAME_SAMPLES)
             if audible:
@@ -150,6 +181,7 @@ class Playback:
                 device = np.zeros(self._blocksize, dtype=np.int16)
             self._queue.append(device)
             self._appended += len(device)
+        self._quiet = False
 
     async def _feed_reverse(self) -> None:
         while True:

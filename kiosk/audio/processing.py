@@ -17,14 +17,14 @@ log = logging.getLogger(__name__)
 class Processor:
     """Processes 10 ms mic frames against the 10 ms frames the speaker played (the reverse stream)."""
 
-    def __init__(self, config: AudioConfig) -> None:
-        self.echo_cancellation = config.echo_cancellation
-        self.enabled = any(
-            (config.echo_cancellation, config.noise_suppression, config.high_pass_filter, config.auto_gain)
-        )
+    def __init__(self, config: AudioConfig, *, echo_cancellation: bool | None = None) -> None:
+        """Build the APM from ``config``; ``echo_cancellation`` (when given) overrides ``config.echo_cancellation``."""
+        aec = config.echo_cancellation if echo_cancellation is None else echo_cancellation
+        self.echo_cancellation = aec
+        self.enabled = any((aec, config.noise_suppression, config.high_pass_filter, config.auto_gain))
         self._apm = (
             rtc.AudioProcessingModule(
-                echo_cancellation=config.echo_cancellation,
+                echo_cancellation=aec,
                 noise_suppression=config.noise_suppression,
                 high_pass_filter=config.high_pass_filter,
                 auto_gain_control=config.auto_gain,
@@ -33,6 +33,9 @@ class Processor:
             else None
         )
         self.delay_ms = 0
+        # The delay the APM was last told: WebRTC keeps it, so it is set again only when it changes (one FFI
+        # request per change instead of one per frame).
+        self._applied_delay: int | None = None
         self.errors = 0
         self._capture_failures = RepeatedFailure(log, "audio processing of a microphone frame (passed through)")
         self._reverse_failures = RepeatedFailure(log, "reverse stream processing of a speaker frame")
@@ -56,9 +59,9 @@ class Processor:
             return pcm
         frame = to_rtc(pcm)
         try:
-            if self.echo_cancellation:
-                # WebRTC wants the delay before every capture frame it processes.
+            if self.echo_cancellation and self._applied_delay != self.delay_ms:
                 self._apm.set_stream_delay_ms(self.delay_ms)
+                self._applied_delay = self.delay_ms
             self._apm.process_stream(frame)
         except RuntimeError:
             self.errors += 1

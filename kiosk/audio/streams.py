@@ -79,6 +79,10 @@ class StreamFactory(Protocol):
         """Open (not start) an ``"input"`` or ``"output"`` int16 stream; raise ``AudioDeviceError`` on failure."""
         ...
 
+    def supports(self, *, kind: str, device: int, samplerate: int, channels: int) -> bool:
+        """Whether ``device`` opens as an int16 ``kind`` stream at ``samplerate`` Hz with ``channels`` (blocking)."""
+        ...
+
     def rescan(self) -> None:
         """Refresh the device list (only called while no stream is open)."""
         ...
@@ -185,6 +189,18 @@ class SoundDeviceFactory:
         except (sd.PortAudioError, ValueError) as exc:
             raise AudioDeviceError(f"cannot open {kind} device {device}: {exc}") from exc
         return _SdStream(stream)
+
+    def supports(self, *, kind: str, device: int, samplerate: int, channels: int) -> bool:
+        """PortAudio's own answer (``check_input_settings`` / ``check_output_settings``): False when it refuses."""
+        sd = self._sd
+        check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+        try:
+            with native_stderr_to_log():
+                check(device=device, channels=channels, dtype="int16", samplerate=samplerate)
+        except (sd.PortAudioError, ValueError) as exc:
+            log.debug("%s device %d refuses %d Hz: %s", kind, device, samplerate, exc)
+            return False
+        return True
 
     def rescan(self) -> None:
         """Re-initialise PortAudio so devices plugged in since start appear."""

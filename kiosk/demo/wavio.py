@@ -102,6 +102,10 @@ class WavStreamFactory:
     def rescan(self) -> None:
         """Nothing to rescan."""
 
+    def supports(self, *, kind: str, device: int, samplerate: int, channels: int) -> bool:
+        """Only each virtual device's own rate."""
+        return samplerate == (self._rate if kind == "input" else OUTPUT_RATE)
+
     def open(
         self,
         *,
