@@ -25,8 +25,10 @@ from kiosk.audio.streams import AudioStream, Block, StreamFactory, post
 
 log = logging.getLogger(__name__)
 
-#: Mixed audio kept queued ahead of the callback.
-AHEAD_MS = 40
+#: Played blocks handed to the loop at once: one loop wake-up per 30 ms instead of per 10 ms block.
+HAND_OFF_BLOCKS = 3
+#: Mixed audio kept queued ahead of the callback: a hand-off's worth, plus 30 ms for a busy loop to answer in.
+AHEAD_MS = 60
 #: Played blocks waiting for the reverse stream before the oldest are dropped.
 MAX_REVERSE_BLOCKS = 100
 
@@ -61,6 +63,8 @@ class Playback:
         self._from_device = Resampler(rate, SAMPLE_RATE)
         self._framer = Framer()
         self._queue: deque[Pcm] = deque()
+        # Callback side only: played blocks not handed to the loop yet.
+        self._pending: list[Pcm] = []
         self._carry: Pcm = np.zeros(0, dtype=np.int16)
         self._played_blocks: deque[Pcm] = deque(maxlen=MAX_REVERSE_BLOCKS)
         self._wake = asyncio.Event()
@@ -154,17 +158,19 @@ class Playback:
         if filled < n and not self._quiet:
             self.underruns += 1
         out[:] = mono[:, None]
-        self.posted += 1
-        post(self._loop, self._played, mono)
+        self._pending.append(mono)
+        if len(self._pending) >= HAND_OFF_BLOCKS:
+            blocks, self._pending = self._pending, []
+            self.posted += 1
+            post(self._loop, self._played, blocks)
 
-    def _played(self, block: Pcm) -> None:
-        if not self._needs_reverse():
-            self._top_up()
-            return
-        if len(self._played_blocks) == self._played_blocks.maxlen:
-            self.reverse_dropped += 1
-        self._played_blocks.append(block)
-        self._wake.set()
+    def _played(self, blocks: list[Pcm]) -> None:
+        if self._needs_reverse():
+            for block in blocks:
+                if len(self._played_blocks) == self._played_blocks.maxlen:
+                    self.reverse_dropped += 1
+                self._played_blocks.append(block)
+            self._wake.set()
         self._top_up()
 
     def _top_up(self) -> None:
@@ -172,7 +178,7 @@ class Playback:
             self._quiet = True
             return
         while self._appended - self._consumed < self._ahead:
-            pcm, audible = self._mixer.mix(FRAME_SAMPLES)
+            pcm, audible = self._mixer.mix(HAND_OFF_BLOCKS * FRAME_SAMPLES)
             if audible:
                 self._on_audible()
             device = self._to_device.push(pcm)
