@@ -248,3 +248,40 @@ async def test_output_block_counter_keeps_pace_in_a_call() -> None:
     assert engine.health().output_underflows == 0
     capture.close()
     await engine.close()
+
+
+async def test_stream_delay_follows_the_callback_timing_and_is_set_only_when_it_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The APM is told the echo path delay once, from the measured latencies, and again only when they move."""
+    delays: list[int] = []
+    set_delay = rtc.AudioProcessingModule.set_stream_delay_ms
+
+    def counting(self: rtc.AudioProcessingModule, delay_ms: int) -> None:
+        delays.append(delay_ms)
+        set_delay(self, delay_ms)
+
+    monkeypatch.setattr(rtc.AudioProcessingModule, "set_stream_delay_ms", counting)
+    factory = FakeStreamFactory()
+    factory.rates.add(48_000)
+    engine = AudioEngine(audio=AudioConfig(), stream_factory=factory)
+    await engine.start()
+    mic, speaker = factory.latest("input"), factory.latest("output")
+    mic.measured_latency, speaker.measured_latency = 0.012, 0.030
+    capture = engine.start_capture()
+    noise = np.random.default_rng(2).normal(0, 1000, 480 * 200).astype(np.int16)
+    for i in range(100):
+        mic.feed(noise[i * 480 : (i + 1) * 480])
+    await settle()
+    assert delays == [42]
+    speaker.measured_latency = 0.032  # jitter below the step: kept
+    for i in range(100, 150):
+        mic.feed(noise[i * 480 : (i + 1) * 480])
+    await settle()
+    speaker.measured_latency = 0.060
+    for i in range(150, 200):
+        mic.feed(noise[i * 480 : (i + 1) * 480])
+    await settle()
+    assert delays == [42, 72] and engine.health().stream_delay_ms == 72
+    capture.close()
+    await engine.close()

@@ -62,6 +62,11 @@ class Capture:
         """PortAudio's reported input latency in seconds."""
         return self._stream.latency
 
+    @property
+    def measured_latency(self) -> float | None:
+        """The input latency the callback's timing shows (s), when the host API tells."""
+        return self._stream.measured_latency
+
     def prime(self) -> None:
         """Loop side, before :meth:`start_stream`: start the frame maker."""
         self._task = self._loop.create_task(self._run(), name="audio-capture")

@@ -37,6 +37,8 @@ BACKGROUND = "background_audio"
 CHIMES = "chimes"
 #: Wake stays gated this long after the kiosk's own output was last audible (room echo tail).
 WAKE_GATE_TAIL_S = 0.5
+#: Processed frames between two reads of the latencies measured in the callbacks (0.5 s).
+DELAY_EVERY_FRAMES = 50
 #: The VAD judges 30 ms frames (at 16 kHz): a third of the calls of 10 ms frames.
 VAD_FRAME_MS = 30
 #: How long closing the streams may take at shutdown before a hanging device is left behind (s).
@@ -90,6 +92,7 @@ class AudioEngine:
         )
         self._vad_parts: list[Pcm] = []
         self._vad_samples = 0
+        self._processed = 0
         self.mixer = Mixer(volume=audio.output_volume)
         self.mixer.add_input(AGENT)
         self.mixer.add_input(BACKGROUND)
@@ -316,12 +319,24 @@ class AudioEngine:
             if self.idle_processing:
                 self._judge(pcm, t)
             return
+        self._processed += 1
+        if self._processed % DELAY_EVERY_FRAMES == 1:
+            self._follow_delay()
         frame = MicFrame(t=t, pcm=self.processor.process(pcm))
         self._preroll.push(frame)
         for session in self._sessions:
             session.feed(frame)
         self._emit(self._frame_subscribers, frame)
         self._judge(frame.pcm, t)
+
+    def _follow_delay(self) -> None:
+        """Set the echo path delay from the latencies the callbacks measured, where the host API reports them."""
+        mic, speaker = self.input.stream, self.output.stream
+        if not isinstance(mic, Capture) or not isinstance(speaker, Playback):
+            return
+        measured_in, measured_out = mic.measured_latency, speaker.measured_latency
+        if measured_in is not None and measured_out is not None:
+            self.processor.follow_latencies(measured_in, measured_out)
 
     def _judge(self, pcm: Pcm, t: float) -> None:
         """Collect 10 ms frames into the VAD's frame size and judge each full one."""

@@ -41,6 +41,8 @@ class FakeStream:
         self._latency = latency
         self.started = False
         self.closed = False
+        #: What the fake's callback timing shows (s); tests set it.
+        self.measured_latency: float | None = None
 
     @property
     def latency(self) -> float:

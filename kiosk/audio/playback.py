@@ -98,6 +98,11 @@ class Playback:
         """PortAudio's reported output latency in seconds."""
         return self._stream.latency
 
+    @property
+    def measured_latency(self) -> float | None:
+        """The output latency the callback's timing shows (s), when the host API tells."""
+        return self._stream.measured_latency
+
     def prime(self) -> None:
         """Loop side, before :meth:`start_stream`: queue the first audio and start the reverse-stream feeder."""
         self._top_up()

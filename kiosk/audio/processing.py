@@ -13,6 +13,9 @@ from kiosk.repeat import RepeatedFailure
 
 log = logging.getLogger(__name__)
 
+#: A measured echo path delay is applied once it moved this far from the one in use (ms): callback timings jitter.
+DELAY_STEP_MS = 5
+
 
 class Processor:
     """Processes 10 ms mic frames against the 10 ms frames the speaker played (the reverse stream)."""
@@ -52,6 +55,16 @@ class Processor:
                 output_s * 1000,
             )
             self._logged_delay = self.delay_ms
+
+    def follow_latencies(self, input_s: float, output_s: float) -> bool:
+        """Take the echo path delay from latencies measured in the callbacks (PortAudio's ``time_info``), when it
+        moved at least :data:`DELAY_STEP_MS` from the one in use; returns whether it changed."""
+        delay = max(0, round((input_s + output_s) * 1000))
+        if abs(delay - self.delay_ms) < DELAY_STEP_MS:
+            return False
+        log.debug("echo path delay %d ms -> %d ms (measured in the callbacks)", self.delay_ms, delay)
+        self.delay_ms = delay
+        return True
 
     def process(self, pcm: Pcm) -> Pcm:
         """Return the processed copy of one 10 ms mic frame."""

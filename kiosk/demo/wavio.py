@@ -47,6 +47,7 @@ class _PacedStream:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="wav-stream", daemon=True)
         self.latency = self._period
+        self.measured_latency: float | None = None
 
     def start(self) -> None:
         self._thread.start()
