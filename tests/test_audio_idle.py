@@ -104,11 +104,11 @@ async def test_a_device_that_refuses_the_pipeline_rate_is_resampled(resampler_ca
     engine = AudioEngine(audio=AudioConfig(**RAW), stream_factory=factory)
     await engine.start()
     mic = factory.latest("input")
-    for _ in range(10):
+    for _ in range(12):
         mic.feed(np.ones(441, dtype=np.int16))
     await settle()
     await engine.close()
-    assert mic.samplerate == 44_100 and len(resampler_calls) == 10
+    assert mic.samplerate == 44_100 and len(resampler_calls) == 12
 
 
 async def test_idle_with_wake_runs_no_processing_no_resampling_and_a_quiet_speaker(
@@ -187,7 +187,8 @@ async def test_first_words_intact_across_the_idle_to_call_switch() -> None:
     capture = engine.start_capture(since=100.0 + 30.5 * 0.01)  # the press fell inside frame 30
     feed(50, 40)
     await settle()
-    assert processor.processed == 40
+    # Idle blocks come over three at a time: the two the callback still held at the press are processed too.
+    assert processor.processed == 42
     pre = np.frombuffer(capture.take_preconnect().pcm, dtype=np.int16)
     assert np.array_equal(pre, signal[30 * 480 : 90 * 480])
     capture.close()

@@ -238,6 +238,7 @@ class AudioEngine:
                 params=params,
                 channel=self.config.input_channel,
                 sink=self._on_mic_frame,
+                idle=self._idle,
                 on_finished=finished,
                 clock=self._clock,
                 max_pending_s=self._max_pending_s,
@@ -302,6 +303,9 @@ class AudioEngine:
         """Whether mic frames go through the APM and the speaker feeds its reverse stream: only while a session
         captures audio or a frame subscriber listens."""
         return bool(self._sessions or self._frame_subscribers)
+
+    def _idle(self) -> bool:
+        return not self.processing()
 
     def _reverse(self, pcm: Pcm) -> None:
         if self.processing():
