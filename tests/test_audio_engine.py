@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kiosk.audio import AGENT, AudioEngine, AudioHealthEvent, Chime, VadEvent, VadEventKind
+from kiosk.audio.capture import IDLE_HAND_OFF_BLOCKS
 from kiosk.audio.fake import FakeStreamFactory
 from kiosk.audio.processing import Processor
 from kiosk.audio.streams import DeviceInfo
@@ -258,7 +259,7 @@ async def test_idle_without_wake_rests_the_processing() -> None:
     engine.idle_processing = False
     await engine.start()
     mic, speaker = factory.latest("input"), factory.latest("output")
-    for _ in range(9):  # idle blocks come over three at a time
+    for _ in range(IDLE_HAND_OFF_BLOCKS):  # idle blocks come over in batches
         mic.feed(np.ones(480, dtype=np.int16))
         speaker.pull(1)
     await settle()

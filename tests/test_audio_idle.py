@@ -9,6 +9,7 @@ import pytest
 from livekit import rtc
 
 from kiosk.audio import AGENT, AudioEngine, VadEvent, VadEventKind
+from kiosk.audio.capture import IDLE_HAND_OFF_BLOCKS
 from kiosk.audio.fake import DEFAULT_DEVICES, FakeStreamFactory
 from kiosk.audio.playback import Playback
 from kiosk.audio.processing import Processor
@@ -104,18 +105,18 @@ async def test_a_device_that_refuses_the_pipeline_rate_is_resampled(resampler_ca
     engine = AudioEngine(audio=AudioConfig(**RAW), stream_factory=factory)
     await engine.start()
     mic = factory.latest("input")
-    for _ in range(12):
+    for _ in range(2 * IDLE_HAND_OFF_BLOCKS):
         mic.feed(np.ones(441, dtype=np.int16))
     await settle()
     await engine.close()
-    assert mic.samplerate == 44_100 and len(resampler_calls) == 12
+    assert mic.samplerate == 44_100 and len(resampler_calls) == 2 * IDLE_HAND_OFF_BLOCKS
 
 
 async def test_idle_with_wake_runs_no_processing_no_resampling_and_a_quiet_speaker(
     resampler_calls: list[int],
 ) -> None:
     """Idle with voice wake on: no APM call, no reverse stream, no resampler, no speaker block handed to the loop;
-    the VAD judges one 30 ms frame per three 10 ms blocks."""
+    the VAD judges at most one 30 ms frame per three 10 ms blocks."""
     factory = FakeStreamFactory()
     factory.rates.add(48_000)
     config = AudioConfig()
@@ -126,15 +127,15 @@ async def test_idle_with_wake_runs_no_processing_no_resampling_and_a_quiet_speak
     engine.idle_processing = True
     await engine.start()
     mic, speaker = factory.latest("input"), factory.latest("output")
-    noise = np.random.default_rng(1).normal(0, 3000, 480 * 30).astype(np.int16)
-    for i in range(30):
+    noise = np.random.default_rng(1).normal(0, 3000, 480 * 36).astype(np.int16)
+    for i in range(36):
         mic.feed(noise[i * 480 : (i + 1) * 480])
         assert not speaker.pull(1).any()
     await settle()
     assert (processor.processed, processor.reversed, resampler_calls) == (0, 0, [])
     out = playback(engine)
-    assert out.quiet and out.posted == 0 and engine.health().output.blocks == 30
-    assert engine.vad.judged <= 10
+    assert out.quiet and out.posted == 0 and engine.health().output.blocks == 36
+    assert engine.vad.judged <= 12
     await engine.close()
 
 
@@ -187,8 +188,8 @@ async def test_first_words_intact_across_the_idle_to_call_switch() -> None:
     capture = engine.start_capture(since=100.0 + 30.5 * 0.01)  # the press fell inside frame 30
     feed(50, 40)
     await settle()
-    # Idle blocks come over three at a time: the two the callback still held at the press are processed too.
-    assert processor.processed == 42
+    # Idle blocks come over in batches: those the callback still held at the press are processed too.
+    assert processor.processed == 40 + 50 % IDLE_HAND_OFF_BLOCKS
     pre = np.frombuffer(capture.take_preconnect().pcm, dtype=np.int16)
     assert np.array_equal(pre, signal[30 * 480 : 90 * 480])
     capture.close()

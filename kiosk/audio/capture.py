@@ -1,7 +1,8 @@
 """Microphone capture: the PortAudio callback hands blocks to the loop, the loop makes 48 kHz 10 ms frames.
 
-While the engine is idle the callback hands blocks over three at a time (one loop wake-up per 30 ms, the size of
-a VAD frame); in a call, each block at once.
+While the engine is idle the callback hands blocks over nine at a time (one loop wake-up per 90 ms: voice wake
+decides 80 ms later at most, and the blocks still held at a press follow with the next block); in a call, each
+block at once.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ log = logging.getLogger(__name__)
 
 #: ``sink(pcm, t)``: a raw (unprocessed) 48 kHz mono 10 ms frame and the time its last sample arrived.
 FrameSink = Callable[[Pcm, float], None]
-#: Blocks handed over at once while idle.
-IDLE_HAND_OFF_BLOCKS = 3
+#: Blocks handed over at once while idle (a multiple of the VAD's 30 ms frame).
+IDLE_HAND_OFF_BLOCKS = 9
 
 
 class Capture:

@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import webrtcvad
 
 from kiosk.audio.frames import SAMPLE_RATE, Pcm, dbfs
@@ -59,8 +60,9 @@ def decimate(pcm: Pcm) -> Pcm:
 
     ``pcm`` must hold a multiple of 3 samples; returns a new int16 array a third as long.
     """
-    wide = pcm.astype(np.int32).reshape(-1, 3).sum(axis=1)
-    out: Pcm = (wide // 3).astype(np.int16)
+    wide = np.add.reduce(pcm.reshape(-1, 3), axis=1, dtype=np.int32)
+    np.floor_divide(wide, 3, out=wide)
+    out: Pcm = wide.astype(np.int16)
     return out
 
 
@@ -93,7 +95,9 @@ class VoiceActivity:
         self._margin_db = margin_db
         self._min_dbfs = min_dbfs
         self._floor_every = max(1, FLOOR_EVERY_MS // frame_ms)
-        self._levels: deque[float] = deque(maxlen=FLOOR_MS // frame_ms)
+        # A ring of recent levels for the floor (np.percentile over a deque cost ~140 us; this ~10 us).
+        self._levels = np.zeros(FLOOR_MS // frame_ms, dtype=np.float32)
+        self._levels_n = 0
         self._wake_levels: deque[float] = deque(maxlen=max(1, wake_ms // frame_ms))
         #: Frames judged so far (each one webrtcvad call at most).
         self.judged = 0
@@ -119,11 +123,12 @@ class VoiceActivity:
         """Judge one 48 kHz frame: webrtcvad says speech and the level stands out from the noise floor."""
         narrow = decimate(pcm)
         level = dbfs(narrow)
-        self._levels.append(level)
+        self._levels[self._frames % len(self._levels)] = level
+        self._levels_n = min(self._levels_n + 1, len(self._levels))
         self._wake_levels.append(level)
         self._frames += 1
         if (self._frames - 1) % self._floor_every == 0:
-            self._floor = float(np.percentile(np.fromiter(self._levels, dtype=np.float32), 10))
+            self._floor = _tenth_percentile(self._levels[: self._levels_n])
         if level < max(self._min_dbfs, self._floor + self._margin_db):
             return False
         self.judged += 1
@@ -159,6 +164,15 @@ class VoiceActivity:
 
     def _modulated(self) -> bool:
         return float(np.std(np.fromiter(self._wake_levels, dtype=np.float32))) >= WAKE_MIN_LEVEL_SPREAD_DB
+
+
+def _tenth_percentile(values: npt.NDArray[np.float32]) -> float:
+    """``np.percentile(values, 10)`` (linear interpolation) by partial sorting."""
+    position = 0.1 * (len(values) - 1)
+    low = int(position)
+    high = min(low + 1, len(values) - 1)
+    part = np.partition(values, (low, high))
+    return float(part[low] + (part[high] - part[low]) * (position - low))
 
 
 class _Window:
