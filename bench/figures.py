@@ -186,7 +186,18 @@ def call_figures(
             "%",
             f">= {GOAL_SPEAKER_PCT:.0f} % of real time",
             raw["speaker_real_time_pct"] >= GOAL_SPEAKER_PCT,
-            note=f"{raw['speaker_blocks_per_s']:.1f} output blocks/s of 100",
+            rounded(raw["probe_blocks_per_s"], 1),
+            f"{raw['speaker_blocks_per_s']:.1f} output blocks/s of 100; baseline = blocks/s of a bare output stream "
+            f"with the same settings over the same window ({raw['probe_underflows']:.0f} underflows): the device's "
+            "own pace on this machine",
+        ),
+        Figure(
+            "speaker pace against the bare stream",
+            rounded(raw["speaker_blocks_per_s"] / raw["probe_blocks_per_s"], 3) if raw["probe_blocks_per_s"] else None,
+            "x",
+            f">= {GOAL_SPEAKER_PCT / 100:.2f}x",
+            bool(raw["probe_blocks_per_s"])
+            and raw["speaker_blocks_per_s"] / raw["probe_blocks_per_s"] >= GOAL_SPEAKER_PCT / 100,
         ),
         Figure(
             "speaker underflows in a call",

@@ -40,6 +40,25 @@ i.start(); o.start(); print('OPEN', flush=True); time.sleep(float(sys.argv[7]))
 """
 
 
+_PACE = """
+import sys, time, sounddevice as sd
+spk, rate, channels, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+counts = [0, 0]
+def callback(out, frames, when, status):
+    counts[0] += 1
+    counts[1] += bool(status.output_underflow)
+    out.fill(0)
+index = next(i for i, d in enumerate(sd.query_devices()) if spk in d['name'] and d['max_output_channels'] > 0)
+with sd.OutputStream(device=index, samplerate=rate, channels=channels, dtype='int16', blocksize=rate // 100,
+                     latency='low', callback=callback):
+    time.sleep(0.5)
+    blocks, underflows, began = counts[0], counts[1], time.monotonic()
+    print('OPEN', flush=True)
+    time.sleep(seconds)
+    print(counts[0] - blocks, counts[1] - underflows, time.monotonic() - began, flush=True)
+"""
+
+
 @dataclass(frozen=True)
 class StreamSettings:
     """How the daemon opened its two streams (from ``kiosk status``)."""
@@ -140,3 +159,25 @@ def speaker_pace(before: dict[str, Any], after: dict[str, Any], seconds: float) 
         "speaker_underflows": float(int(a["output_underflows"]) - int(b["output_underflows"])),
         "speaker_underruns": float(int(a["output_underruns"]) - int(b["output_underruns"])),
     }
+
+
+class PaceProbe:
+    """A bare output stream with the daemon's settings beside it, counting its own callbacks: how fast the device
+    itself pulls blocks on this machine right now (a PulseAudio null sink under load pulls fewer than 100 a second)."""
+
+    def __init__(self, pulse: PulseAudio, settings: StreamSettings, seconds: float) -> None:
+        args = [SPK_PCM, str(settings.output_rate), str(settings.output_channels), str(seconds)]
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _PACE, *args], env=pulse.env, stdout=subprocess.PIPE, text=True
+        )
+        assert self._process.stdout is not None
+        if "OPEN" not in self._process.stdout.readline():
+            self._process.kill()
+            raise RuntimeError("the pace probe did not open its stream")
+
+    def result(self) -> dict[str, float]:
+        """Blocks per second and underflows over its window (waits for the window to end)."""
+        assert self._process.stdout is not None
+        blocks, underflows, elapsed = self._process.stdout.readline().split()
+        self._process.wait(timeout=10)
+        return {"probe_blocks_per_s": int(blocks) / float(elapsed), "probe_underflows": float(underflows)}

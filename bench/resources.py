@@ -27,7 +27,7 @@ from bench.common import (
     rss_mb,
     write_wav,
 )
-from bench.floor import speaker_pace
+from bench.floor import PaceProbe, StreamSettings, speaker_pace
 from bench.pulse import MIC_PCM, SPK_PCM, PulseAudio
 from kiosk.commands.control import request_once
 
@@ -129,9 +129,11 @@ def in_call(*, sb: Sandbox, pulse: PulseAudio, workdir: Path, speech48: Samples,
         d.wait_state("live")
         with playing(pulse, wav):
             time.sleep(1.0)
+            probe = PaceProbe(pulse, StreamSettings.of(d.ask("status")), seconds)
             before, began = d.ask("status"), time.monotonic()
             out["cpu_call_pct"] = cpu_percent_over(d.pid, seconds)
             out.update(speaker_pace(before, d.ask("status"), time.monotonic() - began))
+            out.update(probe.result())
             out["rss_call_mb"] = rss_mb(d.pid)
         d.ask("press")
         d.wait_state("idle")
