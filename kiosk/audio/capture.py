@@ -1,8 +1,8 @@
 """Microphone capture: the PortAudio callback hands blocks to the loop, the loop makes 48 kHz 10 ms frames.
 
 While the engine is idle the callback hands blocks over nine at a time (one loop wake-up per 90 ms: voice wake
-decides 80 ms later at most, and the blocks still held at a press follow with the next block); in a call, each
-block at once.
+decides 80 ms later at most, and the blocks still held at a press follow with the next hand-off); in a call, three
+at a time (30 ms: the size the session publishes per ``capture_frame``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 FrameSink = Callable[[Pcm, float], None]
 #: Blocks handed over at once while idle (a multiple of the VAD's 30 ms frame).
 IDLE_HAND_OFF_BLOCKS = 9
+#: Blocks handed over at once while a session captures or a subscriber listens.
+CALL_HAND_OFF_BLOCKS = 3
 
 
 class Capture:
@@ -101,7 +103,7 @@ class Capture:
         if self._stopped:
             return  # closing: hand nothing more to the loop, so PortAudio can stop this thread at once
         self._pending.append((data[:, self._channel].copy(), overflow, self._clock()))
-        if len(self._pending) >= (IDLE_HAND_OFF_BLOCKS if self._idle() else 1):
+        if len(self._pending) >= (IDLE_HAND_OFF_BLOCKS if self._idle() else CALL_HAND_OFF_BLOCKS):
             blocks, self._pending = self._pending, []
             post(self._loop, self._arrive, blocks)
 
