@@ -290,3 +290,16 @@ async def test_stream_delay_follows_the_callback_timing_and_is_set_only_when_it_
     assert delays == [42, 72] and engine.health().stream_delay_ms == 72
     capture.close()
     await engine.close()
+
+
+def test_vad_judges_at_16k_and_refuses_sizes_webrtcvad_does_not_take() -> None:
+    """Decimation averages each 3 samples; the floor is numpy's 10th percentile; a 25 ms frame is refused."""
+    from kiosk.audio.vad import VoiceActivity, _tenth_percentile, decimate
+
+    ramp = np.arange(-30_000, 30_000, 100, dtype=np.int16)
+    assert np.array_equal(decimate(ramp), ((ramp[0::3].astype(np.int32) + ramp[1::3] + ramp[2::3]) // 3))
+    levels = np.random.default_rng(3).normal(-50, 6, 67).astype(np.float32)
+    for n in (1, 2, 10, 67):
+        assert _tenth_percentile(levels[:n]) == pytest.approx(float(np.percentile(levels[:n], 10)), abs=1e-4)
+    with pytest.raises(ValueError, match="10, 20 or 30 ms"):
+        VoiceActivity(aggressiveness=2, onset_ms=120, offset_ms=600, wake_ms=400, frame_ms=25)
