@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 HAND_OFF_BLOCKS = 3
 #: Mixed audio kept queued ahead of the callback: a hand-off's worth, plus 30 ms for a busy loop to answer in.
 AHEAD_MS = 60
+#: Queued audio below which the callback hands off at once instead of waiting for a full hand-off.
+LOW_WATER_MS = 20
 #: Played blocks waiting for the reverse stream before the oldest are dropped.
 MAX_REVERSE_BLOCKS = 100
 
@@ -59,6 +61,7 @@ class Playback:
         rate = params.samplerate
         self._blocksize = rate // 100
         self._ahead = AHEAD_MS * rate // 1000
+        self._low_water = LOW_WATER_MS * rate // 1000
         self._to_device = Resampler(SAMPLE_RATE, rate)
         self._from_device = Resampler(rate, SAMPLE_RATE)
         self._framer = Framer()
@@ -164,7 +167,8 @@ class Playback:
             self.underruns += 1
         out[:] = mono[:, None]
         self._pending.append(mono)
-        if len(self._pending) >= HAND_OFF_BLOCKS:
+        # Hand off early when the queue runs low (PortAudio catching up after an underflow calls back in a burst).
+        if len(self._pending) >= HAND_OFF_BLOCKS or self._appended - self._consumed < self._low_water:
             blocks, self._pending = self._pending, []
             self.posted += 1
             post(self._loop, self._played, blocks)
