@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import pytest
 from livekit import rtc
@@ -15,18 +13,7 @@ from kiosk.audio.playback import Playback
 from kiosk.audio.processing import Processor
 from kiosk.config import AudioConfig, TriggerConfig
 from tests.fixtures.audio import SpeechClip, until
-
-RAW = {"echo_cancellation": False, "noise_suppression": False, "high_pass_filter": False, "auto_gain": False}
-
-
-class Clock:
-    """A settable monotonic clock."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.test_audio_engine import RAW, Clock, settle
 
 
 class CountingProcessor(Processor):
@@ -56,12 +43,6 @@ class PassThrough(Processor):
     def process(self, pcm: np.ndarray) -> np.ndarray:
         self.processed += 1
         return pcm
-
-
-async def settle() -> None:
-    """Let the loop run the callbacks the fake streams posted."""
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 @pytest.fixture
