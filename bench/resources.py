@@ -24,17 +24,15 @@ from bench.common import (
     cpu_seconds,
     kiosk_config,
     open_fds,
-    pink_noise,
     rss_mb,
     stop,
     write_wav,
 )
+from bench.floor import PaceProbe, StreamSettings, speaker_pace
 from bench.pulse import MIC_PCM, SPK_PCM, PulseAudio
 from kiosk.commands.control import request_once
 
 KEY_ENV = "KIOSK_BENCH_BROKER_KEY"
-#: Room noise: pink noise at -50 dBFS RMS, a quiet lobby (ventilation, distant voices) at a kiosk's microphone.
-NOISE_DBFS = -50.0
 SETTLE_S = 3.0
 
 
@@ -111,24 +109,6 @@ def playing(pulse: PulseAudio, wav: Path) -> Iterator[None]:
         player.wait(timeout=5)
 
 
-def idle_cpu(*, sb: Sandbox, pulse: PulseAudio, workdir: Path, seconds: float) -> dict[str, float]:
-    """CPU (% of a core) of the idle daemon over ``seconds`` of room noise, voice wake on and off; idle RSS."""
-    noise = write_wav(workdir / "noise.wav", pink_noise(seconds + SETTLE_S + 5, dbfs=NOISE_DBFS))
-    out: dict[str, float] = {}
-    for wake in (True, False):
-        name = "on" if wake else "off"
-        with (
-            daemon(sb=sb, pulse=pulse, workdir=workdir / f"idle-{name}", silence_s=1.0, voice_wake=wake) as d,
-            playing(pulse, noise),
-        ):
-            time.sleep(SETTLE_S)
-            out[f"cpu_wake_{name}_pct"] = cpu_percent_over(d.pid, seconds)
-            out[f"rss_idle_wake_{name}_mb"] = rss_mb(d.pid)
-            if d.ask("status").get("counters", {}).get("sessions", 0):
-                raise RuntimeError("room noise woke the kiosk: the idle figure would include a session")
-    return out
-
-
 def speech_loop(speech48: Samples, seconds: float) -> Samples:
     """Speech, then a pause long enough for the agent to answer, repeated for ``seconds``."""
     pause = np.zeros(int(4.0 * 48000), np.int16)
@@ -145,7 +125,11 @@ def in_call(*, sb: Sandbox, pulse: PulseAudio, workdir: Path, speech48: Samples,
         d.wait_state("live")
         with playing(pulse, wav):
             time.sleep(1.0)
+            probe = PaceProbe(pulse, StreamSettings.of(d.ask("status")), seconds)
+            before, began = d.ask("status"), time.monotonic()
             out["cpu_call_pct"] = cpu_percent_over(d.pid, seconds)
+            out.update(speaker_pace(before, d.ask("status"), time.monotonic() - began))
+            out.update(probe.result())
             out["rss_call_mb"] = rss_mb(d.pid)
         d.ask("press")
         d.wait_state("idle")
@@ -238,30 +222,3 @@ def soak(
     result.open_at_broker = sum(1 for r in records if r["ended_at"] is None)
     result.not_ended = sum(1 for r in records if r["end_reason"] != "broker_end")
     return result
-
-
-def bare_streams_cpu(*, pulse: PulseAudio, workdir: Path, seconds: float) -> float:
-    """The floor: CPU of a process that only keeps the same two PortAudio streams open with empty callbacks."""
-    noise = workdir / "noise.wav"
-    script = (
-        "import sys, time, sounddevice as sd\n"
-        "def find(n, k):\n"
-        "    return next(i for i, d in enumerate(sd.query_devices()) if n in d['name'] and d[k] > 0)\n"
-        f"i = sd.InputStream(device=find('{MIC_PCM}', 'max_input_channels'), samplerate=48000, channels=1,"
-        " dtype='int16', blocksize=480, callback=lambda *a: None)\n"
-        f"o = sd.OutputStream(device=find('{SPK_PCM}', 'max_output_channels'), samplerate=48000, channels=1,"
-        " dtype='int16', blocksize=480, callback=lambda out, *a: out.fill(0))\n"
-        "i.start(); o.start(); print('OPEN', flush=True); time.sleep(float(sys.argv[1]))\n"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, str(seconds + SETTLE_S + 2)], env=pulse.env, stdout=subprocess.PIPE
-    )
-    try:
-        assert process.stdout is not None
-        process.stdout.readline()
-        with playing(pulse, noise):
-            time.sleep(SETTLE_S)
-            return cpu_percent_over(process.pid, seconds)
-    finally:
-        process.kill()
-        process.wait(timeout=5)

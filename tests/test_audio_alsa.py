@@ -7,6 +7,7 @@ import pytest
 
 from kiosk.audio import AGENT, AudioEngine, Chime, MicFrame, VadEvent, VadEventKind
 from kiosk.audio.chimes import render
+from kiosk.audio.streams import SoundDeviceFactory
 from kiosk.config import AudioConfig, TriggerConfig
 from tests.fixtures.audio import AlsaFiles, SpeechClip, to_raw, until
 
@@ -37,13 +38,30 @@ class Recorder:
         return np.concatenate([f.pcm for f in self.frames])
 
 
+class NativeRatesOnly(SoundDeviceFactory):
+    """PortAudio, but every device is taken to accept only its default rate (a fixed-rate USB microphone)."""
+
+    def supports(self, *, kind: str, device: int, samplerate: int, channels: int) -> bool:
+        """Only the device's default rate."""
+        return bool(int(self._sd.query_devices(device)["default_samplerate"]) == samplerate)
+
+
+def test_portaudio_answers_whether_a_device_takes_the_pipeline_rate(alsa_files: AlsaFiles) -> None:
+    """The real factory asks PortAudio: an ALSA plug device takes 48 kHz, an absurd rate is refused."""
+    factory = SoundDeviceFactory()
+    index = next(d.index for d in factory.devices() if d.name == alsa_files.mic48)
+    assert factory.supports(kind="input", device=index, samplerate=48_000, channels=1)
+    assert not factory.supports(kind="input", device=index, samplerate=1, channels=1)
+
+
 async def test_capture_picks_the_channel_and_resamples_to_48k(alsa_files: AlsaFiles) -> None:
-    """A 2-channel 44.1 kHz mic gives 48 kHz mono frames of the chosen channel, with the right duration."""
+    """A 2-channel 44.1 kHz mic that takes only 44.1 kHz gives 48 kHz mono frames of the chosen channel, with the
+    right duration (the ALSA file device behind a plug cannot convert rates itself faster than real time)."""
     t = np.arange(44_100) / 44_100
     stereo = np.stack([np.sin(2 * np.pi * 300 * t), np.sin(2 * np.pi * 1000 * t)], axis=1) * 8000
     to_raw(stereo.astype(np.int16), alsa_files.mic_in, rate=44_100)
     config = AudioConfig(input_device="mic_file", output_device=alsa_files.spk, input_channel=1, **RAW)
-    engine = AudioEngine(audio=config, max_pending_s=30)
+    engine = AudioEngine(audio=config, max_pending_s=30, stream_factory=NativeRatesOnly())
     rec = Recorder(engine)
     await engine.start()
     try:

@@ -1,14 +1,17 @@
 """The kiosk's audio: microphone and speaker through PortAudio, echo cancellation, voice activity, pre-roll.
 
-Everything runs on the daemon's asyncio loop except the two PortAudio callbacks, which only copy a block and
-hand it over with ``call_soon_threadsafe``. The mic path is::
+Everything runs on the daemon's asyncio loop except the two PortAudio callbacks, which only copy blocks and
+hand them over with ``call_soon_threadsafe`` (three 10 ms blocks at a time in a session, nine while idle). Devices
+open at 48 kHz when PortAudio says they take it, else at their default rate with a resampler. The mic path is::
 
-    input device (native rate, channels) -> chosen channel -> 48 kHz (rtc.AudioResampler) -> 10 ms frames
-      -> rtc.AudioProcessingModule (AEC/NS/HPF/AGC) -> pre-roll ring, session captures, frame subscribers
-      -> webrtcvad segments (onset / offset / wake events)
+    input device -> chosen channel -> 48 kHz (rtc.AudioResampler, only if the device needed it) -> 10 ms frames
+      -> in a session: rtc.AudioProcessingModule (AEC/NS/HPF/AGC) -> pre-roll, session captures, frame subscribers
+         idle: raw into the pre-roll
+      -> webrtcvad segments on 16 kHz 30 ms frames (onset / offset / wake events; idle only for voice wake)
 
-and the speaker path: named mixer inputs -> mix x volume -> output device; each block the device actually
-played goes back to the APM as the reverse stream.
+and the speaker path: named mixer inputs -> mix x volume -> output device; in a session each block the device
+actually played goes back to the APM as the reverse stream. While nothing plays and no session runs, the speaker's
+callback plays silence on its own and the loop is not involved.
 
 The daemon wires one :class:`AudioEngine`::
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kiosk.audio.streams import DeviceInfo
@@ -67,3 +69,15 @@ def stream_params(device: DeviceInfo, kind: str, *, input_channel: int = 0) -> S
         # Virtual devices convert for us; real ones get mono or stereo, whichever they take.
         channels = 1 if available > MAX_NATIVE_CHANNELS else min(available, 2)
     return StreamParams(device=device, samplerate=int(device.default_samplerate), channels=channels)
+
+
+def at_rate(params: StreamParams, kind: str, rate: int, supports: Callable[..., bool]) -> StreamParams:
+    """``params`` at ``rate`` (Hz) when the device accepts it (``supports``: a factory's ``supports``), else as is.
+
+    Opening at the pipeline's rate saves resampling every block both ways; PortAudio decides what a device takes.
+    """
+    if params.samplerate == rate:
+        return params
+    if supports(kind=kind, device=params.device.index, samplerate=rate, channels=params.channels):
+        return dataclasses.replace(params, samplerate=rate)
+    return params

@@ -13,8 +13,8 @@ import numpy as np
 
 from kiosk.audio import aec, chimes
 from kiosk.audio.capture import Capture
-from kiosk.audio.devices import resolve, stream_params
-from kiosk.audio.frames import MicFrame, Pcm
+from kiosk.audio.devices import at_rate, resolve, stream_params
+from kiosk.audio.frames import SAMPLE_RATE, MicFrame, Pcm
 from kiosk.audio.health import AudioHealth, AudioHealthEvent, DeviceHealth
 from kiosk.audio.mixer import Mixer, MixerInput
 from kiosk.audio.playback import Playback
@@ -37,6 +37,10 @@ BACKGROUND = "background_audio"
 CHIMES = "chimes"
 #: Wake stays gated this long after the kiosk's own output was last audible (room echo tail).
 WAKE_GATE_TAIL_S = 0.5
+#: Processed frames between two reads of the latencies measured in the callbacks (0.5 s).
+DELAY_EVERY_FRAMES = 50
+#: The VAD judges 30 ms frames (at 16 kHz): a third of the calls of 10 ms frames.
+VAD_FRAME_MS = 30
 #: How long closing the streams may take at shutdown before a hanging device is left behind (s).
 CLOSE_BUDGET_S = 10.0
 
@@ -77,24 +81,30 @@ class AudioEngine:
         #: Whether software echo cancellation runs, and why (``audio.echo_cancellation``; "auto" decides once both
         #: devices are open, see :mod:`kiosk.audio.aec`).
         self.echo = aec.choose(audio.echo_cancellation, None, None)
-        self.processor = processor or Processor(audio.model_copy(update={"echo_cancellation": self.echo.enabled}))
+        self.processor = processor or Processor(audio, echo_cancellation=self.echo.enabled)
         #: Microphone privacy mute: while set, every mic frame is silence before it reaches the pre-roll, a session
         #: or voice wake.
         self.muted = False
-        #: Whether the mic and the reverse stream are processed while no session is open. Only voice wake needs
-        #: it; without wake, idle frames go raw into the pre-roll and the APM rests (a third of the idle CPU).
+        #: Whether voice activity is judged while no session is open (voice wake needs it). Idle frames are never
+        #: processed: the APM and the reverse stream run only while a session captures audio or a frame subscriber
+        #: listens; idle frames go raw into the pre-roll and to the VAD.
         self.idle_processing = True
         self.vad = VoiceActivity(
             aggressiveness=trigger.vad_aggressiveness,
             onset_ms=audio.speech_onset_ms,
             offset_ms=audio.speech_offset_ms,
             wake_ms=trigger.wake_min_speech_ms,
+            frame_ms=VAD_FRAME_MS,
         )
+        self._vad_parts: list[Pcm] = []
+        self._vad_samples = 0
+        self._processed = 0
         self.mixer = Mixer(volume=audio.output_volume)
         # Kept, not looked up: the LED ring's thread reads its level while the loop may add other inputs.
         self._agent_input = self.mixer.add_input(AGENT)
         self.mixer.add_input(BACKGROUND)
         self.mixer.add_input(CHIMES, gain=audio.chime_volume, prime_ms=0, streaming=False)
+        self.mixer.on_audio = self._wake_output
         self._preroll = PreRoll(audio.pre_roll_ms)
         self._sessions: list[SessionCapture] = []
         self._frame_subscribers: list[Callable[[MicFrame], None]] = []
@@ -221,7 +231,7 @@ class AudioEngine:
         self.echo = choice
         log.info("software echo cancellation %s", choice.describe())
         if choice.enabled != self.processor.echo_cancellation:
-            self.processor = Processor(self.config.model_copy(update={"echo_cancellation": choice.enabled}))
+            self.processor = Processor(self.config, echo_cancellation=choice.enabled)
 
     def _open_stream(self, direction: Direction) -> Capture | Playback:
         """PortAudio thread: find the device and open (not start) its stream."""
@@ -232,6 +242,7 @@ class AudioEngine:
         default = defaults[0] if direction.name == "input" else defaults[1]
         device = resolve(ref, direction.name, factory.devices(), default)
         params = stream_params(device, direction.name, input_channel=self.config.input_channel)
+        params = at_rate(params, direction.name, SAMPLE_RATE, factory.supports)
 
         def finished() -> None:
             if direction.stream is stream:
@@ -245,6 +256,7 @@ class AudioEngine:
                 params=params,
                 channel=self.config.input_channel,
                 sink=self._on_mic_frame,
+                idle=self._idle,
                 on_finished=finished,
                 clock=self._clock,
                 max_pending_s=self._max_pending_s,
@@ -256,6 +268,7 @@ class AudioEngine:
                 params=params,
                 mixer=self.mixer,
                 reverse=self._reverse,
+                needs_reverse=self.processing,
                 on_audible=self._on_audible,
                 on_finished=finished,
                 clock=self._clock,
@@ -304,26 +317,61 @@ class AudioEngine:
 
     # -- the mic path ----------------------------------------------------------------------------------
 
-    def _resting(self) -> bool:
-        return not self.idle_processing and not self._sessions and not self._frame_subscribers
+    def processing(self) -> bool:
+        """Whether mic frames go through the APM and the speaker feeds its reverse stream: only while a session
+        captures audio or a frame subscriber listens."""
+        return bool(self._sessions or self._frame_subscribers)
+
+    def _idle(self) -> bool:
+        return not self.processing()
 
     def _reverse(self, pcm: Pcm) -> None:
-        if not self._resting():
+        if self.processing():
             self.processor.reverse(pcm)
+
+    def _wake_output(self) -> None:
+        if isinstance(self.output.stream, Playback):
+            self.output.stream.wake()
 
     def _on_mic_frame(self, pcm: Pcm, t: float) -> None:
         if self.muted:
             pcm = np.zeros_like(pcm)
-        if self._resting():
-            # Only the few milliseconds before a press are ever taken from an idle pre-roll: raw is fine there.
+        if not self.processing():
+            # Idle: the pre-roll keeps raw audio (no echo to cancel while the kiosk is silent, and the canceller's
+            # state from the last session is kept for the next one); the VAD only runs for voice wake.
             self._preroll.push(MicFrame(t=t, pcm=pcm))
+            if self.idle_processing:
+                self._judge(pcm, t)
             return
+        self._processed += 1
+        if self._processed % DELAY_EVERY_FRAMES == 1:
+            self._follow_delay()
         frame = MicFrame(t=t, pcm=self.processor.process(pcm))
         self._preroll.push(frame)
         for session in self._sessions:
             session.feed(frame)
         self._emit(self._frame_subscribers, frame)
-        for event in self.vad.push(frame.pcm, t):
+        self._judge(frame.pcm, t)
+
+    def _follow_delay(self) -> None:
+        """Set the echo path delay from the latencies the callbacks measured, where the host API reports them."""
+        mic, speaker = self.input.stream, self.output.stream
+        if not isinstance(mic, Capture) or not isinstance(speaker, Playback):
+            return
+        measured_in, measured_out = mic.measured_latency, speaker.measured_latency
+        if measured_in is not None and measured_out is not None:
+            self.processor.follow_latencies(measured_in, measured_out)
+
+    def _judge(self, pcm: Pcm, t: float) -> None:
+        """Collect 10 ms frames into the VAD's frame size and judge each full one."""
+        self._vad_parts.append(pcm)
+        self._vad_samples += len(pcm)
+        if self._vad_samples < self.vad.frame_samples:
+            return
+        block = np.concatenate(self._vad_parts)
+        self._vad_parts.clear()
+        self._vad_samples = 0
+        for event in self.vad.push(block, t):
             self._emit(self._vad_subscribers, event)
 
     def _on_audible(self) -> None:
@@ -340,7 +388,9 @@ class AudioEngine:
 
     def subscribe_frames(self, callback: Callable[[MicFrame], None]) -> Callable[[], None]:
         """Call ``callback`` on the loop with every processed mic frame; returns the unsubscribe function."""
-        return _subscribe(self._frame_subscribers, callback)
+        unsubscribe = _subscribe(self._frame_subscribers, callback)
+        self._wake_output()
+        return unsubscribe
 
     def subscribe_vad(self, callback: Callable[[VadEvent], None]) -> Callable[[], None]:
         """Call ``callback`` with every onset, offset and wake event; returns the unsubscribe function."""
@@ -375,6 +425,8 @@ class AudioEngine:
             on_close=self._sessions.remove,
         )
         self._sessions.append(session)
+        # The reverse stream starts now, a connect's length before the agent's first words.
+        self._wake_output()
         return session
 
     def agent_level(self) -> float:

@@ -41,6 +41,8 @@ class FakeStream:
         self._latency = latency
         self.started = False
         self.closed = False
+        #: What the fake's callback timing shows (s); tests set it.
+        self.measured_latency: float | None = None
 
     @property
     def latency(self) -> float:
@@ -92,6 +94,8 @@ class FakeStreamFactory:
         self.latency = latency
         self.streams: list[FakeStream] = []
         self.refuse: set[str] = set()
+        #: Rates every device opens at besides its default one (tests add 48000 to skip resampling).
+        self.rates: set[int] = set()
         self.rescans = 0
 
     def devices(self) -> list[DeviceInfo]:
@@ -128,6 +132,11 @@ class FakeStreamFactory:
         )
         self.streams.append(stream)
         return stream
+
+    def supports(self, *, kind: str, device: int, samplerate: int, channels: int) -> bool:
+        """True for a device's default rate and for :attr:`rates`."""
+        info = next((d for d in self.device_list if d.index == device), None)
+        return info is not None and (samplerate == int(info.default_samplerate) or samplerate in self.rates)
 
     def rescan(self) -> None:
         """Count the rescan."""

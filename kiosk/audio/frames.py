@@ -94,5 +94,6 @@ def dbfs(pcm: Pcm) -> float:
     """Root-mean-square level of int16 samples in dB relative to full scale (-120 for digital silence)."""
     if len(pcm) == 0:
         return -120.0
-    rms = float(np.sqrt(np.mean(np.square(pcm.astype(np.float32)))))
+    wide = pcm.astype(np.float32)
+    rms = float(np.sqrt(np.dot(wide, wide) / len(wide)))
     return -120.0 if rms < 1e-3 else 20.0 * float(np.log10(rms / 32768.0))

@@ -7,6 +7,7 @@ on demand, so this mixer is pull-based: inputs are pushed as frames arrive, the 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -18,11 +19,18 @@ from kiosk.audio.frames import FRAME_SAMPLES, SAMPLE_RATE, Pcm, as_mono
 MAX_BUFFER_S = 10.0
 
 
+def _nothing() -> None:
+    """The default ``on_audio``."""
+
+
 class MixerInput:
     """One named source: push frames in, the mixer takes them out at the speaker's pace."""
 
-    def __init__(self, name: str, *, gain: float, prime_ms: int, streaming: bool) -> None:
+    def __init__(
+        self, name: str, *, gain: float, prime_ms: int, streaming: bool, on_push: Callable[[], None] | None = None
+    ) -> None:
         self.name = name
+        self._on_push = on_push
         self.gain = gain
         self.streaming = streaming
         self._prime = prime_ms * SAMPLE_RATE // 1000
@@ -68,6 +76,8 @@ class MixerInput:
             dropped = self._chunks.popleft()
             self._queued -= len(dropped)
             self.overflow_samples += len(dropped)
+        if self._on_push is not None:
+            self._on_push()
 
     def clear(self) -> None:
         """Drop everything queued (the agent was interrupted, a chime cut short)."""
@@ -108,12 +118,24 @@ class Mixer:
     def __init__(self, *, volume: float) -> None:
         self.volume = volume
         self._inputs: dict[str, MixerInput] = {}
+        #: Called on the loop whenever an input receives audio (the speaker wakes from silence).
+        self.on_audio: Callable[[], None] = _nothing
 
     def add_input(self, name: str, *, gain: float = 1.0, prime_ms: int = 40, streaming: bool = True) -> MixerInput:
         """Create (or return the existing) input ``name``."""
         if name not in self._inputs:
-            self._inputs[name] = MixerInput(name, gain=gain, prime_ms=prime_ms, streaming=streaming)
+            self._inputs[name] = MixerInput(
+                name, gain=gain, prime_ms=prime_ms, streaming=streaming, on_push=self._pushed
+            )
         return self._inputs[name]
+
+    def _pushed(self) -> None:
+        self.on_audio()
+
+    @property
+    def active(self) -> bool:
+        """True while any input plays or has audio waiting."""
+        return any(source.active for source in self._inputs.values())
 
     @property
     def inputs(self) -> dict[str, MixerInput]:

@@ -3,6 +3,10 @@
 The callback reports each block it actually played (silence included) back to the loop, which feeds exactly
 that to the echo canceller's reverse stream and tops the queue up again. The queue is a ``deque`` the loop only
 appends to and the callback only pops from, so no lock is shared.
+
+While nothing plays and no echo canceller needs the reverse stream (an idle kiosk), the playback is *quiet*: the
+callback fills silence itself and hands nothing to the loop, so an idle speaker costs what its stream costs.
+:meth:`Playback.wake` (audio pushed to the mixer, a session starting) ends the quiet.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ from kiosk.audio.streams import AudioStream, Block, StreamFactory, post
 
 log = logging.getLogger(__name__)
 
-#: Mixed audio kept queued ahead of the callback.
-AHEAD_MS = 40
+#: Played blocks handed to the loop at once: one loop wake-up per 30 ms instead of per 10 ms block.
+HAND_OFF_BLOCKS = 3
+#: Mixed audio kept queued ahead of the callback: a hand-off's worth, plus 30 ms for a busy loop to answer in.
+AHEAD_MS = 60
+#: Queued audio below which the callback hands off at once instead of waiting for a full hand-off.
+LOW_WATER_MS = 20
 #: Played blocks waiting for the reverse stream before the oldest are dropped.
 MAX_REVERSE_BLOCKS = 100
 
@@ -38,6 +46,7 @@ class Playback:
         params: StreamParams,
         mixer: Mixer,
         reverse: Callable[[Pcm], None],
+        needs_reverse: Callable[[], bool],
         on_audible: Callable[[], None],
         on_finished: Callable[[], None],
         clock: Callable[[], float],
@@ -46,26 +55,35 @@ class Playback:
         self._loop = loop
         self._mixer = mixer
         self._reverse = reverse
+        self._needs_reverse = needs_reverse
         self._on_audible = on_audible
         self._clock = clock
         rate = params.samplerate
         self._blocksize = rate // 100
         self._ahead = AHEAD_MS * rate // 1000
+        self._low_water = LOW_WATER_MS * rate // 1000
         self._to_device = Resampler(SAMPLE_RATE, rate)
         self._from_device = Resampler(rate, SAMPLE_RATE)
         self._framer = Framer()
         self._queue: deque[Pcm] = deque()
+        # Callback side only: played blocks not handed to the loop yet.
+        self._pending: list[Pcm] = []
         self._carry: Pcm = np.zeros(0, dtype=np.int16)
         self._played_blocks: deque[Pcm] = deque(maxlen=MAX_REVERSE_BLOCKS)
         self._wake = asyncio.Event()
         # Written by one side only: queued = appended - consumed.
         self._appended = 0
         self._consumed = 0
+        # Loop side: nothing to play and no reverse stream wanted; the callback then plays silence on its own.
+        self._quiet = False
         self.underruns = 0
+        # Written by the callback only.
         self.underflows = 0
         self.blocks = 0
-        self.reverse_dropped = 0
+        #: Blocks handed to the loop (each one wakes it).
+        self.posted = 0
         self.last_block_t: float | None = None
+        self.reverse_dropped = 0
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self._stream: AudioStream = factory.open(
@@ -83,6 +101,11 @@ class Playback:
         """PortAudio's reported output latency in seconds."""
         return self._stream.latency
 
+    @property
+    def measured_latency(self) -> float | None:
+        """The output latency the callback's timing shows (s), when the host API tells."""
+        return self._stream.measured_latency
+
     def prime(self) -> None:
         """Loop side, before :meth:`start_stream`: queue the first audio and start the reverse-stream feeder."""
         self._top_up()
@@ -91,6 +114,16 @@ class Playback:
     def start_stream(self) -> None:
         """Start the PortAudio stream (blocking: call it off the event loop)."""
         self._stream.start()
+
+    @property
+    def quiet(self) -> bool:
+        """True while the callback plays silence without involving the loop."""
+        return self._quiet
+
+    def wake(self) -> None:
+        """Loop side: there is audio to play or a reverse stream to feed; end the quiet."""
+        if self._quiet and not self._stopped:
+            self._top_up()
 
     def stop(self) -> None:
         """Loop side: stop feeding the reverse stream (and the callback's hand-offs)."""
@@ -108,6 +141,13 @@ class Playback:
             out.fill(0)  # closing: silence, and nothing more handed to the loop
             return
         n = out.shape[0]
+        self.blocks += 1
+        self.last_block_t = self._clock()
+        if underflow:
+            self.underflows += 1
+        if self._quiet and not self._queue and len(self._carry) == 0:
+            out.fill(0)
+            return
         mono = np.zeros(n, dtype=np.int16)
         filled = 0
         chunk = self._carry
@@ -123,25 +163,31 @@ class Playback:
             filled += use
         self._carry = chunk
         self._consumed += filled
-        if filled < n:
+        if filled < n and not self._quiet:
             self.underruns += 1
         out[:] = mono[:, None]
-        post(self._loop, self._played, mono, underflow, self._clock())
+        self._pending.append(mono)
+        # Hand off early when the queue runs low (PortAudio catching up after an underflow calls back in a burst).
+        if len(self._pending) >= HAND_OFF_BLOCKS or self._appended - self._consumed < self._low_water:
+            blocks, self._pending = self._pending, []
+            self.posted += 1
+            post(self._loop, self._played, blocks)
 
-    def _played(self, block: Pcm, underflow: bool, t: float) -> None:
-        self.blocks += 1
-        self.last_block_t = t
-        if underflow:
-            self.underflows += 1
-        if len(self._played_blocks) == self._played_blocks.maxlen:
-            self.reverse_dropped += 1
-        self._played_blocks.append(block)
-        self._wake.set()
+    def _played(self, blocks: list[Pcm]) -> None:
+        if self._needs_reverse():
+            for block in blocks:
+                if len(self._played_blocks) == self._played_blocks.maxlen:
+                    self.reverse_dropped += 1
+                self._played_blocks.append(block)
+            self._wake.set()
         self._top_up()
 
     def _top_up(self) -> None:
+        if not self._mixer.active and not self._needs_reverse():
+            self._quiet = True
+            return
         while self._appended - self._consumed < self._ahead:
-            pcm, audible = self._mixer.mix(FRAME_SAMPLES)
+            pcm, audible = self._mixer.mix(HAND_OFF_BLOCKS * FRAME_SAMPLES)
             if audible:
                 self._on_audible()
             device = self._to_device.push(pcm)
@@ -150,6 +196,7 @@ class Playback:
                 device = np.zeros(self._blocksize, dtype=np.int16)
             self._queue.append(device)
             self._appended += len(device)
+        self._quiet = False
 
     async def _feed_reverse(self) -> None:
         while True:

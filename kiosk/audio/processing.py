@@ -13,19 +13,24 @@ from kiosk.repeat import RepeatedFailure
 
 log = logging.getLogger(__name__)
 
+#: A measured echo path delay is applied once it moved this far from the one in use (ms): callback timings jitter.
+DELAY_STEP_MS = 5
+
 
 class Processor:
     """Processes 10 ms mic frames against the 10 ms frames the speaker played (the reverse stream)."""
 
-    def __init__(self, config: AudioConfig) -> None:
-        # "auto" is decided by the engine once the devices are known (kiosk.audio.aec); on until then.
-        self.echo_cancellation = config.echo_cancellation is not False
-        self.enabled = any(
-            (self.echo_cancellation, config.noise_suppression, config.high_pass_filter, config.auto_gain)
-        )
+    def __init__(self, config: AudioConfig, *, echo_cancellation: bool | None = None) -> None:
+        """Build the APM from ``config``; ``echo_cancellation`` (when given) overrides ``config.echo_cancellation``.
+
+        ``"auto"`` counts as on until the engine decides it once the devices are known (:mod:`kiosk.audio.aec`).
+        """
+        aec = (config.echo_cancellation is not False) if echo_cancellation is None else echo_cancellation
+        self.echo_cancellation = aec
+        self.enabled = any((aec, config.noise_suppression, config.high_pass_filter, config.auto_gain))
         self._apm = (
             rtc.AudioProcessingModule(
-                echo_cancellation=self.echo_cancellation,
+                echo_cancellation=aec,
                 noise_suppression=config.noise_suppression,
                 high_pass_filter=config.high_pass_filter,
                 auto_gain_control=config.auto_gain,
@@ -34,6 +39,9 @@ class Processor:
             else None
         )
         self.delay_ms = 0
+        # The delay the APM was last told: WebRTC keeps it, so it is set again only when it changes (one FFI
+        # request per change instead of one per frame).
+        self._applied_delay: int | None = None
         self.errors = 0
         self._capture_failures = RepeatedFailure(log, "audio processing of a microphone frame (passed through)")
         self._reverse_failures = RepeatedFailure(log, "reverse stream processing of a speaker frame")
@@ -51,15 +59,25 @@ class Processor:
             )
             self._logged_delay = self.delay_ms
 
+    def follow_latencies(self, input_s: float, output_s: float) -> bool:
+        """Take the echo path delay from latencies measured in the callbacks (PortAudio's ``time_info``), when it
+        moved at least :data:`DELAY_STEP_MS` from the one in use; returns whether it changed."""
+        delay = max(0, round((input_s + output_s) * 1000))
+        if abs(delay - self.delay_ms) < DELAY_STEP_MS:
+            return False
+        log.debug("echo path delay %d ms -> %d ms (measured in the callbacks)", self.delay_ms, delay)
+        self.delay_ms = delay
+        return True
+
     def process(self, pcm: Pcm) -> Pcm:
         """Return the processed copy of one 10 ms mic frame."""
         if self._apm is None:
             return pcm
         frame = to_rtc(pcm)
         try:
-            if self.echo_cancellation:
-                # WebRTC wants the delay before every capture frame it processes.
+            if self.echo_cancellation and self._applied_delay != self.delay_ms:
                 self._apm.set_stream_delay_ms(self.delay_ms)
+                self._applied_delay = self.delay_ms
             self._apm.process_stream(frame)
         except RuntimeError:
             self.errors += 1

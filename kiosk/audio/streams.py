@@ -45,6 +45,12 @@ class AudioStream(Protocol):
         """The stream's reported latency in seconds."""
         ...
 
+    @property
+    def measured_latency(self) -> float | None:
+        """The latency the callback's timing shows (s), or None before a callback or where the host API does not
+        tell: output DAC time minus now, or now minus input ADC time (PortAudio's ``time_info``)."""
+        ...
+
     def start(self) -> None:
         """Start calling the callback."""
         ...
@@ -79,6 +85,10 @@ class StreamFactory(Protocol):
         """Open (not start) an ``"input"`` or ``"output"`` int16 stream; raise ``AudioDeviceError`` on failure."""
         ...
 
+    def supports(self, *, kind: str, device: int, samplerate: int, channels: int) -> bool:
+        """Whether ``device`` opens as an int16 ``kind`` stream at ``samplerate`` Hz with ``channels`` (blocking)."""
+        ...
+
     def rescan(self) -> None:
         """Refresh the device list (only called while no stream is open)."""
         ...
@@ -92,16 +102,40 @@ def post(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args
         return
 
 
+#: A callback timing of zero or further off than this (s) is not believed (a host API that keeps no times gives
+#: zeros; a file device runs ahead of any clock).
+MAX_TIMED_LATENCY_S = 1.0
+
+
+class _Timing:
+    """The latest latency seen in a callback's ``time_info``; written by the callback thread only."""
+
+    def __init__(self, kind: str) -> None:
+        self.output = kind == "output"
+        self.latency: float | None = None
+
+    def update(self, time: Any) -> None:
+        now = float(time.currentTime)
+        latency = float(time.outputBufferDacTime) - now if self.output else now - float(time.inputBufferAdcTime)
+        if now > 0 and 0 < latency <= MAX_TIMED_LATENCY_S:
+            self.latency = latency
+
+
 class _SdStream:
     """A sounddevice stream behind the :class:`AudioStream` protocol."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, timing: _Timing) -> None:
         self._stream = stream
+        self._timing = timing
         self._closed = False
 
     @property
     def latency(self) -> float:
         return float(self._stream.latency)
+
+    @property
+    def measured_latency(self) -> float | None:
+        return self._timing.latency
 
     def start(self) -> None:
         with native_stderr_to_log():
@@ -164,8 +198,10 @@ class SoundDeviceFactory:
         sd = self._sd
 
         flag = "input_overflow" if kind == "input" else "output_underflow"
+        timing = _Timing(kind)
 
         def raw(data: Block, frames: int, time: Any, status: Any) -> None:
+            timing.update(time)
             callback(data, bool(getattr(status, flag)))
 
         cls = sd.InputStream if kind == "input" else sd.OutputStream
@@ -184,7 +220,19 @@ class SoundDeviceFactory:
                 )
         except (sd.PortAudioError, ValueError) as exc:
             raise AudioDeviceError(f"cannot open {kind} device {device}: {exc}") from exc
-        return _SdStream(stream)
+        return _SdStream(stream, timing)
+
+    def supports(self, *, kind: str, device: int, samplerate: int, channels: int) -> bool:
+        """PortAudio's own answer (``check_input_settings`` / ``check_output_settings``): False when it refuses."""
+        sd = self._sd
+        check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+        try:
+            with native_stderr_to_log():
+                check(device=device, channels=channels, dtype="int16", samplerate=samplerate)
+        except (sd.PortAudioError, ValueError) as exc:
+            log.debug("%s device %d refuses %d Hz: %s", kind, device, samplerate, exc)
+            return False
+        return True
 
     def rescan(self) -> None:
         """Re-initialise PortAudio so devices plugged in since start appear."""

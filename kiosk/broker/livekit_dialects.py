@@ -8,12 +8,13 @@ Overrides: ``room_config`` (merged over the agent dispatch), ``attributes`` and 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import logging
 import time
 from typing import Any, Literal
 
 from google.protobuf.json_format import ParseDict, ParseError
-from livekit import api
+from livekit.protocol.room import RoomConfiguration
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kiosk.errors import ConfigError
@@ -68,9 +69,9 @@ def room_config_dict(agent_name: str | None, overrides: dict[str, Any]) -> dict[
     return config
 
 
-def room_configuration(agent_name: str | None, overrides: dict[str, Any]) -> api.RoomConfiguration:
+def room_configuration(agent_name: str | None, overrides: dict[str, Any]) -> RoomConfiguration:
     """The same room configuration as a protobuf message, for locally minted tokens."""
-    message = api.RoomConfiguration()
+    message = RoomConfiguration()
     ParseDict(room_config_dict(agent_name, overrides), message)
     return message
 
@@ -182,12 +183,16 @@ class SelfMintBroker:
         self._prefix = room_prefix
         self._ttl = dt.timedelta(seconds=ttl_s)
         self._overrides = check_livekit_overrides(self.dialect, overrides, agent_name)
+        # livekit.api (aiohttp, jwt, cryptography: ~23 MB) only for this dialect, loaded now rather than at a press.
+        importlib.import_module("livekit.api")
 
     def __repr__(self) -> str:
         return f"SelfMintBroker(livekit_url={self._livekit_url!r}, identity={self.identity!r})"
 
     def mint(self, room: str) -> str:
         """A signed join token for ``room`` (the LiveKit secret is read from its source each time)."""
+        from livekit import api
+
         token = (
             api.AccessToken(self._api_key, self._secret.get().get_secret_value())
             .with_identity(self.identity)

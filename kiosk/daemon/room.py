@@ -130,7 +130,7 @@ class AgentRoom:
         return await _within(self._mic_heard, within_s)
 
     async def send_mic(self, samples: npt.NDArray[np.int16]) -> None:
-        """Publish one 10 ms frame of processed microphone audio (48 kHz mono int16)."""
+        """Publish processed microphone audio (48 kHz mono int16; 10-30 ms, one ``capture_frame`` request)."""
         frame = rtc.AudioFrame(samples.tobytes(), RATE, 1, len(samples))
         await self._source.capture_frame(frame)
 
@@ -255,7 +255,8 @@ class AgentRoom:
         if self._closing or track.kind != rtc.TrackKind.KIND_AUDIO:
             return
         name = "background" if publication.name == BACKGROUND_TRACK else "agent"
-        stream = rtc.AudioStream(track, sample_rate=RATE, num_channels=1, frame_size_ms=10)
+        # 30 ms frames: a third of the FFI events of 10 ms ones; the mixer takes any length.
+        stream = rtc.AudioStream(track, sample_rate=RATE, num_channels=1, frame_size_ms=30)
         self._streams.append(stream)
         task = asyncio.get_running_loop().create_task(self._pump(name, stream))
         self._tasks.add(task)

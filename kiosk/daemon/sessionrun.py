@@ -43,6 +43,8 @@ STOP_START_WAIT_S = 8.0
 #: How long to keep buffering after the agent joined, for its subscription to the microphone. livekit-server confirms
 #: a subscription to the publisher (``track_subscribed``); a server that never does gets live audio after this.
 MIC_SUBSCRIBE_GRACE_S = 1.0
+#: Live microphone frames (10 ms each) published per ``capture_frame``: one FFI request per 30 ms.
+MIC_SEND_FRAMES = 3
 
 
 class Audio(Protocol):
@@ -262,8 +264,12 @@ class SessionRun:
 
     async def _pump_mic(self) -> None:
         assert self.room is not None
+        parts: list[npt.NDArray[np.int16]] = []
         async for frame in self._capture:
-            await self.room.send_mic(frame.pcm)
+            parts.append(frame.pcm)
+            if len(parts) >= MIC_SEND_FRAMES:
+                await self.room.send_mic(np.concatenate(parts))
+                parts.clear()
 
     async def _watch(self, pump: asyncio.Task[None]) -> sm.Event:
         """Return Silence or MaxDuration when due (precise to one tick), or a Failure if the uplink died."""

@@ -47,6 +47,7 @@ class _PacedStream:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="wav-stream", daemon=True)
         self.latency = self._period
+        self.measured_latency: float | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -106,6 +107,10 @@ class WavStreamFactory:
 
     def rescan(self) -> None:
         """Nothing to rescan."""
+
+    def supports(self, *, kind: str, device: int, samplerate: int, channels: int) -> bool:
+        """Only each virtual device's own rate."""
+        return samplerate == (self._rate if kind == "input" else OUTPUT_RATE)
 
     def open(
         self,
