@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from kiosk.audio.streams import open_stream_count
+
 pytest_plugins = [
     "tests.fixtures.sandbox",
     "tests.fixtures.audio",
@@ -10,3 +17,13 @@ pytest_plugins = [
     "tests.fixtures.faultbroker",
     "tests.fixtures.ring",
 ]
+
+
+@pytest.fixture(autouse=True)
+def no_portaudio_stream_left_open() -> Iterator[None]:
+    """Every PortAudio stream a test opens in this process is closed by its end (an unclosed one is a bug)."""
+    before = open_stream_count()
+    yield
+    gc.collect()
+    left = open_stream_count() - before
+    assert left <= 0, f"{left} PortAudio stream(s) left open: close the engine or stream the test opened"

@@ -50,15 +50,12 @@ async def test_button_check_watches_the_mute_button(tmp_path: Path, mock_pins: M
             hwtest.main, ["button", "--config", config, "--which", "mute", "--presses", "1"], pin_factory=mock_pins
         )
     )
-    await until(lambda: pin.pull == "up", 10)
-    # The pull is set a moment before gpiozero hooks up the callbacks: press until the check has seen one.
-    async with asyncio.timeout(30):
-        while not check.done():
-            pin.drive_low()
-            await asyncio.sleep(0.05)
-            pin.drive_high()
-            await asyncio.wait([check], timeout=0.2)
-    assert check.result() == 0
+    # The pull is set a moment before gpiozero hooks up its edge callback: press once that is in place.
+    await until(lambda: pin.pull == "up" and pin.when_changed is not None, 10)
+    pin.drive_low()
+    await asyncio.sleep(0.1)  # at least the 30 ms bounce window, so the release is not taken for a bounce
+    pin.drive_high()
+    assert await asyncio.wait_for(check, 30) == 0
     out = capsys.readouterr().out
     assert "watching the mute button on GPIO24" in out and "1 press(es)" in out
 

@@ -102,6 +102,17 @@ def post(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args
         return
 
 
+#: Every sounddevice stream opened and not yet closed. PortAudio's thread calls the stream's cffi callback until the
+#: stream is closed; had the stream been garbage-collected first, that call would run on freed memory and abort the
+#: process. Held here, a stream nobody closes is a leak (see :func:`open_stream_count`), never a crash.
+_OPEN_STREAMS: set[Any] = set()
+
+
+def open_stream_count() -> int:
+    """How many PortAudio streams this process opened and has not closed."""
+    return len(_OPEN_STREAMS)
+
+
 #: A callback timing of zero or further off than this (s) is not believed (a host API that keeps no times gives
 #: zeros; a file device runs ahead of any clock).
 MAX_TIMED_LATENCY_S = 1.0
@@ -149,6 +160,7 @@ class _SdStream:
             self._stream.abort()
         finally:
             self._stream.close()
+            _OPEN_STREAMS.discard(self._stream)
 
 
 class SoundDeviceFactory:
@@ -220,6 +232,7 @@ class SoundDeviceFactory:
                 )
         except (sd.PortAudioError, ValueError) as exc:
             raise AudioDeviceError(f"cannot open {kind} device {device}: {exc}") from exc
+        _OPEN_STREAMS.add(stream)
         return _SdStream(stream, timing)
 
     def supports(self, *, kind: str, device: int, samplerate: int, channels: int) -> bool:
