@@ -89,6 +89,7 @@ class AudioEngine:
         self._preroll = PreRoll(audio.pre_roll_ms)
         self._sessions: list[SessionCapture] = []
         self._frame_subscribers: list[Callable[[MicFrame], None]] = []
+        self._raw_subscribers: list[Callable[[MicFrame], None]] = []
         self._vad_subscribers: list[Callable[[VadEvent], None]] = []
         self._health_subscribers: list[Callable[[AudioHealthEvent], None]] = []
         self.input = Direction("input")
@@ -292,6 +293,8 @@ class AudioEngine:
             self.processor.reverse(pcm)
 
     def _on_mic_frame(self, pcm: Pcm, t: float) -> None:
+        if self._raw_subscribers:
+            self._emit(self._raw_subscribers, MicFrame(t=t, pcm=pcm))
         if self._resting():
             # Only the few milliseconds before a press are ever taken from an idle pre-roll: raw is fine there.
             self._preroll.push(MicFrame(t=t, pcm=pcm))
@@ -319,6 +322,10 @@ class AudioEngine:
     def subscribe_frames(self, callback: Callable[[MicFrame], None]) -> Callable[[], None]:
         """Call ``callback`` on the loop with every processed mic frame; returns the unsubscribe function."""
         return _subscribe(self._frame_subscribers, callback)
+
+    def subscribe_raw_frames(self, callback: Callable[[MicFrame], None]) -> Callable[[], None]:
+        """Call ``callback`` on the loop with every raw (unprocessed) mic frame; returns the unsubscribe function."""
+        return _subscribe(self._raw_subscribers, callback)
 
     def subscribe_vad(self, callback: Callable[[VadEvent], None]) -> Callable[[], None]:
         """Call ``callback`` with every onset, offset and wake event; returns the unsubscribe function."""

@@ -20,6 +20,7 @@ import httpx
 
 from kiosk import session as sm
 from kiosk.audio import AudioEngine, StreamFactory, VadEvent, VadEventKind
+from kiosk.audio.deafness import DeafnessWatch, PulseProbe
 from kiosk.broker import ServerClock, SessionKeeper, SessionLedger, make_broker, make_client
 from kiosk.config import KioskConfig, LedConfig
 from kiosk.configfile import EX_CONFIG, load_config
@@ -167,6 +168,10 @@ async def run(
         await _close_all(trigger, leds, audio, keeper, client)
         return EX_UNAVAILABLE
 
+    deafness = DeafnessWatch(engine=audio, probe=PulseProbe(), digital_silence_s=config.audio.digital_silence_s)
+    driver.observe(lambda _, new: deafness.arm() if new.state == sm.State.LIVE else deafness.disarm())
+    deafness.start(loop)
+
     # 3. Signals, then ready.
     def reloaded(new: KioskConfig) -> None:
         audio.idle_processing = new.trigger.voice_wake
@@ -220,6 +225,7 @@ async def run(
         stopper.cancel()
     await control.close()
     await exporter.close()
+    await deafness.stop()
     await _close_all(trigger, leds, audio, keeper, client)
     return exit_code
 
