@@ -144,6 +144,11 @@ class StatusLeds:
         self.no_pwm: set[State | None] = set()
         self._devices: dict[State | None, LedDevice] = _open(config, pin_factory, self.no_pwm)
 
+    @property
+    def devices(self) -> dict[State | None, LedDevice]:
+        """The open gpiozero devices by the state they show (None: the single or RGB LED)."""
+        return dict(self._devices)
+
     def update(self, snap: Snapshot) -> None:
         """Show ``snap``; a pattern already showing keeps running undisturbed."""
         pattern = pattern_for(snap)

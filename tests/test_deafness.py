@@ -19,8 +19,8 @@ from kiosk.commands.control import request_once
 from kiosk.config import AudioConfig
 from tests.fixtures.audio import PulseServer, until
 from tests.fixtures.daemon import NotifySocket, daemon_config
+from tests.fixtures.kiosk_process import DEVICES, KEY_ENV, ended_at_broker, kiosk_run, wait_until
 from tests.fixtures.sandbox import SandboxHandle
-from tests.test_faults import DEVICES, KEY_ENV, ended_at_broker, kiosk_run, wait_until
 
 PULSE = {"input_device": "kiosk_pulse_mic", "output_device": "kiosk_pulse_spk"}
 ZERO = np.zeros(480, np.int16)
