@@ -70,6 +70,8 @@ FAILURE_CODES: dict[FailureReason, tuple[int, Color]] = {
     FailureReason.AGENT_NO_SHOW: (11, MAGENTA),
     FailureReason.SECRET_UNREADABLE: (12, WHITE),
     FailureReason.INTERNAL: (13, WHITE),
+    FailureReason.FIRST_WORDS_TIMEOUT: (14, MAGENTA),
+    FailureReason.UPLINK_TIMEOUT: (15, MAGENTA),
 }
 
 #: What each state (and, while live, each agent state) looks like.
