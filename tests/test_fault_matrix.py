@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 import socket as sockets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,10 @@ from tests.fixtures.sandbox import SandboxHandle
 
 pytestmark = pytest.mark.pulse
 
+#: The broker group's connect deadline: 5xx retries stop there, stalls and trickles go past it.
+BROKER_CONNECT_S = 3.5
+#: Cases that go live get a deadline a loaded machine keeps.
+LIVE_CONNECT_S = 10.0
 PRE_LIVE = ("connecting", "ending", "error", "idle")
 LIVE_THEN_ENDED = ("connecting", "live", "ending", "idle")
 
@@ -40,6 +45,8 @@ class Matrix:
     kiosk: KioskProcess
     broker: MatrixBroker
     sandbox: SandboxHandle
+    pulse: PulseServer
+    config: Path
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +62,11 @@ def matrix(
             key_env=KEY_ENV,
             extra=DEVICES.replace("[audio]\n", "[audio]\nstall_timeout_s = 10.0\n"),
             silence_s=60,
-            connect_timeout_s=3.5,
+            connect_timeout_s=BROKER_CONNECT_S,
         )
         env = {KEY_ENV: sandbox.api_key, "PULSE_SERVER": pulse_server.env["PULSE_SERVER"]}
         with run_kiosk(config, env=env, notify_socket=notify, tmp_path=tmp_path) as kiosk:
-            yield Matrix(kiosk=kiosk, broker=broker, sandbox=sandbox)
+            yield Matrix(kiosk=kiosk, broker=broker, sandbox=sandbox, pulse=pulse_server, config=config)
 
 
 def states_since(kiosk: KioskProcess, mark: int) -> tuple[str, ...]:
@@ -72,7 +79,12 @@ def states_since(kiosk: KioskProcess, mark: int) -> tuple[str, ...]:
 
 
 def session_case(
-    m: Matrix, fault: Fault, *, end_by_press: bool = False, ended: str | None = None
+    m: Matrix,
+    fault: Fault,
+    *,
+    end_by_press: bool = False,
+    ended: str | None = None,
+    while_live: Callable[[], None] | None = None,
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
     """Press under ``fault``; wait for the return to idle; check broker ends and secrets; return last_end, states.
 
@@ -85,7 +97,11 @@ def session_case(
     assert kiosk.request(cmd="press")["did"] == "started a session"
     if end_by_press:
         kiosk.wait_for(lambda: "live" in states_since(kiosk, mark), 30, "live")
-        kiosk.request(cmd="press")
+        try:
+            if while_live is not None:
+                while_live()
+        finally:
+            kiosk.request(cmd="press")  # the next case starts from idle even if this one failed
     kiosk.wait_for(lambda: states_since(kiosk, mark)[-1:] == ("idle",), 40, "the return to idle")
     assert kiosk.status()["state"] == "idle"
     for room in [ended] if ended is not None else broker.opened[opened:]:
@@ -184,6 +200,8 @@ BROKER_CASES: list[tuple[str, Fault, str]] = [
 @pytest.mark.parametrize(("fault", "reason"), [c[1:] for c in BROKER_CASES], ids=[c[0] for c in BROKER_CASES])
 def test_broker_and_room_faults(matrix: Matrix, fault: Fault, reason: str) -> None:
     """A start that fails is named, shown, ended at the broker if it opened a session, and the kiosk is idle."""
+    lies = fault.forward and not (fault.delay_s or fault.trickle_s)
+    set_connect_timeout(matrix, LIVE_CONNECT_S if lies else BROKER_CONNECT_S)
     if fault.body is not None and KEY_ECHO.encode() in fault.body:
         fault = Fault(
             **{**fault.__dict__, "body": fault.body.replace(KEY_ECHO.encode(), matrix.sandbox.api_key.encode())}
@@ -203,6 +221,7 @@ CLOCK_CASES = ["token-expired-locally", "token-not-yet-valid", "date-header-2h-o
 def test_clock_faults(matrix: Matrix, case: str) -> None:
     """The kiosk never refuses a token on its own clock: it tries it; a refused one with a clock problem is
     ``clock``; a broker whose Date disagrees does not stop a good token."""
+    set_connect_timeout(matrix, LIVE_CONNECT_S)
     if case.startswith("date-header"):
         off = dt.timedelta(hours=2) if "2h" in case else dt.timedelta(minutes=3)
         date = (dt.datetime.now(dt.UTC) + off).strftime("%a, %d %b %Y %H:%M:%S GMT")
@@ -237,6 +256,81 @@ def _future(token: str, m: Matrix) -> str:
     ahead = 7200
     claims.update(nbf=claims["nbf"] + ahead, iat=claims.get("iat", claims["nbf"]) + ahead, exp=claims["exp"] + ahead)
     return jwt.encode(claims, m.sandbox.livekit_api_secret, algorithm="HS256")
+
+
+def _move_mic(m: Matrix) -> None:
+    m.pulse.pactl("move-source-output", _streams_of(m.pulse, m.kiosk.process.pid)["source_output"], "spk.monitor")
+
+
+def _unplug_mic_briefly(m: Matrix) -> None:
+    m.pulse.unload_sink("mic")  # PulseAudio moves the capture to spk.monitor; the kiosk cannot reopen the mic...
+    m.kiosk.wait_for(lambda: not m.kiosk.status()["audio"]["input"]["ok"], 20, "the input noticed as down")
+    m.pulse.load_sink("mic")  # ...until it is back, within the observers' grace
+
+
+AUDIO_CASES: list[tuple[str, Callable[[Matrix], None], bool]] = [
+    ("mic-moved-to-speaker-monitor-while-live", _move_mic, True),
+    ("mic-unplugged-briefly-while-live", _unplug_mic_briefly, True),
+    ("mic-moved-to-speaker-monitor-while-idle", _move_mic, False),
+]
+
+
+@pytest.mark.parametrize(("fault", "live"), [c[1:] for c in AUDIO_CASES], ids=[c[0] for c in AUDIO_CASES])
+def test_audio_faults(matrix: Matrix, fault: Callable[[Matrix], None], live: bool) -> None:
+    """The sound server moves the capture stream, or the mic vanishes for a moment: the kiosk reopens the configured
+    device on its own source, and a session goes on (a device that stays away ends it as audio_device:
+    tests/test_deafness.py, tests/test_faults.py)."""
+    kiosk = matrix.kiosk
+    set_connect_timeout(matrix, LIVE_CONNECT_S)
+    kiosk.wait_for(lambda: kiosk.status()["state"] == "idle", 30, "idle before the case")
+    reopens = kiosk.status()["audio"]["input"]["reopens"]
+
+    def inject() -> None:
+        fault(matrix)
+        kiosk.wait_for(
+            lambda: kiosk.status()["audio"]["input"]["reopens"] > reopens and kiosk.status()["audio"]["ok"],
+            30,
+            "the input reopened",
+        )
+        if live:
+            assert kiosk.status()["state"] == "live"  # while idle, the fault shows as an error until reopened
+
+    try:
+        if not live:
+            inject()
+        last_end, states = session_case(
+            matrix, Fault(forward=True), end_by_press=True, while_live=inject if live else None
+        )
+    finally:
+        if "mic" not in matrix.pulse.pactl("list", "short", "sinks"):
+            matrix.pulse.load_sink("mic")
+    assert last_end["reason"] == "control" and states == LIVE_THEN_ENDED
+    assert _streams_of(matrix.pulse, kiosk.process.pid)["source"] == "mic.monitor"
+
+
+def _streams_of(pulse: PulseServer, pid: int) -> dict[str, str]:
+    """The daemon's capture stream (source output index, its source's name) and playback stream (sink input)."""
+    import pulsectl
+
+    with pulsectl.Pulse("kiosk-matrix", server=pulse.env["PULSE_SERVER"]) as client:
+        mine = str(pid)
+        names = {source.index: source.name for source in client.source_list()}
+        outputs = [o for o in client.source_output_list() if o.proplist.get("application.process.id") == mine]
+        inputs = [i.index for i in client.sink_input_list() if i.proplist.get("application.process.id") == mine]
+    assert len(outputs) == 1 and len(inputs) == 1, (outputs, inputs)
+    return {"source_output": str(outputs[0].index), "source": names[outputs[0].source], "sink_input": str(inputs[0])}
+
+
+def set_connect_timeout(m: Matrix, seconds: float) -> None:
+    """Reload the shared daemon with another ``session.connect_timeout_s`` (SIGHUP, as ``systemctl reload``)."""
+    config = m.config.read_text()
+    current = float(config.split("connect_timeout_s = ")[1].split()[0])
+    if current == seconds:
+        return
+    reloads = m.kiosk.log().count("config reloaded")
+    m.config.write_text(config.replace(f"connect_timeout_s = {current}", f"connect_timeout_s = {seconds}"))
+    m.kiosk.process.send_signal(signal.SIGHUP)
+    m.kiosk.wait_for(lambda: m.kiosk.log().count("config reloaded") > reloads, 20, "the reload")
 
 
 # (id, raw request line, what the answer's error must say)

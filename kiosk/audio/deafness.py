@@ -152,7 +152,7 @@ class DeafnessWatch:
         self._silence_reopened = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start checking."""
+        """Start checking (the first check at once: the source the stream opened on is learned from it)."""
         self._task = loop.create_task(self._run(), name="deafness-watch")
 
     async def stop(self) -> None:
@@ -186,12 +186,12 @@ class DeafnessWatch:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._interval_s)
             try:
                 await self.check()
             except Exception:
                 # The watch must outlive anything the sound server throws at it.
                 log.exception("the microphone watch failed")
+            await asyncio.sleep(self._interval_s)
 
     async def check(self) -> None:
         """One round: where the capture stream is, and how long it has been digitally silent."""

@@ -161,6 +161,8 @@ async def run(
 
     deafness = DeafnessWatch(engine=audio, probe=PulseProbe(), digital_silence_s=config.audio.digital_silence_s)
     driver.observe(lambda _, new: deafness.arm() if new.state == sm.State.LIVE else deafness.disarm())
+    # Learn where the microphone stream is before anyone can press (a stream moved later is then told apart).
+    await deafness.check()
     deafness.start(loop)
 
     # 3. Signals, then ready.
