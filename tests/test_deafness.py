@@ -165,7 +165,12 @@ async def test_the_real_probe_sees_a_moved_stream_and_the_engine_reopens_the_con
         pulse_server.pactl("move-source-output", outputs[0].split()[0], "spk.monitor")
         await until(lambda: engine.input.reopens == 1 and engine.input.stream is not None, 15)
         assert "moved the capture stream to source 'spk.monitor'" in str(engine.input.last_error)
-        sources = await asyncio.wait_for(asyncio.to_thread(probe.capture_sources), 10)
+        # A probe of its own: a pulsectl connection is used from one thread at a time (the watch's).
+        own = PulseProbe(server=pulse_server.env["PULSE_SERVER"])
+        try:
+            sources = await asyncio.wait_for(asyncio.to_thread(own.capture_sources), 10)
+        finally:
+            own.close()
         assert sources == ["mic.monitor"]
     finally:
         await w.stop()
