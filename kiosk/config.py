@@ -173,6 +173,8 @@ class AudioConfig(Section):
     speech_offset_ms: Annotated[int, Field(ge=30, le=5000)] = 600
     stall_timeout_s: PositiveSeconds = 2.0
     reopen_backoff_max_s: PositiveSeconds = 30.0
+    # While live, a capture of only zero samples this long is a deaf microphone (kiosk.audio.deafness); 0 = off.
+    digital_silence_s: Annotated[float, Field(ge=0, le=600)] = 6.0
 
     @field_validator("echo_cancellation", mode="before")
     @classmethod

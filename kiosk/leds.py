@@ -78,6 +78,8 @@ FAILURE_CODES: dict[FailureReason, tuple[int, Color]] = {
     FailureReason.AGENT_NO_SHOW: (11, MAGENTA),
     FailureReason.SECRET_UNREADABLE: (12, WHITE),
     FailureReason.INTERNAL: (13, WHITE),
+    FailureReason.FIRST_WORDS_TIMEOUT: (14, MAGENTA),
+    FailureReason.UPLINK_TIMEOUT: (15, MAGENTA),
 }
 
 #: What each state (and, while live, each agent state) looks like.
@@ -166,6 +168,11 @@ class StatusLeds:
         #: Keys of the devices that could not dim (no PWM on their pins): they blink on/off instead.
         self.no_pwm: set[State | None] = set()
         self._devices: dict[State | None, LedDevice] = _open(config, pin_factory, self.no_pwm)
+
+    @property
+    def devices(self) -> dict[State | None, LedDevice]:
+        """The open gpiozero devices by the state they show (None: the single or RGB LED)."""
+        return dict(self._devices)
 
     def update(self, snap: Snapshot) -> None:
         """Show ``snap``; a pattern already showing keeps running undisturbed."""

@@ -22,6 +22,8 @@ class FailureReason(enum.StrEnum):
     CONNECT_FAILED = "connect_failed"
     CONNECT_TIMEOUT = "connect_timeout"
     AGENT_NO_SHOW = "agent_no_show"
+    FIRST_WORDS_TIMEOUT = "first_words_timeout"
+    UPLINK_TIMEOUT = "uplink_timeout"
     AUDIO_DEVICE = "audio_device"
     SECRET_UNREADABLE = "secret_unreadable"
     INTERNAL = "internal"

@@ -12,67 +12,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from kiosk.commands.control import request_once
 from tests.fixtures.audio import PulseServer
 from tests.fixtures.daemon import NotifySocket, daemon_config
 from tests.fixtures.faultbroker import FaultBroker
+from tests.fixtures.kiosk_process import DEVICES, KEY_ENV, ended_at_broker, kiosk_run, wait_until
 from tests.fixtures.sandbox import SandboxHandle
-
-KEY_ENV = "KIOSK_TEST_BROKER_KEY"
-DEVICES = '[audio]\ninput_device = "kiosk_pulse_mic"\noutput_device = "kiosk_pulse_spk"\n'
-
-
-def wait_until(condition: Callable[[], Any], within: float, what: str, log: Path | None = None) -> Any:
-    """Poll ``condition`` until it returns something true; fail naming ``what`` (and the daemon's ``log``)."""
-    deadline = time.monotonic() + within
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
-            raise AssertionError(f"timed out waiting for {what}\n{tail}")
-        time.sleep(0.05)
-    return result
-
-
-@contextmanager
-def kiosk_run(
-    config: Path,
-    *,
-    sandbox: SandboxHandle,
-    pulse: PulseServer,
-    notify: NotifySocket,
-    log: Path,
-    unset: tuple[str, ...] = (),
-) -> Iterator[subprocess.Popen[bytes]]:
-    """``kiosk run`` with the broker key in its environment (less ``unset``); killed if still running at the end."""
-    env = {
-        **{name: value for name, value in os.environ.items() if name not in unset},
-        KEY_ENV: sandbox.api_key,
-        "NOTIFY_SOCKET": str(notify.path),
-        "PULSE_SERVER": pulse.env["PULSE_SERVER"],
-    }
-    with log.open("w") as out:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "kiosk", "run", "--config", str(config)], env=env, stdout=out, stderr=out
-        )
-    try:
-        notify.wait_for("READY=1", within=30)
-        yield daemon
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(timeout=10)
-
-
-def ended_at_broker(sandbox: SandboxHandle, room: str) -> bool:
-    """Whether the sandbox's session in ``room`` was ended by a broker end call."""
-    record = sandbox.session(room)
-    return record["ended_at"] is not None and record["end_reason"] == "broker_end"
 
 
 def test_sigterm_while_a_slow_start_is_under_way_still_ends_the_session(

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from kiosk.config import LedConfig, PerStatePins, RgbPins
-from kiosk.leds import FAILURE_CODES, PATTERNS, StatusLeds, levels, pattern_for
+from kiosk.leds import FAILURE_CODES, PATTERNS, TICK_S, StatusLeds, levels, pattern_for
 from kiosk.reasons import FailureReason
 from kiosk.session import AgentState, Snapshot, State
 
@@ -25,6 +25,35 @@ def factory() -> Iterator[MockFactory]:
 
 def _values(pin: MockPWMPin) -> list[float]:
     return [round(float(s.state), 3) for s in pin.states]
+
+
+def played(leds: StatusLeds, key: State | None = None, ticks: int = 300) -> list[Any]:
+    """The first ``ticks`` values of what gpiozero was asked to play on an LED (its ``source``), rounded.
+
+    Stopping the device's source thread first makes this exact on a loaded machine: no wall time is involved.
+    """
+    device = leds.devices[key]
+    stream = device.source
+    assert stream is not None, "the LED shows a steady level, not a pattern"
+    device.source = None
+    return [
+        tuple(round(float(c), 3) for c in v) if isinstance(v, tuple) else round(float(v), 3)
+        for v in itertools.islice(stream, ticks)
+    ]
+
+
+def flash_groups(values: list[float], pause_ticks: int) -> list[int]:
+    """Flashes per group in a cyclic on/off stream, groups split by an off run of at least ``pause_ticks``."""
+    start = next(i for i in range(len(values)) if values[i] == 0 and all(v == 0 for v in values[i : i + pause_ticks]))
+    groups, flashes, off_run = [], 0, 0
+    for prev, value in itertools.pairwise(values[start:]):
+        off_run = off_run + 1 if value == 0 else 0
+        if value and not prev:
+            flashes += 1
+        if off_run == pause_ticks and flashes:
+            groups.append(flashes)
+            flashes = 0
+    return groups
 
 
 def test_every_state_and_failure_has_a_pattern() -> None:
@@ -46,13 +75,14 @@ def test_single_led_idle_is_dim_and_connecting_blinks(factory: MockFactory) -> N
     try:
         leds.update(Snapshot(state=State.IDLE))
         assert pin.state == pytest.approx(0.075)
-        leds.update(Snapshot(state=State.CONNECTING))
-        time.sleep(0.7)
         history = _values(pin)
         assert history[0] == 0.0 and history[1] == pytest.approx(0.075)
-        toggles = [v for v in history[2:] if v in (0.0, 0.5)]
-        assert toggles.count(0.5) >= 2 and toggles.count(0.0) >= 2
-        assert max(history) == 0.5  # brightness caps the level
+        leds.update(Snapshot(state=State.CONNECTING))
+        stream = played(leds)
+        assert set(stream) == {0.0, 0.5}  # brightness caps the level
+        # The table's blink, from wherever gpiozero's thread had got to.
+        expected = [round(v, 3) for v in itertools.islice(levels(PATTERNS[(State.CONNECTING, None)], 0.5), 2 * 300)]
+        assert any(expected[k : k + len(stream)] == stream for k in range(300))
     finally:
         leds.close()
 
@@ -79,21 +109,12 @@ def test_failure_blink_code_counts(factory: MockFactory, reason: FailureReason) 
     count, _ = FAILURE_CODES[reason]
     try:
         leds.update(Snapshot(state=State.ERROR, failure=reason))
-        time.sleep(count * 0.3 + 1.3)
+        assert pin.state == 1.0  # the first flash is asked for at once
+        stream = played(leds, ticks=4 * round((count * 0.3 + 1.0) / TICK_S))
     finally:
         leds.close()
-    # Split the history into groups of flashes separated by the long pause.
-    groups: list[int] = []
-    flashes = 0
-    for entry in pin.states[1:]:
-        if entry.state == 1.0:
-            # An on-edge after a long off-time starts a new group; timestamp is the time since the previous change.
-            if entry.timestamp > 0.5 and flashes:
-                groups.append(flashes)
-                flashes = 0
-            flashes += 1
-    groups.append(flashes)
-    assert groups[0] == count
+    assert set(stream) == {0.0, 1.0}
+    assert flash_groups(stream, pause_ticks=round(1.0 / TICK_S)) == [count, count, count]
 
 
 def test_rgb_led_uses_colour_per_state(factory: MockFactory) -> None:
@@ -105,9 +126,8 @@ def test_rgb_led_uses_colour_per_state(factory: MockFactory) -> None:
         leds.update(Snapshot(state=State.LIVE, agent=AgentState.LISTENING))
         assert (red.state, green.state, blue.state) == (0, 1.0, 0)
         leds.update(Snapshot(state=State.ERROR, failure=FailureReason.BROKER_UNAUTHORIZED))
-        time.sleep(0.3)
-        assert max(_values(red)) == 1.0
-        assert green.state == 0.0 and blue.state == 0.0
+        stream = played(leds)
+        assert set(stream) == {(1.0, 0.0, 0.0), (0.0, 0.0, 0.0)}
     finally:
         leds.close()
 
@@ -119,9 +139,9 @@ def test_per_state_leds_light_one_at_a_time(factory: MockFactory) -> None:
     pins = {name: factory.pin(n) for name, n in (("idle", 5), ("connecting", 6), ("live", 13), ("error", 19))}
     try:
         leds.update(Snapshot(state=State.LIVE, agent=AgentState.SPEAKING))
-        time.sleep(0.1)
-        assert max(_values(pins["live"])) == 1.0
         assert pins["idle"].state == 0 and pins["error"].state == 0
+        assert max(played(leds, State.LIVE)) == 1.0
+        leds.update(Snapshot(state=State.LIVE, agent=AgentState.THINKING))
         leds.update(Snapshot(state=State.IDLE))
         assert pins["idle"].state == pytest.approx(0.15)
         assert pins["live"].state == 0
@@ -159,16 +179,9 @@ def test_without_pwm_patterns_blink_on_and_off() -> None:
         leds.update(Snapshot(state=State.IDLE))
         assert pin.state is True or pin.state == 1
         leds.update(Snapshot(state=State.ERROR, failure=FailureReason.BROKER_UNAUTHORIZED))
-
-        def rises() -> int:
-            states = list(pin.states)
-            return sum(1 for a, b in itertools.pairwise(states) if b.state and not a.state)
-
-        deadline = time.monotonic() + 15
-        # gpiozero plays the pattern on its own thread: poll the pin's history, bounded.
-        while rises() < 5 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert rises() >= 5  # the code's 4 flashes after the idle level
+        stream = played(leds, ticks=400)
+        assert set(stream) == {0.0, 1.0}
+        assert flash_groups(stream, pause_ticks=round(1.0 / TICK_S))[:2] == [4, 4]  # the code's 4 flashes
         assert {float(s.state) for s in pin.states} <= {0.0, 1.0}
     finally:
         leds.close()

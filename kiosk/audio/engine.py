@@ -108,6 +108,7 @@ class AudioEngine:
         self._preroll = PreRoll(audio.pre_roll_ms)
         self._sessions: list[SessionCapture] = []
         self._frame_subscribers: list[Callable[[MicFrame], None]] = []
+        self._raw_subscribers: list[Callable[[MicFrame], None]] = []
         self._vad_subscribers: list[Callable[[VadEvent], None]] = []
         self._health_subscribers: list[Callable[[AudioHealthEvent], None]] = []
         self.input = Direction("input")
@@ -334,6 +335,9 @@ class AudioEngine:
             self.output.stream.wake()
 
     def _on_mic_frame(self, pcm: Pcm, t: float) -> None:
+        if self._raw_subscribers:
+            # what the device delivered (the deafness watch judges the microphone, muted or not)
+            self._emit(self._raw_subscribers, MicFrame(t=t, pcm=pcm))
         if self.muted:
             pcm = np.zeros_like(pcm)
         if not self.processing():
@@ -391,6 +395,10 @@ class AudioEngine:
         unsubscribe = _subscribe(self._frame_subscribers, callback)
         self._wake_output()
         return unsubscribe
+
+    def subscribe_raw_frames(self, callback: Callable[[MicFrame], None]) -> Callable[[], None]:
+        """Call ``callback`` on the loop with every raw (unprocessed) mic frame; returns the unsubscribe function."""
+        return _subscribe(self._raw_subscribers, callback)
 
     def subscribe_vad(self, callback: Callable[[VadEvent], None]) -> Callable[[], None]:
         """Call ``callback`` with every onset, offset and wake event; returns the unsubscribe function."""

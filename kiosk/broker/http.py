@@ -168,7 +168,9 @@ class BrokerHttp:
                     if attempt.num > 1:
                         log.info("%s: %s attempt %d", self._dialect, what, attempt.num)
                     try:
-                        return await self._once(url, body, deadline=deadline, repeatable=repeatable, what=what)
+                        return await self._once(
+                            url, body, deadline=deadline, read_deadline=hard_deadline, repeatable=repeatable, what=what
+                        )
                     except BrokerError as exc:
                         last[:] = [exc]
                         raise
@@ -197,20 +199,27 @@ class BrokerHttp:
     def _key(self) -> str | None:
         return None if self._secret is None else self._secret.get().get_secret_value()
 
-    async def _once(self, url: str, body: Mapping[str, Any], *, deadline: float, repeatable: bool, what: str) -> Any:
+    async def _once(
+        self, url: str, body: Mapping[str, Any], *, deadline: float, read_deadline: float, repeatable: bool, what: str
+    ) -> Any:
         key = self._key()
         headers = {"content-type": "application/json", "accept": "application/json"}
         if key is not None:
             headers[API_KEY_HEADER] = key
-        budget = max(0.05, min(self._timeout_s, deadline - time.monotonic()))
+        now = time.monotonic()
+        budget = max(0.05, min(self._timeout_s, deadline - now))
+        # Connecting is bounded by the deadline; once a start that must not be repeated was sent, its answer is
+        # awaited until ``read_deadline``: a vendor may have opened a paid session that only the answer names.
+        read_budget = max(budget, min(self._timeout_s, read_deadline - now))
+        timeout = httpx.Timeout(read_budget, connect=budget, pool=budget)
         where = url_for_log(url)
         secrets = [key] if key else []
         try:
-            response = await self._client.post(url, json=dict(body), headers=headers, timeout=budget)
+            response = await self._client.post(url, json=dict(body), headers=headers, timeout=timeout)
         except httpx.TimeoutException as exc:
             unsent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
             raise BrokerHttpError(
-                f"{self._dialect}: the broker at {where} did not answer the {what} within {budget:.1f} s",
+                f"{self._dialect}: the broker at {where} did not answer the {what} within {read_budget:.1f} s",
                 reason=FailureReason.BROKER_TIMEOUT,
                 retryable=unsent or repeatable,
             ) from None

@@ -13,6 +13,7 @@ import re
 import sys
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from kiosk.cliformat import HelpFormatter, describe
 from kiosk.config import KioskConfig
@@ -98,9 +99,19 @@ def masked(data: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = masked(value)
         elif _SENSITIVE.search(key) and key not in _SOURCE_KEYS and not key.endswith("_ttl_s") and value is not None:
             out[key] = MASK
+        elif isinstance(value, str) and "@" in value and "://" in value:
+            out[key] = _without_user_info(value)
         else:
             out[key] = value
     return out
+
+
+def _without_user_info(url: str) -> str:
+    """``url`` with any ``user:password@`` shown as ``***@`` (a password in a URL is a secret too)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{MASK}@{parts.netloc.rpartition('@')[2]}"))
 
 
 def render_toml(data: Mapping[str, Any], prefix: str = "") -> str:

@@ -36,6 +36,8 @@ FAILURE_WORDS = {
     "audio_device": "an audio device failed",
     "secret_unreadable": "the API key could not be read",
     "internal": "an internal error (see the log)",
+    "first_words_timeout": "sending the first words to the agent took too long (network)",
+    "uplink_timeout": "the microphone uplink to the room stalled (network)",
 }
 #: Why voice wake was refused, in words.
 REFUSAL_WORDS = {"too_quiet": "too quiet", "backoff": "while resting", "hourly_cap": "over the hourly limit"}

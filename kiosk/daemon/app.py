@@ -20,6 +20,7 @@ import httpx
 
 from kiosk import session as sm
 from kiosk.audio import AudioEngine, StreamFactory, VadEvent, VadEventKind
+from kiosk.audio.deafness import DeafnessWatch, PulseProbe
 from kiosk.broker import ServerClock, SessionKeeper, SessionLedger, make_broker, make_client
 from kiosk.config import KioskConfig, LedConfig
 from kiosk.configfile import EX_CONFIG, load_config
@@ -30,19 +31,20 @@ from kiosk.daemon.logsetup import setup_logging
 from kiosk.daemon.metrics_export import open_metrics
 from kiosk.daemon.notify import Notifier
 from kiosk.daemon.observers import Observers
+from kiosk.daemon.policy import EX_TEMPFAIL, Policy
 from kiosk.daemon.reload import Reloader
 from kiosk.daemon.sessionrun import SessionRun, SessionSummary
 from kiosk.errors import ConfigError, SecretError
 from kiosk.leds import StatusLeds
 from kiosk.secret import SecretSource
-from kiosk.trigger import ButtonEvent, ButtonTrigger
+from kiosk.trigger import ButtonTrigger
 from kiosk.wakeguard import WakeGate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EX_UNAVAILABLE = 69
-EX_TEMPFAIL = 75
+__all__ = ["EX_TEMPFAIL", "EX_UNAVAILABLE", "run"]
 #: How long shutdown waits for a session to close: a start under way (up to 8 s), its end, leaving the room.
 SHUTDOWN_BUDGET_S = 12.0
 
@@ -132,24 +134,14 @@ async def run(
     metrics, exporter = open_metrics(
         config=config.metrics, driver=driver, keeper=keeper, audio=audio, wake_gate=wake_gate
     )
-    exit_code = 0
 
-    press_started_session = False
+    def summarised(summary: SessionSummary) -> None:
+        metrics.session_done(summary)
+        if on_summary is not None:
+            on_summary(summary)
 
-    def on_button(event: ButtonEvent) -> None:
-        nonlocal exit_code, press_started_session
-        action = driver.config.trigger.hold_action
-        if event == ButtonEvent.PRESS:
-            before = driver.snapshot.state
-            driver.press(sm.Source.BUTTON)
-            press_started_session = before != driver.snapshot.state == sm.State.CONNECTING
-        elif action == "end" and driver.snapshot.in_session and not press_started_session:
-            # A visitor who keeps the button down after starting a session keeps it.
-            driver.press(sm.Source.BUTTON)
-        elif action == "restart":
-            log.warning("button held: restarting the daemon")
-            exit_code = EX_TEMPFAIL
-            driver.dispatch(sm.Shutdown())
+    policy = Policy(driver=driver, max_sessions=max_sessions, on_summary=summarised)
+    driver.on_summary = policy.session_done
 
     def on_vad(event: VadEvent) -> None:
         if event.kind == VadEventKind.WAKE and driver.config.trigger.voice_wake:
@@ -159,7 +151,7 @@ async def run(
     if config.trigger.button_pin is not None:
         trigger = _gpio_part(
             "button",
-            lambda: ButtonTrigger(config=config.trigger, loop=loop, on_event=on_button, pin_factory=pin_factory),
+            lambda: ButtonTrigger(config=config.trigger, loop=loop, on_event=policy.button, pin_factory=pin_factory),
         )
     audio.subscribe_vad(on_vad)
     audio.subscribe_health(observers.audio_health)
@@ -174,6 +166,12 @@ async def run(
         await _close_all(trigger, leds, audio, keeper, client)
         return EX_UNAVAILABLE
 
+    deafness = DeafnessWatch(engine=audio, probe=PulseProbe(), digital_silence_s=config.audio.digital_silence_s)
+    driver.observe(lambda _, new: deafness.arm() if new.state == sm.State.LIVE else deafness.disarm())
+    # Learn where the microphone stream is before anyone can press (a stream moved later is then told apart).
+    await deafness.check()
+    deafness.start(loop)
+
     # 3. Signals, then ready.
     def reloaded(new: KioskConfig) -> None:
         audio.idle_processing = new.trigger.voice_wake
@@ -182,24 +180,6 @@ async def run(
     reloader = Reloader(config_path=config_path, driver=driver, notifier=notifier, on_reload=reloaded)
     signals = _install_signals(loop, driver, reloader)
 
-    def recycle() -> bool:
-        nonlocal exit_code
-        limit = driver.config.daemon.recycle_rss_mb
-        used = rss_mb()
-        if not limit or used < limit:
-            return False
-        log.warning(
-            "memory %.0f MB is above daemon.recycle_rss_mb = %d: restarting between visitors to release it", used, limit
-        )
-        exit_code = EX_TEMPFAIL
-        return True
-
-    def summarised(summary: SessionSummary) -> None:
-        metrics.session_done(summary)
-        if on_summary is not None:
-            on_summary(summary)
-
-    driver.on_summary = _after_session(max_sessions, driver, summarised, recycle)
     await exporter.start()
     observers.metrics_address = exporter.address
     if stop is not None:
@@ -228,8 +208,9 @@ async def run(
     await control.close()
     await exporter.close()
     await controls.aclose()
+    await deafness.stop()
     await _close_all(trigger, leds, audio, keeper, client)
-    return exit_code
+    return policy.exit_code
 
 
 def _gpio_part(name: str, make: Callable[[], T]) -> T | None:
@@ -307,29 +288,3 @@ def _install_signals(loop: asyncio.AbstractEventLoop, driver: Driver, reloader: 
     loop.add_signal_handler(signal.SIGINT, on_term, "SIGINT")
     loop.add_signal_handler(signal.SIGHUP, reloader.reload)
     return [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
-
-
-def _after_session(
-    limit: int | None, driver: Driver, forward: Callable[[SessionSummary], None] | None, recycle: Callable[[], bool]
-) -> Callable[[SessionSummary], None]:
-    """What happens after each session: report it, stop after ``limit`` sessions, or recycle a bloated process."""
-
-    def on_summary(summary: SessionSummary) -> None:
-        if forward is not None:
-            forward(summary)
-        if (limit is not None and driver.sessions_done >= limit) or recycle():
-            driver.dispatch(sm.Shutdown())
-
-    return on_summary
-
-
-def rss_mb() -> float:
-    """This process's resident memory in MB (Linux)."""
-    try:
-        status = Path("/proc/self/status").read_text(encoding="ascii")
-    except OSError:
-        return 0.0
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0

@@ -177,7 +177,8 @@ def _parse(line: bytes) -> tuple[dict[str, Any] | None, str]:
     if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
         return None, f'request has no "cmd": {usage}'
     if request["cmd"] not in COMMANDS:
-        return None, f"unknown command {request['cmd']!r}: {usage}"
+        # The command is not echoed back: a client that pasted something else (a key) into it must not see it again.
+        return None, f"unknown command: {usage}"
     if request["cmd"] == "say" and not str(request.get("text", "")).strip():
         return None, 'say needs a non-empty "text"'
     return request, ""

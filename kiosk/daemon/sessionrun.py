@@ -1,16 +1,17 @@
 """One session from grant to goodbye: broker start, room, first words, live audio, silence, broker end.
 
 :meth:`SessionRun.execute` reports progress as session events and returns only when everything it opened is closed:
-the room is left and the broker was told (or the end was handed to the keeper's retries). A teardown requested from
-outside (button, shutdown, the agent leaving) cancels whatever the run is waiting on; an end the run decides itself
-(silence, maximum duration, no agent) is dispatched from inside, after which nothing cancels it.
+the room is left and the broker was told (or the end was handed to the keeper's retries). Its lifecycle is one
+:class:`~kiosk.daemon.lifecycle.Phase` with a pure transition table: a teardown requested from outside (button,
+shutdown, the agent leaving) cancels whatever the run is waiting on; an end the run decides itself (silence, maximum
+duration, no agent) is dispatched from inside, after which nothing cancels it. Every step that can hang is bounded
+and its timeout named (broker start, room connect, agent join, first words, microphone uplink, broker end).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -24,10 +25,11 @@ from kiosk import session as sm
 from kiosk.audio import AGENT, BACKGROUND, SessionCapture
 from kiosk.audio.preroll import for_uplink
 from kiosk.broker import BrokerSession, Grant, ServerClock, SessionKeeper
-from kiosk.broker.clock import TIME_SYNC_HINT
 from kiosk.config import SessionConfig
 from kiosk.daemon.captions import Caption
+from kiosk.daemon.lifecycle import PHASE_TIMEOUT, WAITING, Phase, Step, advance, timed
 from kiosk.daemon.room import AgentRoom, TextTopic
+from kiosk.daemon.sessionsummary import SessionSummary, connect_failure
 from kiosk.errors import BrokerError, KioskError
 from kiosk.reasons import FailureReason
 from kiosk.wakeguard import TalkoverJudge
@@ -45,6 +47,12 @@ STOP_START_WAIT_S = 8.0
 MIC_SUBSCRIBE_GRACE_S = 1.0
 #: Live microphone frames (10 ms each) published per ``capture_frame``: one FFI request per 30 ms.
 MIC_SEND_FRAMES = 3
+#: The first words must reach the agent within this long: it drops a pre-connect buffer that takes over 3 s anyway.
+FIRST_WORDS_TIMEOUT_S = 5.0
+#: A microphone frame the room has not taken for this long means the uplink is stuck.
+UPLINK_TIMEOUT_S = 5.0
+
+__all__ = ["Audio", "SessionRun", "SessionSummary", "connect_failure"]
 
 
 class Audio(Protocol):
@@ -56,25 +64,6 @@ class Audio(Protocol):
 
     def mixer_input(self, name: str) -> Any:
         """A named mixer input with ``push(frame)`` and ``clear()``."""
-
-
-@dataclasses.dataclass
-class SessionSummary:
-    """What one session did, for ``kiosk demo`` and the benchmarks."""
-
-    number: int
-    room: str | None
-    press_to_live_ms: float | None
-    duration_s: float
-    end_reason: str | None
-    preconnect_s: float
-    transcript: list[tuple[str, str]]
-    #: For a silence end: how late it came, past the last activity plus the timeout (seconds).
-    silence_lateness_s: float | None = None
-    #: Seconds from live (room connected) to the agent joining; None if it never joined.
-    agent_join_s: float | None = None
-    #: What started it: button, control, keyboard or voice.
-    trigger: str | None = None
 
 
 class SessionRun:
@@ -114,12 +103,12 @@ class SessionRun:
         self.preconnect_s = 0.0
         self.transcript: list[tuple[str, str]] = []
         self._task: asyncio.Task[Any] | None = None
-        self._settled = False
+        #: The run's lifecycle (see kiosk.daemon.lifecycle); only :meth:`_to` writes it.
+        self.phase = Phase.READY
+        #: Set by a shutdown: the broker end and the room close each get this long.
+        self._close_budget_s: float | None = None
         self._silence_lateness: float | None = None
-        self._end_requested = False
-        self._running = False
-        self._shutdown = False
-        self._start: asyncio.Future[BrokerSession] | None = None
+        self._start: asyncio.Task[BrokerSession] | None = None
         self.agent_at: float | None = None
 
     @property
@@ -143,11 +132,18 @@ class SessionRun:
 
         Works before the task has even started: :meth:`execute` then goes straight to closing.
         """
-        self._shutdown = self._shutdown or shutdown
-        self._end_requested = True
-        # A task cancelled before its first step never runs its finally: only cancel one that is running.
-        if self._running and not self._settled and self._task is not None:
+        if shutdown:
+            self._close_budget_s = SHUTDOWN_CLOSE_S
+        waiting = self.phase in WAITING
+        self._to(Step.TEARDOWN)
+        # A task cancelled before its first step never runs its finally: only cancel one that waits on a step.
+        if waiting and self._task is not None:
             self._task.cancel()
+
+    def _to(self, step: Step) -> Phase:
+        """The only writer of :attr:`phase`."""
+        self.phase = advance(self.phase, step)
+        return self.phase
 
     def status(self) -> dict[str, Any]:
         """This session's part of ``kiosk status``."""
@@ -180,48 +176,13 @@ class SessionRun:
     async def execute(self, dispatch: Dispatch) -> None:
         """Run the whole session; returns once the room is left and the broker end was attempted."""
         self._task = asyncio.current_task()
-        self._running = True
         try:
-            if self._end_requested:
+            if self._to(Step.EXECUTE) == Phase.TORN_DOWN:
                 raise asyncio.CancelledError
-            deadline = self.pressed_at + self._config.connect_timeout_s
-            # The start is shielded: cancelled half-way, a vendor may have opened a paid session whose room the
-            # kiosk would never learn. _close lets it finish and ends it.
-            self._start = asyncio.ensure_future(self._keeper.start(deadline=max(deadline, time.monotonic() + 1.0)))
-            started = await asyncio.shield(self._start)
-            self.room_name = started.grant.room
-            self._grant = started.grant
-            if (late := time.monotonic() - deadline) > 0:
-                raise BrokerError(
-                    f"the broker's start answer came {late:.1f} s after the connect deadline "
-                    f"(session.connect_timeout_s = {self._config.connect_timeout_s:g} s); ending it",
-                    reason=FailureReason.BROKER_TIMEOUT,
-                )
-            granted_at = time.monotonic()
-            log.info(
-                "session %d: room %s granted in %.0f ms (token valid %.0f s)",
-                self.number,
-                started.grant.room,
-                (granted_at - self.pressed_at) * 1000,
-                started.grant.expires_in_s(),
-            )
-            dispatch(sm.Granted(started.grant.room))
-            self.room = AgentRoom(
-                on_event=dispatch, on_audio=self._play, on_caption=self._caption, text_topic=self._text_topic
-            )
-            budget = max(1.0, deadline - time.monotonic())
-            await self.room.connect(started.grant.server_url, started.grant.token.get_secret_value(), budget_s=budget)
-            self.live_at = time.monotonic()
-            log.info(
-                "session %d: live in %.0f ms (room connect %.0f ms)",
-                self.number,
-                (self.live_at - self.pressed_at) * 1000,
-                (self.live_at - granted_at) * 1000,
-            )
-            dispatch(sm.Connected())
+            await self._join(dispatch)
             await self._converse(dispatch)
         except asyncio.CancelledError:
-            if self._settled:
+            if self.phase not in {Phase.TORN_DOWN, *WAITING}:
                 raise
             log.debug("session %d: teardown requested", self.number)
         except KioskError as exc:
@@ -230,12 +191,57 @@ class SessionRun:
             reason, why = connect_failure(exc, self._grant, self._server_clock)
             self._settle(dispatch, sm.Failure(reason), f"session {self.number}: {why}")
         except TimeoutError:
-            what = "room connect" if self.live_at is None else "session step"
-            self._settle(dispatch, sm.Failure(FailureReason.CONNECT_TIMEOUT), f"{what} timed out")
+            reason = PHASE_TIMEOUT.get(self.phase, FailureReason.INTERNAL)
+            self._settle(dispatch, sm.Failure(reason), f"session {self.number}: timed out while {self.phase}")
         finally:
-            self._settled = True
+            self._to(Step.CLOSE)
             self.ended_at = time.monotonic()
-            await self._close()
+            try:
+                await self._close()
+            finally:
+                self._to(Step.CLOSED)
+
+    async def _join(self, dispatch: Dispatch) -> None:
+        """Broker start (its deadline named broker_timeout), then the room connect (connect_timeout)."""
+        deadline = self.pressed_at + self._config.connect_timeout_s
+        # The start runs as its own task, awaited without cancelling it: interrupted half-way, a vendor may have
+        # opened a paid session whose room the kiosk would never learn. _close waits for it and ends it.
+        self._start = asyncio.ensure_future(self._keeper.start(deadline=max(deadline, time.monotonic() + 1.0)))
+        await asyncio.wait({self._start})
+        started = self._start.result()
+        self.room_name = started.grant.room
+        self._grant = started.grant
+        if (late := time.monotonic() - deadline) > 0:
+            raise BrokerError(
+                f"the broker's start answer came {late:.1f} s after the connect deadline "
+                f"(session.connect_timeout_s = {self._config.connect_timeout_s:g} s); ending it",
+                reason=FailureReason.BROKER_TIMEOUT,
+            )
+        granted_at = time.monotonic()
+        log.info(
+            "session %d: room %s granted in %.0f ms (token valid %.0f s)",
+            self.number,
+            started.grant.room,
+            (granted_at - self.pressed_at) * 1000,
+            started.grant.expires_in_s(),
+        )
+        self._to(Step.GRANTED)
+        dispatch(sm.Granted(started.grant.room))
+        self.room = AgentRoom(
+            on_event=dispatch, on_audio=self._play, on_caption=self._caption, text_topic=self._text_topic
+        )
+        budget = max(1.0, deadline - time.monotonic())
+        async with timed("the room connect", budget, FailureReason.CONNECT_TIMEOUT):
+            await self.room.connect(started.grant.server_url, started.grant.token.get_secret_value(), budget_s=budget)
+        self.live_at = time.monotonic()
+        log.info(
+            "session %d: live in %.0f ms (room connect %.0f ms)",
+            self.number,
+            (self.live_at - self.pressed_at) * 1000,
+            (self.live_at - granted_at) * 1000,
+        )
+        self._to(Step.CONNECTED)
+        dispatch(sm.Connected())
 
     async def _converse(self, dispatch: Dispatch) -> None:
         assert self.room is not None
@@ -252,7 +258,8 @@ class SessionRun:
         pre = self._capture.take_preconnect()
         self.preconnect_s = pre.duration_s
         # A few ms per second of audio, on the loop: LiveKit's resampler is used from one thread only.
-        await self.room.send_preconnect(for_uplink(pre))
+        async with timed("sending the first words", FIRST_WORDS_TIMEOUT_S, FailureReason.FIRST_WORDS_TIMEOUT):
+            await self.room.send_preconnect(for_uplink(pre))
         pump = asyncio.get_running_loop().create_task(self._pump_mic(), name="mic")
         try:
             end = await self._watch(pump)
@@ -268,7 +275,8 @@ class SessionRun:
         async for frame in self._capture:
             parts.append(frame.pcm)
             if len(parts) >= MIC_SEND_FRAMES:
-                await self.room.send_mic(np.concatenate(parts))
+                async with timed("the microphone uplink", UPLINK_TIMEOUT_S, FailureReason.UPLINK_TIMEOUT):
+                    await self.room.send_mic(np.concatenate(parts))
                 parts.clear()
 
     async def _watch(self, pump: asyncio.Task[None]) -> sm.Event:
@@ -278,8 +286,8 @@ class SessionRun:
             now = time.monotonic()
             if pump.done():
                 error = pump.exception() if not pump.cancelled() else None
-                log.error("session %d: the microphone uplink stopped: %r", self.number, error)
-                return sm.Failure(FailureReason.CONNECT_FAILED)
+                log.error("session %d: the microphone uplink stopped: %s", self.number, error)
+                return sm.Failure(error.reason if isinstance(error, KioskError) else FailureReason.CONNECT_FAILED)
             limit = self._config.wake_max_duration_s if self.woke else self._config.max_duration_s
             if now - self.live_at >= limit:
                 return sm.MaxDuration()
@@ -309,8 +317,9 @@ class SessionRun:
         return max(candidates)
 
     def _settle(self, dispatch: Dispatch, event: sm.Event, message: str) -> None:
-        """End from inside: mark the run settled first so the resulting teardown does not cancel us."""
-        self._settled = True
+        """End from inside: settle first, so the teardown the event causes does not cancel the run."""
+        if self._to(Step.SETTLE) != Phase.SETTLED:
+            return  # torn down from outside meanwhile: that end is the one reported
         if isinstance(event, sm.Failure):
             log.warning("%s", message)
         else:
@@ -319,7 +328,7 @@ class SessionRun:
 
     async def _close(self) -> None:
         """Release everything the run opened; bounded to a few seconds when the daemon is stopping."""
-        budget = SHUTDOWN_CLOSE_S if self._shutdown else None
+        budget = self._close_budget_s
         self._capture.close()
         if self.room is not None:
             self.room.leaving()  # no more agent audio to the speaker, no more events from this room
@@ -328,13 +337,15 @@ class SessionRun:
         try:
             if self.room is not None:
                 await self.room.stop_mic(budget_s=min(1.0, budget or 1.0))
-            started = await self._finish_start(STOP_START_WAIT_S if self._shutdown else None)
+            started = await self._finish_start(STOP_START_WAIT_S if budget is not None else None)
             if started is not None:
                 # The broker first: a vendor bills until it hears the end, and leaving the room takes longer.
                 await asyncio.wait_for(self._keeper.end(started), timeout=budget)
         except TimeoutError:
             log.warning(
-                "session %d: the broker end did not finish in time; it is retried at the next start", self.number
+                "session %d: the broker end timed out after %.1f s; it is retried at the next start",
+                self.number,
+                budget,
             )
         except Exception:
             # Supervisor boundary of the broker end: the room must still be left below.
@@ -347,10 +358,13 @@ class SessionRun:
         """The started session, waiting for a start that a teardown interrupted (it may have opened one)."""
         if self._start is None:
             return None
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._start), timeout=budget)
-        except (KioskError, rtc.ConnectError, TimeoutError):
+        done, _ = await asyncio.wait({self._start}, timeout=budget)
+        if not done:
+            log.warning("session %d: the broker start did not answer within %.0f s of stopping", self.number, budget)
             return None
+        if self._start.cancelled() or self._start.exception() is not None:
+            return None
+        return self._start.result()
 
     def _play(self, name: str, samples: npt.NDArray[np.int16]) -> None:
         self._audio.mixer_input(BACKGROUND if name == "background" else AGENT).push(samples)
@@ -359,20 +373,3 @@ class SessionRun:
         if caption.final:
             self.transcript.append((caption.role, caption.text))
         self._on_caption(caption)
-
-
-def connect_failure(exc: rtc.ConnectError, grant: Grant | None, clock: ServerClock) -> tuple[FailureReason, str]:
-    """Name a failed room connect: ``clock`` when the server refused the token and a clock disagrees.
-
-    The kiosk never refuses a token on its own clock; when the server refuses it (401) and the local clock is off the
-    broker's ``Date`` by more than a minute, or the token already looked unusable locally, the clock is to blame.
-    """
-    refused = "401" in str(exc) or "unauthorized" in str(exc).lower()
-    if refused and (clock.wrong or (grant is not None and grant.local_clock_problem)):
-        details = []
-        if clock.skew_s is not None and clock.wrong:
-            details.append(f"the local clock is {clock.describe()} the broker's by {abs(clock.skew_s):.0f} s")
-        if grant is not None and grant.local_clock_problem:
-            details.append(grant.local_clock_problem)
-        return FailureReason.CLOCK, f"the LiveKit server refused the token ({'; '.join(details)}): {TIME_SYNC_HINT}"
-    return FailureReason.CONNECT_FAILED, f"room connect failed: {exc}"

@@ -62,6 +62,8 @@ FAILURE_WORDS: dict[FailureReason, str] = {
     FailureReason.AGENT_NO_SHOW: "The assistant did not join the call.",
     FailureReason.SECRET_UNREADABLE: "The kiosk cannot read its access key.",
     FailureReason.INTERNAL: "The kiosk had an internal problem.",
+    FailureReason.FIRST_WORDS_TIMEOUT: "The call stopped responding.",
+    FailureReason.UPLINK_TIMEOUT: "The call stopped responding.",
 }
 RETRY_WORDS = "Please try again in a moment."
 OFFLINE_WORDS = "The kiosk is starting. This page reconnects by itself."
