@@ -33,9 +33,15 @@ class FakeProbe:
 
     sources: list[str] | None = field(default_factory=lambda: ["mic.monitor"])
 
+    sinks: list[str] | None = field(default_factory=lambda: ["spk"])
+
     def capture_sources(self) -> list[str] | None:
         """The scripted answer."""
         return self.sources
+
+    def playback_sinks(self) -> list[str] | None:
+        """The scripted answer."""
+        return self.sinks
 
     def close(self) -> None:
         """Nothing to release."""
@@ -46,6 +52,7 @@ class FakeEngine:
     """An input direction with a stream, a frame subscription and the health reports made."""
 
     input: Direction = field(default_factory=lambda: Direction("input", stream=object(), device="mic"))  # type: ignore[arg-type]
+    output: Direction = field(default_factory=lambda: Direction("output", stream=object(), device="spk"))  # type: ignore[arg-type]
     subscribers: list[Callable[[MicFrame], None]] = field(default_factory=list)
     reports: list[AudioHealthEvent] = field(default_factory=list)
 
@@ -89,6 +96,19 @@ async def test_a_stream_moved_to_another_source_is_failed() -> None:
     await w.check()
     assert engine.input.failed is not None
     assert "'spk.monitor'" in engine.input.failed and "'mic.monitor'" in engine.input.failed
+    await w.stop()
+
+
+async def test_a_playback_stream_moved_to_another_sink_is_failed() -> None:
+    """The speaker is held to the sink it opened on: moved elsewhere, the output is failed; the input is left alone."""
+    engine, probe, clock = FakeEngine(), FakeProbe(), Clock()
+    w = watch(engine, probe, clock)
+    await w.check()
+    assert w.expected_sink == "spk" and engine.output.failed is None
+    probe.sinks = ["hdmi"]
+    await w.check()
+    assert engine.output.failed is not None and "moved the playback stream to sink 'hdmi'" in engine.output.failed
+    assert engine.input.failed is None
     await w.stop()
 
 

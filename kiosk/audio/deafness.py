@@ -1,4 +1,5 @@
-"""Noticing a deaf microphone: a capture stream the sound server moved elsewhere, or one that delivers only zeros.
+"""Noticing a deaf microphone or a mute speaker: a stream the sound server moved elsewhere, or a capture that
+delivers only zeros.
 
 Why the sound server is asked, and not told. When a PulseAudio source vanishes (a USB microphone pulled, a null sink
 unloaded), the server moves every capture stream on it to another source, often the speaker's monitor, and leaves
@@ -12,7 +13,9 @@ the server (through :mod:`pulsectl`, a ctypes binding of libpulse, which the ALS
 sources this process's capture streams are on, learns the source the configured device opened on, and calls the
 stream failed as soon as it is anywhere else. The supervisor (:mod:`kiosk.audio.supervisor`) then closes it and
 reopens the configured device with backoff; while the configured source is gone the reopen fails, and a session
-that stays without its microphone past the observers' grace ends as ``audio_device``.
+that stays without its microphone past the observers' grace ends as ``audio_device``. A playback stream whose sink
+vanished (a USB speaker pulled) is moved the same way, to HDMI or the headphone jack, and plays on where nobody
+hears it: the watch holds it to the sink it opened on (sink inputs), with the same consequences.
 
 Digital silence. A live microphone always carries some noise; a capture that delivers only zero samples is
 muted or broken. (Raw samples are judged, within ``DIGITAL_ZERO``: the echo canceller and noise suppressor add a
@@ -53,10 +56,14 @@ RETRY_CONNECT_S = 30.0
 
 
 class SourceProbe(Protocol):
-    """Where this process's capture streams are (blocking: the watch calls it off the event loop)."""
+    """Where this process's streams are (blocking: the watch calls it off the event loop)."""
 
     def capture_sources(self) -> list[str] | None:
         """Names of the sources this process's capture streams are on; None when no sound server answers."""
+        ...
+
+    def playback_sinks(self) -> list[str] | None:
+        """Names of the sinks this process's playback streams are on; None when no sound server answers."""
         ...
 
     def close(self) -> None:
@@ -68,6 +75,7 @@ class WatchedEngine(Protocol):
     """What the watch needs of the audio engine."""
 
     input: Direction
+    output: Direction
 
     def subscribe_raw_frames(self, callback: Callable[[MicFrame], None]) -> Callable[[], None]:
         """Get every raw (unprocessed) mic frame on the loop; returns the unsubscribe function."""
@@ -93,6 +101,13 @@ class PulseProbe:
 
     def capture_sources(self) -> list[str] | None:
         """Source names of this process's source outputs, or None (no server now; retried after 30 s)."""
+        return self._where("source")
+
+    def playback_sinks(self) -> list[str] | None:
+        """Sink names of this process's sink inputs, or None (no server now; retried after 30 s)."""
+        return self._where("sink")
+
+    def _where(self, kind: str) -> list[str] | None:
         import pulsectl
 
         if self._pulse is None:
@@ -102,19 +117,23 @@ class PulseProbe:
                 self._pulse = pulsectl.Pulse("kiosk-deafness-watch", server=self._server)
             except pulsectl.PulseError as exc:
                 self._retry_at = time.monotonic() + RETRY_CONNECT_S
-                log.debug("no pulse server to ask where the microphone stream is: %s", exc)
+                log.debug("no pulse server to ask where the audio streams are: %s", exc)
                 return None
         try:
-            names = {source.index: source.name for source in self._pulse.source_list()}
-            outputs = self._pulse.source_output_list()
+            if kind == "source":
+                names = {device.index: device.name for device in self._pulse.source_list()}
+                streams = [(out.source, out.proplist) for out in self._pulse.source_output_list()]
+            else:
+                names = {device.index: device.name for device in self._pulse.sink_list()}
+                streams = [(inp.sink, inp.proplist) for inp in self._pulse.sink_input_list()]
         except pulsectl.PulseError as exc:
             log.debug("the pulse server stopped answering: %s", exc)
             self.close()
             return None
         return [
-            names.get(out.source, f"#{out.source}")
-            for out in outputs
-            if out.proplist.get("application.process.id") == self._pid
+            names.get(index, f"#{index}")
+            for index, props in streams
+            if props.get("application.process.id") == self._pid
         ]
 
     def close(self) -> None:
@@ -147,6 +166,8 @@ class DeafnessWatch:
         self._stream: object | None = None
         #: The source the configured input device opened on (learned from its first stream).
         self.expected_source: str | None = None
+        #: The sink the configured output device opened on (learned from its first stream).
+        self.expected_sink: str | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._sound_t = 0.0
         self._silence_reopened = False
@@ -194,32 +215,44 @@ class DeafnessWatch:
             await asyncio.sleep(self._interval_s)
 
     async def check(self) -> None:
-        """One round: where the capture stream is, and how long it has been digitally silent."""
+        """One round: where the capture and playback streams are, and how long capture has been digitally silent."""
+        if self._probe is not None:
+            found = await self._placed(self._engine.input, self._probe.capture_sources, self.expected_source)
+            self.expected_source = found or self.expected_source
+            found = await self._placed(self._engine.output, self._probe.playback_sinks, self.expected_sink)
+            self.expected_sink = found or self.expected_sink
         direction = self._engine.input
         stream = direction.stream
         if stream is None or direction.failed is not None:
             return
         now = self._clock()
         if stream is not self._stream:
-            # A new stream: its own silence clock, and (the first time) the source to hold it to.
+            # A new stream: its own silence clock.
             self._stream = stream
             self._sound_t = max(self._sound_t, now)
-        if self._probe is not None:
-            sources = await asyncio.get_running_loop().run_in_executor(self._executor, self._probe.capture_sources)
-            if direction.stream is not stream:
-                return  # reopened meanwhile: judge the new stream next round
-            if sources:
-                if self.expected_source is None:
-                    self.expected_source = sources[0]
-                    log.info("audio input: the capture stream is on source %r", self.expected_source)
-                elif self.expected_source not in sources:
-                    direction.failed = (
-                        f"the sound server moved the capture stream to source {sources[0]!r}; the configured "
-                        f"device is on {self.expected_source!r}"
-                    )
-                    return
         if self._unsubscribe is not None and now - self._sound_t >= self._digital_silence_s:
             self._digital_silence(direction, now)
+
+    async def _placed(
+        self, direction: Direction, ask: Callable[[], list[str] | None], expected: str | None
+    ) -> str | None:
+        """Fail ``direction`` if the sound server moved its stream off ``expected``; return the device it is on."""
+        stream = direction.stream
+        if stream is None or direction.failed is not None:
+            return None
+        where = await asyncio.get_running_loop().run_in_executor(self._executor, ask)
+        if direction.stream is not stream or not where:
+            return None  # reopened meanwhile (judged next round), or no answer
+        kind, noun = ("capture", "source") if direction.name == "input" else ("playback", "sink")
+        if expected is None:
+            log.info("audio %s: the %s stream is on %s %r", direction.name, kind, noun, where[0])
+            return where[0]
+        if expected not in where:
+            direction.failed = (
+                f"the sound server moved the {kind} stream to {noun} {where[0]!r}; the configured device is on "
+                f"{expected!r}"
+            )
+        return None
 
     def _digital_silence(self, direction: Direction, now: float) -> None:
         problem = f"digital silence (only zero samples) for {now - self._sound_t:.0f} s while live"
