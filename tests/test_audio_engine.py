@@ -11,6 +11,7 @@ from kiosk.audio import AGENT, AudioEngine, AudioHealthEvent, Chime, VadEvent, V
 from kiosk.audio.capture import IDLE_HAND_OFF_BLOCKS
 from kiosk.audio.fake import FakeStreamFactory
 from kiosk.audio.processing import Processor
+from kiosk.audio.recovery import FIRST_BLOCK_GRACE_S, Direction
 from kiosk.audio.streams import DeviceInfo
 from kiosk.commands.devices import format_devices
 from kiosk.commands.devices import main as devices_main
@@ -226,10 +227,30 @@ async def test_stalled_input_is_reopened() -> None:
     health: list[AudioHealthEvent] = []
     engine.subscribe_health(health.append)
     await engine.start()
+    factory.latest("input").feed(np.zeros((4800, 1), dtype=np.int16))  # it ran, then went quiet
     await until(lambda: any(not e.ok and e.direction == "input" for e in health), 5)
-    await until(lambda: any(e.ok and e.direction == "input" for e in health), 5)
+    await until(lambda: any(e.ok and e.direction == "input" for e in health), 10)
     assert "no audio" in (engine.health().input.last_error or "")
     await engine.close()
+
+
+def test_a_fresh_stream_gets_a_grace_for_its_first_block() -> None:
+    """Before its first block a stream is judged by ``FIRST_BLOCK_GRACE_S``, after it by the stall timeout."""
+
+    class Quiet:
+        last_block_t: float | None = None
+
+        def stop(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    stream = Quiet()
+    direction = Direction(name="input", stream=stream, opened_t=100.0)
+    assert not direction.stalled(100.0 + FIRST_BLOCK_GRACE_S - 0.1, 0.2)
+    assert direction.stalled(100.0 + FIRST_BLOCK_GRACE_S + 0.1, 0.2)
+    stream.last_block_t = 101.0
+    assert not direction.stalled(101.1, 0.2)
+    assert direction.stalled(101.3, 0.2)
 
 
 def test_devices_command_marks_defaults(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
 
 import numpy as np
 import pytest
@@ -58,7 +60,7 @@ async def test_what_the_kiosk_plays_reaches_the_speaker_sink(pulse_server: Pulse
 
 
 async def test_pulled_microphone_comes_back(pulse_server: PulseServer) -> None:
-    """Unloading the mic sink is reported as an audio device failure; loading it again brings capture back."""
+    """Unloading the mic sink (its stream ended) is reported as an audio device failure; loading it again brings capture back."""
     config = AudioConfig(stall_timeout_s=0.5, reopen_backoff_max_s=0.5, **PULSE)
     engine = AudioEngine(audio=config)
     health: list[AudioHealthEvent] = []
@@ -69,6 +71,11 @@ async def test_pulled_microphone_comes_back(pulse_server: PulseServer) -> None:
     try:
         await until(lambda: len(frames) > 20, 10)
         pulse_server.unload_sink("mic")
+        # PulseAudio moves a stream whose source went away to another one; a device pulled for good ends it (pactl
+        # has no kill-source-output: end the capture's own connection, which the ALSA plugin opens per stream).
+        for line in pulse_server.pactl("list", "short", "source-outputs").splitlines():
+            with contextlib.suppress(subprocess.CalledProcessError):  # it may have gone by itself meanwhile
+                pulse_server.pactl("kill-client", line.split()[2])
         try:
             await until(lambda: any(not e.ok and e.direction == "input" for e in health), 10)
         finally:

@@ -66,7 +66,8 @@ def test_sigterm_mid_call_ends_the_broker_session(
         player.wait(timeout=30)
         status = request_once(socket_path, {"cmd": "status"})
         room = status["session"]["room"]
-        assert status["audio"]["ok"] is True
+        # a device glitch on a loaded machine is reopened at once; the call must have working audio again
+        _wait(lambda: request_once(socket_path, {"cmd": "status"})["audio"]["ok"], 10, "audio ok")
         _wait(lambda: sandbox.session(room)["heard"].get("speech_seconds", 0) > 1.0, 20, "the agent to hear speech")
         _wait(lambda: speaker_raw.exists() and speaker_raw.stat().st_size > 48000 * 2 * 2, 20, "speaker audio")
         sent = time.monotonic()

@@ -9,6 +9,8 @@ from typing import Protocol
 
 #: First reopen delay; doubled per failed attempt up to ``audio.reopen_backoff_max_s``.
 BACKOFF_BASE_S = 0.1
+#: How long a newly opened stream may take for its first block before it counts as stalled.
+FIRST_BLOCK_GRACE_S = 3.0
 
 
 class Stream(Protocol):
@@ -51,11 +53,17 @@ class Direction:
     counters: dict[str, int] = field(default_factory=dict)
 
     def stalled(self, now: float, timeout_s: float) -> bool:
-        """True when the stream has delivered nothing for ``timeout_s``."""
+        """True when the stream has delivered nothing for ``timeout_s`` (``FIRST_BLOCK_GRACE_S`` at least after opening).
+
+        A fresh stream may take longer for its first block than a running one between blocks (a sound server under
+        load, USB audio waking up); judging it by the running timeout would close and reopen it before it ever ran.
+        """
         if self.stream is None:
             return False
         last = self.stream.last_block_t
-        return now - max(last if last is not None else self.opened_t, self.opened_t) > timeout_s
+        if last is None or last < self.opened_t:
+            return now - self.opened_t > max(timeout_s, FIRST_BLOCK_GRACE_S)
+        return now - last > timeout_s
 
     def schedule_retry(self, now: float, *, max_s: float, rng: Callable[[], float]) -> float:
         """Plan the next reopen attempt and return its delay."""
