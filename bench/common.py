@@ -206,7 +206,18 @@ def kiosk_config(
     log_level: str = "warning",
     extra: str = "",
 ) -> Path:
-    """Write a kiosk.toml for the lyzr dialect against ``sb``; returns its path."""
+    """Write a kiosk.toml for the lyzr dialect against ``sb``; returns its path.
+
+    ``audio.digital_silence_s`` is off unless ``extra`` sets it: the benchmarks' WAV and null-sink microphones are
+    exact zeros between utterances, which a real microphone never is.
+    """
+    if "digital_silence_s" not in extra:
+        setting = "digital_silence_s = 0\n"
+        extra = (
+            extra.replace("[audio]\n", "[audio]\n" + setting, 1)
+            if "[audio]\n" in extra
+            else f"{extra}\n[audio]\n{setting}"
+        )
     text = (
         f'[device]\nidentity = "{identity}"\n\n'
         f'[broker]\ndialect = "lyzr"\nurl = "{sb.http_url}"\nagent_id = "bench-agent"\napi_key_env = "{key_env}"\n\n'

@@ -268,7 +268,8 @@ def _future(token: str, m: Matrix) -> str:
 
 
 def _move_mic(m: Matrix) -> None:
-    m.pulse.pactl("move-source-output", _streams_of(m.pulse, m.kiosk.process.pid)["source_output"], "spk.monitor")
+    ours = m.kiosk.wait_for(lambda: _streams_of(m.pulse, m.kiosk.process.pid).get("source_output"), 20, "the stream")
+    m.pulse.pactl("move-source-output", ours, "spk.monitor")
 
 
 def _unplug_mic_briefly(m: Matrix) -> None:
@@ -314,7 +315,7 @@ def test_audio_faults(matrix: Matrix, fault: Callable[[Matrix], None], live: boo
         if "mic" not in matrix.pulse.pactl("list", "short", "sinks"):
             matrix.pulse.load_sink("mic")
     assert last_end["reason"] == "control" and states == LIVE_THEN_ENDED
-    assert _streams_of(matrix.pulse, kiosk.process.pid)["source"] == "mic.monitor"
+    kiosk.wait_for(lambda: _streams_of(matrix.pulse, kiosk.process.pid)["source"] == "mic.monitor", 20, "the mic")
 
 
 def _streams_of(pulse: PulseServer, pid: int) -> dict[str, str]:
@@ -326,7 +327,8 @@ def _streams_of(pulse: PulseServer, pid: int) -> dict[str, str]:
         names = {source.index: source.name for source in client.source_list()}
         outputs = [o for o in client.source_output_list() if o.proplist.get("application.process.id") == mine]
         inputs = [i.index for i in client.sink_input_list() if i.proplist.get("application.process.id") == mine]
-    assert len(outputs) == 1 and len(inputs) == 1, (outputs, inputs)
+    if len(outputs) != 1 or len(inputs) != 1:
+        return {"source": f"not one stream each way yet: {len(outputs)} in, {len(inputs)} out"}
     return {"source_output": str(outputs[0].index), "source": names[outputs[0].source], "sink_input": str(inputs[0])}
 
 
