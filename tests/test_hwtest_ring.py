@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
 from gpiozero.pins.mock import MockFactory
 
 from kiosk.commands import hwtest
@@ -41,8 +43,11 @@ def test_leds_check_shows_the_mute_on_the_ring(tmp_path: Path, mock_pins: MockFa
     assert [(153, 0, 0)] * 4 in [pixels(frame, 4) for frame in probe.frames]
 
 
-async def test_button_check_watches_the_mute_button(tmp_path: Path, mock_pins: MockFactory, capsys: Any) -> None:
+async def test_button_check_watches_the_mute_button(
+    tmp_path: Path, mock_pins: MockFactory, capsys: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """``--which mute`` watches trigger.mute_pin and counts its press."""
+    caplog.set_level(logging.INFO, logger="kiosk.trigger")
     config = str(write_config(tmp_path, BUTTONS))
     pin = mock_pins.pin(24)
     check = asyncio.create_task(
@@ -50,10 +55,10 @@ async def test_button_check_watches_the_mute_button(tmp_path: Path, mock_pins: M
             hwtest.main, ["button", "--config", config, "--which", "mute", "--presses", "1"], pin_factory=mock_pins
         )
     )
-    # The pull is set a moment before gpiozero hooks up its edge callback: press once that is in place.
-    await until(lambda: pin.pull == "up" and pin.when_changed is not None, 10)
+    # The trigger logs once its button is built and its callbacks are set: a press before that would be lost.
+    await until(lambda: "button on GPIO24" in caplog.text, 10)
     pin.drive_low()
-    await asyncio.sleep(0.1)  # at least the 30 ms bounce window, so the release is not taken for a bounce
+    await asyncio.sleep(0.1)  # held longer than bounce_time_ms, so the release is not taken for a bounce
     pin.drive_high()
     assert await asyncio.wait_for(check, 30) == 0
     out = capsys.readouterr().out
