@@ -94,6 +94,11 @@ async def test_volume_and_mute_buttons_ring_and_restart(
     try:
         await until(lambda: socket.exists() or task.done(), within=20)
         first = await status(socket)
+        # The control socket answers before the metrics listener is up (READY comes after both).
+        async with asyncio.timeout(20):
+            while "metrics" not in first:
+                await asyncio.sleep(0.05)
+                first = await status(socket)
         assert (first["volume"], first["muted"]) == (0.8, False)
         assert first["audio"]["echo_cancellation"]["enabled"] is True
         assert "different devices" in first["audio"]["echo_cancellation"]["why"]
