@@ -10,7 +10,7 @@ from kiosk.audio import AGENT, AudioEngine, VadEvent, VadEventKind
 from kiosk.audio.capture import IDLE_HAND_OFF_BLOCKS
 from kiosk.audio.fake import DEFAULT_DEVICES, FakeStreamFactory
 from kiosk.audio.playback import Playback
-from kiosk.audio.processing import Processor
+from kiosk.audio.processing import MAX_STREAM_DELAY_MS, Processor
 from kiosk.config import AudioConfig, TriggerConfig
 from tests.fixtures.audio import SpeechClip, until
 from tests.test_audio_engine import RAW, Clock, settle
@@ -284,3 +284,13 @@ def test_vad_judges_at_16k_and_refuses_sizes_webrtcvad_does_not_take() -> None:
         assert _tenth_percentile(levels[:n]) == pytest.approx(float(np.percentile(levels[:n], 10)), abs=1e-4)
     with pytest.raises(ValueError, match="10, 20 or 30 ms"):
         VoiceActivity(aggressiveness=2, onset_ms=120, offset_ms=600, wake_ms=400, frame_ms=25)
+
+
+def test_a_measured_delay_beyond_webrtcs_range_is_clamped_not_refused() -> None:
+    """Callback latencies adding up past 500 ms (a sound server filling its buffer) are applied as 500 ms: WebRTC
+    refuses more, and the canceller would otherwise fail every frame until the latencies settle."""
+    processor = Processor(AudioConfig(echo_cancellation=True))
+    assert processor.follow_latencies(0.4, 0.4)
+    assert processor.delay_ms == MAX_STREAM_DELAY_MS
+    processor.process(np.zeros(480, dtype=np.int16))
+    assert processor.errors == 0

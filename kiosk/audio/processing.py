@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 #: A measured echo path delay is applied once it moved this far from the one in use (ms): callback timings jitter.
 DELAY_STEP_MS = 5
+#: The echo path delays WebRTC's ``set_stream_delay_ms`` takes without an error (ms): it clamps anything outside
+#: [0, 500] and reports ``kBadStreamParameterWarning``, which LiveKit's APM raises as "Failed to set stream delay".
+MAX_STREAM_DELAY_MS = 500
 
 
 class Processor:
@@ -49,7 +52,7 @@ class Processor:
 
     def set_latencies(self, input_s: float, output_s: float) -> None:
         """Set the echo path delay from PortAudio's reported input and output latencies."""
-        self.delay_ms = max(0, round((input_s + output_s) * 1000))
+        self.delay_ms = _in_range(round((input_s + output_s) * 1000))
         if self._logged_delay != self.delay_ms:
             log.info(
                 "echo path delay %d ms (input latency %.1f ms, output latency %.1f ms)",
@@ -62,7 +65,7 @@ class Processor:
     def follow_latencies(self, input_s: float, output_s: float) -> bool:
         """Take the echo path delay from latencies measured in the callbacks (PortAudio's ``time_info``), when it
         moved at least :data:`DELAY_STEP_MS` from the one in use; returns whether it changed."""
-        delay = max(0, round((input_s + output_s) * 1000))
+        delay = _in_range(round((input_s + output_s) * 1000))
         if abs(delay - self.delay_ms) < DELAY_STEP_MS:
             return False
         log.debug("echo path delay %d ms -> %d ms (measured in the callbacks)", self.delay_ms, delay)
@@ -97,3 +100,8 @@ class Processor:
             self._reverse_failures.failed()
         else:
             self._reverse_failures.succeeded()
+
+
+def _in_range(delay_ms: int) -> int:
+    """``delay_ms`` within what WebRTC's ``set_stream_delay_ms`` accepts (``MAX_STREAM_DELAY_MS``)."""
+    return min(MAX_STREAM_DELAY_MS, max(0, delay_ms))
