@@ -133,7 +133,8 @@ async def test_retries_stop_at_the_callers_deadline(tmp_path: Path) -> None:
             with pytest.raises(BrokerError) as caught:
                 await lyzr(fake, tmp_path).start(deadline=time.monotonic() + 0.8)
     assert caught.value.reason == FailureReason.BROKER_ERROR
-    assert 0.1 < time.monotonic() - started < 1.5
+    # stopped at the 0.8 s deadline, not after stamina's own budget (45 s); generous for a loaded machine
+    assert 0.1 < time.monotonic() - started < 4.0
     assert len(fake.requests) >= 2
 
 

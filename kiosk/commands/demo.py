@@ -101,6 +101,7 @@ async def _demo(args: argparse.Namespace) -> int:
                     silence_s=args.silence_timeout,
                     log_level="info" if args.verbose else "error",
                     voice_wake=args.voice_wake,
+                    wav_mic=args.mic_wav is not None,
                 )
                 + (runner.SCREEN_SECTION if args.screen else "")
             )

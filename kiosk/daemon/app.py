@@ -158,10 +158,14 @@ async def run(
     control = ControlServer(
         path=config.control.socket, mode=config.control.socket_mode, controller=observers, events=events
     )
+    # The metrics listener first: once the control socket answers, `kiosk status` names it.
+    await exporter.start()
+    observers.metrics_address = exporter.address
     try:
         await control.start()
     except OSError as exc:
         log.error("control socket: %s", exc)
+        await exporter.close()
         await controls.aclose()
         await _close_all(trigger, leds, audio, keeper, client)
         return EX_UNAVAILABLE
@@ -180,8 +184,6 @@ async def run(
     reloader = Reloader(config_path=config_path, driver=driver, notifier=notifier, on_reload=reloaded)
     signals = _install_signals(loop, driver, reloader)
 
-    await exporter.start()
-    observers.metrics_address = exporter.address
     if stop is not None:
         stopper = loop.create_task(_stop_when(stop, driver), name="stop")
     recovery = loop.create_task(keeper.recover(), name="recover")

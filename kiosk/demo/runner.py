@@ -72,9 +72,20 @@ def start_sandbox(*, api_key: str, log: IO[str], timeout_s: float = 30.0, agent:
 
 
 def demo_config(
-    *, dialect: str, info: dict[str, Any], workdir: Path, silence_s: float, log_level: str, voice_wake: bool
+    *,
+    dialect: str,
+    info: dict[str, Any],
+    workdir: Path,
+    silence_s: float,
+    log_level: str,
+    voice_wake: bool,
+    wav_mic: bool = False,
 ) -> str:
-    """The TOML config the demo's daemon runs with."""
+    """The TOML config the demo's daemon runs with.
+
+    With a WAV microphone (``wav_mic``) digital-silence detection is off: between its words that microphone gives
+    exact zeros, which would be taken for a dead one (``audio.digital_silence_s``).
+    """
     if dialect == "self":
         broker = (
             f'dialect = "self"\nlivekit_url = "{info["ws_url"]}"\nlivekit_api_key = "{info["livekit_api_key"]}"\n'
@@ -91,6 +102,7 @@ def demo_config(
         f"[trigger]\nvoice_wake = {'true' if voice_wake else 'false'}\ncooldown_s = 2.0\n\n"
         f'[control]\nsocket = "{workdir / "control.sock"}"\n\n'
         f'[daemon]\nstate_dir = "{workdir / "state"}"\nlog_level = "{log_level}"\n'
+        + ("\n[audio]\ndigital_silence_s = 0\n" if wav_mic else "")
     )
 
 
