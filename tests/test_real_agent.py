@@ -86,7 +86,8 @@ def start_kiosk(
     started: list[Any] = []
 
     def echo_log() -> str:
-        return echo_worker.log_tail(6000)
+        reports = {p.stem: p.read_text() for p in sorted(echo_worker.reports.glob("*.json"))[-3:]}
+        return f"{echo_worker.log_tail(6000)}\nwhat the agent's STT heard, by room: {reports}"
 
     def start(dialect: str, sandbox: SandboxHandle = workers_sandbox) -> KioskProcess:
         secret = sandbox.livekit_api_secret if dialect == "self" else sandbox.api_key
@@ -155,6 +156,8 @@ def test_the_agent_is_dispatched_and_its_state_drives_the_kiosk(
     room = _press(kiosk)
     kiosk.wait_for(lambda: "listening" in _agent_states(kiosk), 40, "the agent to listen")
     _agent_hears_the_kiosk(kiosk, echo_worker, room)
+    # The pre-connect buffer is sent even when nothing was recorded yet: otherwise the agent waits 3 s for it.
+    assert "timeout waiting for pre-connect audio buffer" not in echo_worker.log_messages(room)
     record = workers_sandbox.session(room)
     assert record["dialect"] == dialect and record["agent_name"] == AGENT_NAME
     assert record["agent_job"]["status"] == "JS_RUNNING" and record["agent_job"]["worker_id"].startswith("AW_")

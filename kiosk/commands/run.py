@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import os
 
@@ -18,6 +19,9 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--config", help="config file (default: $KIOSK_CONFIG, else /etc/kiosk/kiosk.toml)")
     args = parser.parse_args(argv)
+    # A crash in native code (PortAudio, ALSA, the LiveKit FFI) prints every thread's Python stack to stderr,
+    # which systemd puts in the journal beside the daemon's own lines.
+    faulthandler.enable(all_threads=True)
     from kiosk.audio.worker import STUCK
     from kiosk.daemon.app import run
 

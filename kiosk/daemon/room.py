@@ -135,8 +135,13 @@ class AgentRoom:
         await self._source.capture_frame(frame)
 
     async def send_preconnect(self, audio: PreConnectAudio) -> None:
-        """Send the audio recorded before the agent listened as its pre-connect buffer (one byte stream)."""
-        if not audio.pcm or self._agent is None:
+        """Send the audio recorded before the agent listened as its pre-connect buffer (one byte stream).
+
+        Sent even when empty (a press in the first moments after the microphone opened): the track is published
+        with ``TF_PRECONNECT_BUFFER``, and an agent on ``livekit-agents`` waits up to its
+        ``pre_connect_audio_timeout`` (3 s) for the buffer before it reads the live track.
+        """
+        if self._agent is None:
             return
         attributes = {
             "sampleRate": str(audio.sample_rate),
