@@ -15,7 +15,11 @@ from collections.abc import Iterable
 
 MASK = "***"
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*")
-_PAIR = re.compile(r"(?i)\b(bearer|x-api-key|api[_-]?key|token|secret|password)(\s*[:=]\s*|\s+)[^\s,;'\"]+")
+#: ``key: value`` / ``key=value``: whatever follows is masked.
+_PAIR = re.compile(r"(?i)\b(bearer|x-api-key|api[_-]?key|token|secret|password)(\s*[:=]\s*)[^\s,;'\"]+")
+#: ``Bearer value`` / ``token value``: the next word is masked only when it looks like a credential (12 or more
+#: characters with a digit), so that "the token expires in 900 s" stays readable.
+_SPACED = re.compile(r"(?i)\b(bearer|x-api-key|api[_-]?key|token|secret|password)(\s+)(?=[^\s,;'\"]*\d)[^\s,;'\"]{12,}")
 _KEYLIKE = re.compile(r"\b(sk|pk|rk|lk|API)[_-]?[A-Za-z0-9][A-Za-z0-9_-]{11,}")
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
 
@@ -33,5 +37,6 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
         text = text.replace(secret, MASK)
     text = _JWT.sub(MASK, text)
     text = _PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    text = _SPACED.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     text = _KEYLIKE.sub(MASK, text)
     return _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)

@@ -46,6 +46,23 @@ def test_url_user_info_is_masked() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("Authorization: Bearer abcdef0123456789xyz", "Authorization: Bearer ***"),
+        ("api_key=short", "api_key=***"),
+        ("token: 0123", "token: ***"),
+        ("sent with token c2VjcmV0LXZhbHVlLTAx", "sent with token ***"),
+        ("granted room r1, token expires 2026-12-04T06:31:25+00:00 (in 900 s)", None),
+        ("the token is not valid yet", None),
+        ("secret file /etc/kiosk/broker.key is readable", None),
+    ],
+)
+def test_pairs_are_masked_and_plain_words_after_them_are_not(text: str, shown: str | None) -> None:
+    """``key: value`` always; ``token value`` only when the value looks like a credential, not an English word."""
+    assert redact(text) == (text if shown is None else shown)
+
+
+@pytest.mark.parametrize(
     ("content", "words"),
     [
         (f"{KEY}\nsecond line\n", "holds 2 lines"),
