@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sysconfig
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -52,6 +55,20 @@ def test_portaudio_answers_whether_a_device_takes_the_pipeline_rate(alsa_files: 
     index = next(d.index for d in factory.devices() if d.name == alsa_files.mic48)
     assert factory.supports(kind="input", device=index, samplerate=48_000, channels=1)
     assert not factory.supports(kind="input", device=index, samplerate=1, channels=1)
+
+
+A52_PLUGIN = Path("/usr/lib") / sysconfig.get_config_var("MULTIARCH") / "alsa-lib/libasound_module_pcm_a52.so"
+
+
+@pytest.mark.skipif(not A52_PLUGIN.exists(), reason="libasound2-plugins' a52 plugin is not installed")
+def test_the_device_scan_leaves_no_unused_alsa_plugin_loaded(alsa_files: AlsaFiles) -> None:
+    """PortAudio's scan opens every PCM the ALSA configuration names (a52 loads libavcodec); the factory unloads the
+    modules no PCM uses, and devices still open after it (ALSA reads its configuration again)."""
+    factory = SoundDeviceFactory()
+    factory.rescan()
+    assert A52_PLUGIN.name not in Path("/proc/self/maps").read_text()
+    index = next(d.index for d in factory.devices() if d.name == alsa_files.mic48)
+    assert factory.supports(kind="input", device=index, samplerate=48_000, channels=1)
 
 
 async def test_capture_picks_the_channel_and_resamples_to_48k(alsa_files: AlsaFiles) -> None:

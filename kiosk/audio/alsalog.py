@@ -54,6 +54,27 @@ def route_alsa_errors_to_log() -> bool:
     return True
 
 
+def unload_unused_alsa_plugins() -> bool:
+    """Free ALSA's global configuration and unload the plugin modules no open PCM uses; False without libasound.
+
+    PortAudio's device scan opens every PCM the ALSA configuration defines (``a52``, ``jack``, ``lavrate``,
+    ``speex``, ``upmix`` ...), and libasound keeps each plugin module it loaded, with the libraries behind them
+    (libavcodec and its codecs for ``a52``): about 11 MB of resident memory for the life of the daemon. alsa-lib's
+    ``snd_config_update_free_global`` (``src/conf.c``) drops the configuration tree and closes cached plugin modules
+    whose use count is zero; the next ``snd_pcm_open`` reads the configuration again. Call it from the thread that
+    makes every PortAudio call, while no other thread is inside ALSA's configuration (after the scan).
+    """
+    name = ctypes.util.find_library("asound")
+    if name is None:
+        return False
+    try:
+        status = int(ctypes.CDLL(name).snd_config_update_free_global())
+    except (OSError, AttributeError):
+        log.debug("could not free ALSA's global configuration", exc_info=True)
+        return False
+    return status == 0
+
+
 _fd_lock = threading.Lock()
 
 

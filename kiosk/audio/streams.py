@@ -167,13 +167,16 @@ class SoundDeviceFactory:
     """The real :class:`StreamFactory`: PortAudio through sounddevice (imported on first use)."""
 
     def __init__(self) -> None:
-        from kiosk.audio.alsalog import route_alsa_errors_to_log
+        from kiosk.audio.alsalog import route_alsa_errors_to_log, unload_unused_alsa_plugins
 
         # Before PortAudio initialises: probing devices already makes ALSA print.
         route_alsa_errors_to_log()
         import sounddevice
 
         self._sd: Any = sounddevice
+        self._unload_plugins = unload_unused_alsa_plugins
+        # PortAudio's scan (at import) loaded every ALSA plugin the configuration names; none is open now.
+        self._unload_plugins()
 
     def devices(self) -> list[DeviceInfo]:
         """Every PortAudio device with its host API name."""
@@ -251,4 +254,5 @@ class SoundDeviceFactory:
         """Re-initialise PortAudio so devices plugged in since start appear."""
         self._sd._terminate()
         self._sd._initialize()
+        self._unload_plugins()
         log.info("rescanned audio devices: %d found", len(self._sd.query_devices()))
