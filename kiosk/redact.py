@@ -15,11 +15,13 @@ from collections.abc import Iterable
 
 MASK = "***"
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*")
-#: ``key: value`` / ``key=value``: whatever follows is masked.
-_PAIR = re.compile(r"(?i)\b(bearer|x-api-key|api[_-]?key|token|secret|password)(\s*[:=]\s*)[^\s,;'\"]+")
-#: ``Bearer value`` / ``token value``: the next word is masked only when it looks like a credential (12 or more
+#: ``key: value`` / ``key=value`` / ``Bearer value``: whatever follows is masked.
+_PAIR = re.compile(
+    r"(?i)\b(x-api-key|api[_-]?key|token|secret|password)(\s*[:=]\s*)[^\s,;'\"]+|\b(bearer)(\s+)[^\s,;'\"]+"
+)
+#: ``token value`` / ``secret value``: the next word is masked only when it looks like a credential (8 or more
 #: characters with a digit), so that "the token expires in 900 s" stays readable.
-_SPACED = re.compile(r"(?i)\b(bearer|x-api-key|api[_-]?key|token|secret|password)(\s+)(?=[^\s,;'\"]*\d)[^\s,;'\"]{12,}")
+_SPACED = re.compile(r"(?i)\b(x-api-key|api[_-]?key|token|secret|password)(\s+)(?=[^\s,;'\"]*\d)[^\s,;'\"]{8,}")
 _KEYLIKE = re.compile(r"\b(sk|pk|rk|lk|API)[_-]?[A-Za-z0-9][A-Za-z0-9_-]{11,}")
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
 
@@ -36,7 +38,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in sorted({f for s in secrets if s for f in forms(s)}, key=len, reverse=True):
         text = text.replace(secret, MASK)
     text = _JWT.sub(MASK, text)
-    text = _PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    text = _PAIR.sub(lambda m: f"{m.group(1) or m.group(3)}{m.group(2) or m.group(4)}{MASK}", text)
     text = _SPACED.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     text = _KEYLIKE.sub(MASK, text)
     return _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)

@@ -51,6 +51,8 @@ def test_url_user_info_is_masked() -> None:
         ("Authorization: Bearer abcdef0123456789xyz", "Authorization: Bearer ***"),
         ("api_key=short", "api_key=***"),
         ("token: 0123", "token: ***"),
+        ("Authorization: Bearer short", "Authorization: Bearer ***"),
+        ("password hunter42", "password ***"),
         ("sent with token c2VjcmV0LXZhbHVlLTAx", "sent with token ***"),
         ("granted room r1, token expires 2026-12-04T06:31:25+00:00 (in 900 s)", None),
         ("the token is not valid yet", None),
