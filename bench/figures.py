@@ -37,9 +37,14 @@ def press_figures(samples: dict[str, list[Sample]], speech48: Samples) -> tuple[
     """Press-to-live, first words kept and silence-end precision."""
     # The first microphone audio at the agent: the pre-connect buffer (the words spoken while connecting) or the
     # first live frame, whichever came first. A client without pre-roll only has live frames.
-    kiosk = [min(s.press_to_audio_ms, s.preconnect_arrival_ms or math.inf) for s in samples["kiosk"]]
-    base = [s.press_to_audio_ms for s in samples["baseline"]]
-    kiosk_live = [s.press_to_audio_ms for s in samples["kiosk"]]
+    # A session in which the agent never had the speech counts as missing, on either side (see the notes).
+    arrivals = [min(s.press_to_audio_ms or math.inf, s.preconnect_arrival_ms or math.inf) for s in samples["kiosk"]]
+    kiosk = [a for a in arrivals if a != math.inf]
+    base = [s.press_to_audio_ms for s in samples["baseline"] if s.press_to_audio_ms is not None]
+    kiosk_live = [s.press_to_audio_ms for s in samples["kiosk"] if s.press_to_audio_ms is not None]
+    missing = f"; the agent never had the speech in {len(arrivals) - len(kiosk)} kiosk and " + (
+        f"{len(samples['baseline']) - len(base)} baseline session(s)"
+    )
     k50, k95, b50, b95 = (percentile(v, q) for v, q in ((kiosk, 50), (kiosk, 95), (base, 50), (base, 95)))
     ratio50 = k50 / b50 if k50 and b50 else None
     ratio95 = k95 / b95 if k95 and b95 else None
@@ -56,7 +61,7 @@ def press_figures(samples: dict[str, list[Sample]], speech48: Samples) -> tuple[
             f"<= {GOAL_P50_MS:.0f} ms",
             k50 is not None and k50 <= GOAL_P50_MS,
             rounded(b50),
-            "press to the first microphone audio at the agent (pre-connect buffer or live frame)",
+            "press to the first microphone audio at the agent (pre-connect buffer or live frame)" + missing,
         ),
         Figure("press-to-live p95", rounded(k95), "ms", "", None, rounded(b95)),
         Figure(

@@ -48,7 +48,8 @@ class Sample:
 
     who: str
     room: str
-    press_to_audio_ms: float
+    #: None when the agent never had the visitor's speech (it joined after a client without pre-roll stopped).
+    press_to_audio_ms: float | None
     press_to_connected_ms: float | None = None
     preconnect_arrival_ms: float | None = None
     kept: float | None = None
@@ -63,6 +64,11 @@ async def _wait_record(sb: Sandbox, room: str, key: str, within: float = STEP_S)
         return bool(r["heard"].get(key) if key in r["heard"] else r.get(key))
 
     return await asyncio.to_thread(sb.wait_session, room, ready, within)
+
+
+def _since(at: float | None, t0: float) -> float | None:
+    """Milliseconds from ``t0`` to ``at`` (both ``time.monotonic()``), or None when ``at`` never came."""
+    return None if at is None else (at - t0) * 1000
 
 
 def _first_audio(heard: dict[str, Any]) -> float | None:
@@ -150,7 +156,7 @@ async def baseline_session(client: httpx.AsyncClient, sb: Sandbox, speech48: Sam
     return Sample(
         who="baseline",
         room=data["roomName"],
-        press_to_audio_ms=(record["heard"]["first_audio_at"] - t0) * 1000,
+        press_to_audio_ms=_since(record["heard"]["first_audio_at"], t0),
         press_to_connected_ms=(connected - t0) * 1000,
         kept=kept,
         offsets=offsets,
@@ -234,7 +240,7 @@ class KioskUnderTest:
         return Sample(
             who="kiosk",
             room=room,
-            press_to_audio_ms=((_first_audio(heard) or t0) - t0) * 1000,
+            press_to_audio_ms=_since(_first_audio(heard), t0),
             press_to_connected_ms=summary.press_to_live_ms,
             preconnect_arrival_ms=(heard["preconnect_at"] - t0) * 1000 if heard.get("preconnect_at") else None,
             kept=kept,

@@ -6,6 +6,7 @@ on PulseAudio null sinks, watched through ``kiosk events``.
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -84,10 +85,18 @@ def start_kiosk(
 ) -> Iterator[Callable[..., KioskProcess]]:
     """Start ``kiosk run`` with the given dialect against a sandbox (the workers sandbox unless given), stopped after."""
     started: list[Any] = []
+    started_kiosks: list[KioskProcess] = []
 
     def echo_log() -> str:
         reports = {p.stem: p.read_text() for p in sorted(echo_worker.reports.glob("*.json"))[-3:]}
-        return f"{echo_worker.log_tail(6000)}\nwhat the agent's STT heard, by room: {reports}"
+        sandbox_log = workers_sandbox.log_path.read_text(errors="replace")[-3000:]
+        status = ""
+        with contextlib.suppress(Exception):
+            status = json.dumps(started_kiosks[-1].status().get("audio"))
+        return (
+            f"{echo_worker.log_tail(6000)}\nwhat the agent's STT heard, by room: {reports}\n"
+            f"the kiosk's audio now: {status}\nsandbox log:\n{sandbox_log}"
+        )
 
     def start(dialect: str, sandbox: SandboxHandle = workers_sandbox) -> KioskProcess:
         secret = sandbox.livekit_api_secret if dialect == "self" else sandbox.api_key
@@ -98,6 +107,7 @@ def start_kiosk(
         kiosk = manager.__enter__()
         kiosk.context = lambda: f"agent log:\n{echo_log()}"
         started.append(manager)
+        started_kiosks.append(kiosk)
         return kiosk
 
     yield start
@@ -111,6 +121,11 @@ def _press(kiosk: KioskProcess) -> str:
     assert answer["ok"] and answer["did"] == "started a session", answer
     room: str = kiosk.wait_for(lambda: (kiosk.status().get("session") or {}).get("room"), 20, "a room")
     return room
+
+
+def _speak(pulse_server: PulseServer, wav: Path) -> None:
+    """Play ``wav`` into the kiosk's microphone (the ``mic`` sink) to its end."""
+    assert pulse_server.play(wav, "mic").wait(timeout=30) == 0, f"paplay could not play {wav} into the mic sink"
 
 
 def _agent_states(kiosk: KioskProcess) -> list[str]:
@@ -163,13 +178,13 @@ def test_the_agent_is_dispatched_and_its_state_drives_the_kiosk(
     assert record["agent_job"]["status"] == "JS_RUNNING" and record["agent_job"]["worker_id"].startswith("AW_")
     wav, _ = _clip(long_speech, 2.0)
     before = len(_agent_states(kiosk))
-    pulse_server.play(wav, "mic").wait(timeout=30)
+    _speak(pulse_server, wav)
     try:
         kiosk.wait_for(lambda: "thinking" in _agent_states(kiosk)[before:], 20, "the agent to think about the speech")
     except AssertionError:
         # Now and then the framework lets the first utterance after it settled the (empty) pre-connect buffer pass
         # without a turn; a second one must be answered.
-        pulse_server.play(wav, "mic").wait(timeout=30)
+        _speak(pulse_server, wav)
         kiosk.wait_for(lambda: "thinking" in _agent_states(kiosk)[before:], 40, "the agent to think about the speech")
     kiosk.wait_for(lambda: "speaking" in _agent_states(kiosk)[before:], 20, "the agent to answer")
     assert kiosk.status()["state"] == "live"
@@ -189,7 +204,7 @@ def test_speech_from_the_press_reaches_the_agents_stt(
     echo_worker.set_join_delay(seconds + 2.0)
     kiosk = start_kiosk("lyzr")
     room = _press(kiosk)
-    pulse_server.play(wav, "mic").wait(timeout=30)
+    _speak(pulse_server, wav)
     kiosk.wait_for(lambda: "listening" in _agent_states(kiosk), seconds + 30, "the agent to listen")
 
     def heard() -> float:
@@ -218,7 +233,7 @@ def test_captions_of_both_sides_appear_in_kiosk_events(
     kiosk.wait_for(lambda: "listening" in _agent_states(kiosk), 40, "the agent to listen")
     _agent_hears_the_kiosk(kiosk, echo_worker, room)
     wav, _ = _clip(long_speech, 2.0)
-    pulse_server.play(wav, "mic").wait(timeout=30)
+    _speak(pulse_server, wav)
     visitor = kiosk.wait_event(
         lambda e: e.get("type") == "caption" and e.get("role") == "visitor" and e.get("final") is True,
         20,
@@ -270,7 +285,7 @@ def test_an_outside_agent_joining_after_the_press_hears_the_first_words(
         kiosk = start_kiosk("lyzr", none_sandbox)
         kiosk.wait_for(lambda: "WATCHING ROOMS" in echo_worker.log_tail(100_000), 120, "the outside agent to start")
         room = _press(kiosk)
-        pulse_server.play(wav, "mic").wait(timeout=30)
+        _speak(pulse_server, wav)
 
         def heard() -> float:
             report = echo_worker.report(room)
