@@ -21,7 +21,7 @@ from livekit import api, rtc
 from kiosk import session as sm
 from kiosk.audio.preroll import UPLINK_BUDGET_BITS, PreConnectAudio, for_uplink
 from kiosk.daemon.captions import Caption, CaptionBook
-from kiosk.daemon.room import AgentRoom
+from kiosk.daemon.room import AgentRoom, _within
 from tests.fixtures.sandbox import SandboxHandle
 
 
@@ -186,3 +186,15 @@ async def test_the_room_server_dying_is_a_disconnect_not_the_agent_leaving(
     finally:
         await k.room.close(budget_s=5)
     assert not any(isinstance(e, sm.AgentLeft) for e in k.events), k.events
+
+
+async def test_a_shutdown_that_arrives_as_the_agent_joins_is_not_lost() -> None:
+    """The session's wait for the agent is cancelled in the same moment the agent joins: the cancellation propagates
+    (``asyncio.wait_for`` on Python 3.11 returned True instead, and the session ran on after a SIGINT)."""
+    joined = asyncio.Event()
+    waiting = asyncio.ensure_future(_within(joined, 30))
+    await asyncio.sleep(0)
+    joined.set()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting

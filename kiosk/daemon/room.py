@@ -110,7 +110,10 @@ class AgentRoom:
         teardown or the budget only stop the waiting, and :meth:`close` finishes the connect before leaving.
         """
         self._connecting = asyncio.ensure_future(self._connect(url, token, budget_s))
-        await asyncio.wait_for(asyncio.shield(self._connecting), budget_s)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result of an awaitable that finished
+        # in the same moment the caller was cancelled, and the cancellation (a shutdown) is lost.
+        async with asyncio.timeout(budget_s):
+            await asyncio.shield(self._connecting)
         for participant in self.room.remote_participants.values():
             self._participant_connected(participant)
 
@@ -343,9 +346,11 @@ def _is_agent(participant: rtc.RemoteParticipant) -> bool:
 
 
 async def _within(event: asyncio.Event, seconds: float) -> bool:
-    """Whether ``event`` is set within ``seconds``."""
+    """Whether ``event`` is set within ``seconds``; a cancellation always propagates, even one that arrives as the
+    event is set (``asyncio.wait_for`` on Python 3.11 loses it then)."""
     try:
-        await asyncio.wait_for(event.wait(), seconds)
+        async with asyncio.timeout(seconds):
+            await event.wait()
     except TimeoutError:
         return False
     return True
