@@ -88,6 +88,7 @@ async def test_pulled_microphone_comes_back(pulse_server: PulseServer) -> None:
     finally:
         await watch.stop()
         await engine.close()
+        pulse_server.restart()  # the mic sink vanished and the stream was moved: a fresh server for later tests
     failure = next(e for e in health if not e.ok)
     assert failure.reason == "audio_device"
     assert engine.health().input.reopens >= 1

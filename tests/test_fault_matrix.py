@@ -68,6 +68,8 @@ def matrix(
         env = {KEY_ENV: sandbox.api_key, "PULSE_SERVER": pulse_server.env["PULSE_SERVER"]}
         with run_kiosk(config, env=env, notify_socket=notify, tmp_path=tmp_path) as kiosk:
             yield Matrix(kiosk=kiosk, broker=broker, sandbox=sandbox, pulse=pulse_server, config=config)
+    # The audio cases moved streams between devices: later modules get a fresh sound server.
+    pulse_server.restart()
 
 
 def states_since(kiosk: KioskProcess, mark: int) -> tuple[str, ...]:
