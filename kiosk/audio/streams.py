@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from kiosk.audio.alsalog import native_stderr_to_log
+from kiosk.audio.alsalog import native_stderr_to_log, route_alsa_errors_to_log, unload_unused_alsa_plugins
 from kiosk.errors import AudioDeviceError
 
 log = logging.getLogger(__name__)
@@ -167,16 +167,13 @@ class SoundDeviceFactory:
     """The real :class:`StreamFactory`: PortAudio through sounddevice (imported on first use)."""
 
     def __init__(self) -> None:
-        from kiosk.audio.alsalog import route_alsa_errors_to_log, unload_unused_alsa_plugins
-
         # Before PortAudio initialises: probing devices already makes ALSA print.
         route_alsa_errors_to_log()
         import sounddevice
 
         self._sd: Any = sounddevice
-        self._unload_plugins = unload_unused_alsa_plugins
         # PortAudio's scan (at import) loaded every ALSA plugin the configuration names; none is open now.
-        self._unload_plugins()
+        unload_unused_alsa_plugins()
 
     def devices(self) -> list[DeviceInfo]:
         """Every PortAudio device with its host API name."""
@@ -254,5 +251,5 @@ class SoundDeviceFactory:
         """Re-initialise PortAudio so devices plugged in since start appear."""
         self._sd._terminate()
         self._sd._initialize()
-        self._unload_plugins()
+        unload_unused_alsa_plugins()
         log.info("rescanned audio devices: %d found", len(self._sd.query_devices()))
