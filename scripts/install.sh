@@ -58,6 +58,13 @@ done
 
 if [ -n "$root" ]; then
   [ -d "$root" ] || { echo "install.sh: --root $root is not a directory" >&2; exit 2; }
+  for f in passwd group shadow gshadow; do
+    [ -f "$root/etc/$f" ] || {
+      echo "install.sh: --root $root has no etc/$f: the user and groups are made there (useradd --root); give it" \
+        "the etc/passwd, etc/group, etc/shadow and etc/gshadow of the system it stands for" >&2
+      exit 2
+    }
+  done
   root="$(cd "$root" && pwd)"
 fi
 if ((!dry)) && [ "$(id -u)" -ne 0 ]; then

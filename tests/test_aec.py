@@ -93,6 +93,26 @@ def test_devices_command_says_what_auto_chooses(
     assert echo["enabled"] is True and echo["output"] == alsa_files.spk
 
 
+def test_devices_command_judges_the_config_kiosk_config_names(
+    tmp_path: Path, alsa_files: AlsaFiles, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without ``--config`` the file ``$KIOSK_CONFIG`` names is judged; a broken one still lists the devices, judged
+    on the defaults, with the config error on stderr."""
+    config = tmp_path / "kiosk.toml"
+    config.write_text(
+        '[broker]\ndialect = "livekit"\nurl = "https://broker.example"\n\n'
+        f'[audio]\ninput_device = "{PHONE}"\noutput_device = "{PHONE}"\n'
+    )
+    monkeypatch.setenv("KIOSK_CONFIG", str(config))
+    assert devices_main([]) == 0
+    assert 'software echo cancellation (audio.echo_cancellation = "auto"): off: auto:' in capsys.readouterr().out
+    config.write_text(config.read_text() + "volume = 3\n")
+    assert devices_main([]) == 0
+    captured = capsys.readouterr()
+    assert PHONE in captured.out
+    assert "judging the default [audio] settings: config error:" in captured.err and "audio.volume" in captured.err
+
+
 def test_setting_accepts_true_false_and_auto_only() -> None:
     """Booleans and "auto" (any case) are accepted; anything else is refused with the three choices named."""
     assert AudioConfig(echo_cancellation="AUTO").echo_cancellation == "auto"  # type: ignore[arg-type]

@@ -140,3 +140,13 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
     assert sorted(p.name for p in root.rglob("*")) == before
     assert "+ useradd --root" in result.stdout and f"{root}/opt/kiosk/venv" in result.stdout
     assert not (tmp_path / "systemctl-calls").exists()
+
+
+def test_a_root_without_user_files_is_named(tmp_path: Path) -> None:
+    """``--root`` on an empty directory stops before anything is made and names the files it needs."""
+    root = tmp_path / "root"
+    root.mkdir()
+    result = _install(root, tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"--root {root} has no etc/passwd" in result.stderr
+    assert list(root.iterdir()) == []

@@ -81,8 +81,9 @@ def run_button(args: argparse.Namespace, path: Path, config: KioskConfig, pin_fa
     trigger = pin_config(trigger, button_pin=chosen)
     assert trigger.button_pin is not None
     pull = "pull-up, button to GND" if trigger.button_pull_up else "pull-down, button to 3V3"
+    name = "button" if args.which == "button" else f"{args.which} button"
     out.text(
-        f"watching the {args.which} button on GPIO{trigger.button_pin} ({pull}; bounce_time_ms "
+        f"watching the {name} on GPIO{trigger.button_pin} ({pull}; bounce_time_ms "
         f"{trigger.bounce_time_ms}, hold_time_s {trigger.hold_time_s:g}) for {args.seconds:g} s: press, hold and release the button (Ctrl-C stops)"
     )
 
