@@ -99,6 +99,7 @@ def start_kiosk(
         )
 
     def start(dialect: str, sandbox: SandboxHandle = workers_sandbox) -> KioskProcess:
+        pulse_server.ensure_real_time()
         secret = sandbox.livekit_api_secret if dialect == "self" else sandbox.api_key
         env = {KEY_ENV: secret, "PULSE_SERVER": pulse_server.env["PULSE_SERVER"]}
         manager = run_kiosk(
@@ -124,8 +125,8 @@ def _press(kiosk: KioskProcess) -> str:
 
 
 def _speak(pulse_server: PulseServer, wav: Path) -> None:
-    """Play ``wav`` into the kiosk's microphone (the ``mic`` sink) to its end."""
-    assert pulse_server.play(wav, "mic").wait(timeout=30) == 0, f"paplay could not play {wav} into the mic sink"
+    """Play ``wav`` into the kiosk's microphone (the ``mic`` sink) to its end, in real time."""
+    pulse_server.play_to_end(wav, "mic")
 
 
 def _agent_states(kiosk: KioskProcess) -> list[str]:
