@@ -99,6 +99,9 @@ class AudioEngine:
         self._vad_parts: list[Pcm] = []
         self._vad_samples = 0
         self._processed = 0
+        # The span the echo canceller is fed, by the frames' own device times (see feeds()).
+        self._fed_from: float | None = None
+        self._fed_until: float | None = None
         self.mixer = Mixer(volume=audio.output_volume)
         # Kept, not looked up: the LED ring's thread reads its level while the loop may add other inputs.
         self._agent_input = self.mixer.add_input(AGENT)
@@ -270,6 +273,7 @@ class AudioEngine:
                 mixer=self.mixer,
                 reverse=self._reverse,
                 needs_reverse=self.processing,
+                feeds_reverse=self.feeds,
                 on_audible=self._on_audible,
                 on_finished=finished,
                 clock=self._clock,
@@ -326,9 +330,31 @@ class AudioEngine:
     def _idle(self) -> bool:
         return not self.processing()
 
+    def feeds(self, t: float) -> bool:
+        """Whether the echo canceller gets the frame captured or played at ``t`` (the engine's clock, s).
+
+        The APM runs only while processing (a session or a frame subscriber), and both of its streams must start and
+        stop at the same instant of the devices' time, not when their frames happen to reach the loop: WebRTC's AEC3
+        pairs the microphone with the speaker by counting frames, and an unequal count is, to it, a new echo path
+        delay, on which it resets to its initial state and for seconds of the agent's speech suppresses the visitor's
+        words as possible echo. So the span is fixed once, on the engine's clock, and each frame is judged by its time.
+        """
+        return self._fed_from is not None and t > self._fed_from and (self._fed_until is None or t <= self._fed_until)
+
+    def _mark_span(self) -> None:
+        """Open or close the echo canceller's span at this instant, when processing just started or stopped."""
+        now_processing = self.processing()
+        if now_processing and (self._fed_from is None or self._fed_until is not None):
+            self._fed_from, self._fed_until = self._clock(), None
+        elif not now_processing and self._fed_from is not None and self._fed_until is None:
+            self._fed_until = self._clock()
+
+    def _end_session(self, session: SessionCapture) -> None:
+        self._sessions.remove(session)
+        self._mark_span()
+
     def _reverse(self, pcm: Pcm) -> None:
-        if self.processing():
-            self.processor.reverse(pcm)
+        self.processor.reverse(pcm)
 
     def _wake_output(self) -> None:
         if isinstance(self.output.stream, Playback):
@@ -340,17 +366,24 @@ class AudioEngine:
             self._emit(self._raw_subscribers, MicFrame(t=t, pcm=pcm))
         if self.muted:
             pcm = np.zeros_like(pcm)
+        fed = self.feeds(t)
         if not self.processing():
+            if fed:
+                self.processor.process(pcm)  # the canceller's last frame of a span that just ended: output unused
             # Idle: the pre-roll keeps raw audio (no echo to cancel while the kiosk is silent, and the canceller's
             # state from the last session is kept for the next one); the VAD only runs for voice wake.
             self._preroll.push(MicFrame(t=t, pcm=pcm))
             if self.idle_processing:
                 self._judge(pcm, t)
             return
-        self._processed += 1
-        if self._processed % DELAY_EVERY_FRAMES == 1:
-            self._follow_delay()
-        frame = MicFrame(t=t, pcm=self.processor.process(pcm))
+        if fed:
+            self._processed += 1
+            if self._processed % DELAY_EVERY_FRAMES == 1:
+                self._follow_delay()
+            pcm = self.processor.process(pcm)
+        # else: captured before the span began (it reached the loop late): it goes to the session raw, like the
+        # pre-roll it follows.
+        frame = MicFrame(t=t, pcm=pcm)
         self._preroll.push(frame)
         for session in self._sessions:
             session.feed(frame)
@@ -393,8 +426,14 @@ class AudioEngine:
     def subscribe_frames(self, callback: Callable[[MicFrame], None]) -> Callable[[], None]:
         """Call ``callback`` on the loop with every processed mic frame; returns the unsubscribe function."""
         unsubscribe = _subscribe(self._frame_subscribers, callback)
+        self._mark_span()
         self._wake_output()
-        return unsubscribe
+
+        def done() -> None:
+            unsubscribe()
+            self._mark_span()
+
+        return done
 
     def subscribe_raw_frames(self, callback: Callable[[MicFrame], None]) -> Callable[[], None]:
         """Call ``callback`` on the loop with every raw (unprocessed) mic frame; returns the unsubscribe function."""
@@ -430,9 +469,10 @@ class AudioEngine:
             start=start,
             backlog=self._preroll.since(start),
             max_s=self.config.max_preconnect_s,
-            on_close=self._sessions.remove,
+            on_close=self._end_session,
         )
         self._sessions.append(session)
+        self._mark_span()
         # The reverse stream starts now, a connect's length before the agent's first words.
         self._wake_output()
         return session

@@ -47,6 +47,7 @@ class Playback:
         mixer: Mixer,
         reverse: Callable[[Pcm], None],
         needs_reverse: Callable[[], bool],
+        feeds_reverse: Callable[[float], bool],
         on_audible: Callable[[], None],
         on_finished: Callable[[], None],
         clock: Callable[[], float],
@@ -56,6 +57,7 @@ class Playback:
         self._mixer = mixer
         self._reverse = reverse
         self._needs_reverse = needs_reverse
+        self._feeds_reverse = feeds_reverse
         self._on_audible = on_audible
         self._clock = clock
         rate = params.samplerate
@@ -67,7 +69,7 @@ class Playback:
         self._framer = Framer()
         self._queue: deque[Pcm] = deque()
         # Callback side only: played blocks not handed to the loop yet.
-        self._pending: list[Pcm] = []
+        self._pending: list[tuple[Pcm, float]] = []
         self._carry: Pcm = np.zeros(0, dtype=np.int16)
         self._played_blocks: deque[Pcm] = deque(maxlen=MAX_REVERSE_BLOCKS)
         self._wake = asyncio.Event()
@@ -147,6 +149,10 @@ class Playback:
             self.underflows += 1
         if self._quiet and not self._queue and len(self._carry) == 0:
             out.fill(0)
+            if self._pending:  # the last played blocks still go over: the echo canceller's span may include them
+                blocks, self._pending = self._pending, []
+                self.posted += 1
+                post(self._loop, self._played, blocks)
             return
         mono = np.zeros(n, dtype=np.int16)
         filled = 0
@@ -166,19 +172,24 @@ class Playback:
         if filled < n and not self._quiet:
             self.underruns += 1
         out[:] = mono[:, None]
-        self._pending.append(mono)
+        self._pending.append((mono, self.last_block_t))
         # Hand off early when the queue runs low (PortAudio catching up after an underflow calls back in a burst).
         if len(self._pending) >= HAND_OFF_BLOCKS or self._appended - self._consumed < self._low_water:
             blocks, self._pending = self._pending, []
             self.posted += 1
             post(self._loop, self._played, blocks)
 
-    def _played(self, blocks: list[Pcm]) -> None:
-        if self._needs_reverse():
-            for block in blocks:
+    def _played(self, blocks: list[tuple[Pcm, float]]) -> None:
+        fed = False
+        for block, t in blocks:
+            # By the time it was played, not by when it reached the loop: the echo canceller gets the speaker's
+            # blocks of exactly the span it gets the microphone's (``AudioEngine.feeds``).
+            if self._feeds_reverse(t):
                 if len(self._played_blocks) == self._played_blocks.maxlen:
                     self.reverse_dropped += 1
                 self._played_blocks.append(block)
+                fed = True
+        if fed:
             self._wake.set()
         self._top_up()
 
