@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 from livekit import rtc
@@ -222,6 +224,42 @@ async def test_the_canceller_gets_the_same_span_of_both_streams_across_idle_paus
         fed = (processor.processed - before[0], processor.reversed - before[1])
         assert fed[0] == fed[1], f"after {idle} idle and {call} call blocks: {fed[0]} mic frames, {fed[1]} speaker"
         assert call - 3 <= fed[0] <= call + 1
+    await engine.close()
+
+
+async def test_a_muted_microphone_sends_zeros_even_when_the_canceller_has_learnt_an_echo() -> None:
+    """The speaker's audio comes back into the microphone until the canceller has learnt it; once muted, every frame
+    the session gets is zeros (the canceller, fed zeros, would put out its estimate of the echo)."""
+    clock = Clock()
+    factory = FakeStreamFactory()
+    factory.rates.add(48_000)
+    engine = AudioEngine(audio=AudioConfig(output_volume=1.0), stream_factory=factory, clock=clock)
+    await engine.start()
+    mic, speaker = factory.latest("input"), factory.latest("output")
+    capture = engine.start_capture()
+    capture.take_preconnect()
+    far = np.random.default_rng(3).normal(0, 4000, 48_000 * 6).astype(np.int16)
+    engine.mixer_input(AGENT).push(far)
+    received: list[np.ndarray] = []
+
+    async def drain() -> None:
+        while True:
+            frame = await anext(aiter(capture))
+            received.append(frame.pcm)
+
+    reader = asyncio.get_running_loop().create_task(drain())
+    for step in range(500):
+        if step == 400:
+            engine.muted = True
+            received.clear()
+        clock.now = 100.0 + step * 0.01
+        played = speaker.pull(1)
+        mic.feed((played // 2).astype(np.int16))  # the echo: half the speaker's level, no delay
+        await settle()
+    reader.cancel()
+    assert len(received) >= 90
+    assert not np.concatenate(received).any(), "a muted microphone sent sound"
+    capture.close()
     await engine.close()
 
 

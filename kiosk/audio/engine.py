@@ -380,7 +380,10 @@ class AudioEngine:
             self._processed += 1
             if self._processed % DELAY_EVERY_FRAMES == 1:
                 self._follow_delay()
-            pcm = self.processor.process(pcm)
+            processed = self.processor.process(pcm)
+            # Muted, the canceller still gets its frame (zeros, to keep its count) but nothing of its output is sent:
+            # from silence in, AEC3's linear filter puts out its own estimate of the speaker's echo.
+            pcm = pcm if self.muted else processed
         # else: captured before the span began (it reached the loop late): it goes to the session raw, like the
         # pre-roll it follows.
         frame = MicFrame(t=t, pcm=pcm)
