@@ -102,6 +102,9 @@ class AudioEngine:
         # The span the echo canceller is fed, by the frames' own device times (see feeds()).
         self._fed_from: float | None = None
         self._fed_until: float | None = None
+        # Frames of each stream the canceller got in the current span (made equal when the next span opens).
+        self._fed_mic = 0
+        self._fed_speaker = 0
         self.mixer = Mixer(volume=audio.output_volume)
         # Kept, not looked up: the LED ring's thread reads its level while the loop may add other inputs.
         self._agent_input = self.mixer.add_input(AGENT)
@@ -345,6 +348,7 @@ class AudioEngine:
         """Open or close the echo canceller's span at this instant, when processing just started or stopped."""
         now_processing = self.processing()
         if now_processing and (self._fed_from is None or self._fed_until is not None):
+            self._balance()
             self._fed_from, self._fed_until = self._clock(), None
         elif not now_processing and self._fed_from is not None and self._fed_until is None:
             self._fed_until = self._clock()
@@ -353,7 +357,18 @@ class AudioEngine:
         self._sessions.remove(session)
         self._mark_span()
 
+    def _balance(self) -> None:
+        """Make the last span's two frame counts equal with silent frames before the next span opens.
+
+        Each device delivers a frame every 10 ms at its own phase (and a speaker at another rate carries part of a
+        frame over), so the same span holds n frames of one stream and n + 1 of the other; left alone, the difference
+        would add up over sessions into the delay change the span exists to avoid. A few FFI calls at a press.
+        """
+        self.processor.make_up(self._fed_mic - self._fed_speaker)
+        self._fed_mic = self._fed_speaker = 0
+
     def _reverse(self, pcm: Pcm) -> None:
+        self._fed_speaker += 1
         self.processor.reverse(pcm)
 
     def _wake_output(self) -> None:
@@ -369,6 +384,7 @@ class AudioEngine:
         fed = self.feeds(t)
         if not self.processing():
             if fed:
+                self._fed_mic += 1
                 self.processor.process(pcm)  # the canceller's last frame of a span that just ended: output unused
             # Idle: the pre-roll keeps raw audio (no echo to cancel while the kiosk is silent, and the canceller's
             # state from the last session is kept for the next one); the VAD only runs for voice wake.
@@ -377,6 +393,7 @@ class AudioEngine:
                 self._judge(pcm, t)
             return
         if fed:
+            self._fed_mic += 1
             self._processed += 1
             if self._processed % DELAY_EVERY_FRAMES == 1:
                 self._follow_delay()
@@ -429,8 +446,8 @@ class AudioEngine:
     def subscribe_frames(self, callback: Callable[[MicFrame], None]) -> Callable[[], None]:
         """Call ``callback`` on the loop with every processed mic frame; returns the unsubscribe function."""
         unsubscribe = _subscribe(self._frame_subscribers, callback)
-        self._mark_span()
         self._wake_output()
+        self._mark_span()
 
         def done() -> None:
             unsubscribe()
@@ -475,9 +492,10 @@ class AudioEngine:
             on_close=self._end_session,
         )
         self._sessions.append(session)
-        self._mark_span()
-        # The reverse stream starts now, a connect's length before the agent's first words.
+        # The reverse stream starts now, a connect's length before the agent's first words; the speaker is woken
+        # before the span opens, so no block it plays inside the span goes unrecorded.
         self._wake_output()
+        self._mark_span()
         return session
 
     def agent_level(self) -> float:

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 from livekit import rtc
 
-from kiosk.audio.frames import Pcm, to_rtc
+from kiosk.audio.frames import FRAME_SAMPLES, Pcm, to_rtc
 from kiosk.config import AudioConfig
 from kiosk.repeat import RepeatedFailure
 
@@ -18,6 +18,9 @@ DELAY_STEP_MS = 5
 #: The echo path delays WebRTC's ``set_stream_delay_ms`` takes without an error (ms): it clamps anything outside
 #: [0, 500] and reports ``kBadStreamParameterWarning``, which LiveKit's APM raises as "Failed to set stream delay".
 MAX_STREAM_DELAY_MS = 500
+#: At most this many silent frames even out the canceller's two streams (1 s): a larger difference is not a phase
+#: but a device that stopped, and AEC3 has to find the delay again in any case.
+MAX_MAKE_UP_FRAMES = 100
 
 
 class Processor:
@@ -88,6 +91,18 @@ class Processor:
             return pcm
         self._capture_failures.succeeded()
         return np.frombuffer(frame.data, dtype=np.int16).copy()
+
+    def make_up(self, frames: int) -> None:
+        """Feed ``|frames|`` silent 10 ms frames to the echo canceller: to the reverse stream when ``frames`` is
+        positive (the microphone got more), through capture with the output discarded when it is negative."""
+        if self._apm is None or not self.echo_cancellation or frames == 0:
+            return
+        silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        for _ in range(min(abs(frames), MAX_MAKE_UP_FRAMES)):
+            if frames > 0:
+                self.reverse(silence)
+            else:
+                self.process(silence)
 
     def reverse(self, pcm: Pcm) -> None:
         """Feed one 10 ms frame exactly as the speaker played it to the echo canceller."""
