@@ -21,6 +21,7 @@ from kiosk.audio.playback import Playback
 from kiosk.audio.preroll import PreRoll, SessionCapture
 from kiosk.audio.processing import Processor
 from kiosk.audio.recovery import Direction
+from kiosk.audio.span import CancellerSpan
 from kiosk.audio.streams import StreamFactory
 from kiosk.audio.supervisor import Supervisor
 from kiosk.audio.vad import VadEvent, VoiceActivity
@@ -99,12 +100,7 @@ class AudioEngine:
         self._vad_parts: list[Pcm] = []
         self._vad_samples = 0
         self._processed = 0
-        # The span the echo canceller is fed, by the frames' own device times (see feeds()).
-        self._fed_from: float | None = None
-        self._fed_until: float | None = None
-        # Frames of each stream the canceller got in the current span (made equal when the next span opens).
-        self._fed_mic = 0
-        self._fed_speaker = 0
+        self._span = CancellerSpan()
         self.mixer = Mixer(volume=audio.output_volume)
         # Kept, not looked up: the LED ring's thread reads its level while the loop may add other inputs.
         self._agent_input = self.mixer.add_input(AGENT)
@@ -334,41 +330,21 @@ class AudioEngine:
         return not self.processing()
 
     def feeds(self, t: float) -> bool:
-        """Whether the echo canceller gets the frame captured or played at ``t`` (the engine's clock, s).
-
-        The APM runs only while processing (a session or a frame subscriber), and both of its streams must start and
-        stop at the same instant of the devices' time, not when their frames happen to reach the loop: WebRTC's AEC3
-        pairs the microphone with the speaker by counting frames, and an unequal count is, to it, a new echo path
-        delay, on which it resets to its initial state and for seconds of the agent's speech suppresses the visitor's
-        words as possible echo. So the span is fixed once, on the engine's clock, and each frame is judged by its time.
-        """
-        return self._fed_from is not None and t > self._fed_from and (self._fed_until is None or t <= self._fed_until)
+        """Whether the echo canceller gets the frame captured or played at ``t`` (the engine's clock, s); see
+        :mod:`kiosk.audio.span`."""
+        return self._span.holds(t)
 
     def _mark_span(self) -> None:
-        """Open or close the echo canceller's span at this instant, when processing just started or stopped."""
-        now_processing = self.processing()
-        if now_processing and (self._fed_from is None or self._fed_until is not None):
-            self._balance()
-            self._fed_from, self._fed_until = self._clock(), None
-        elif not now_processing and self._fed_from is not None and self._fed_until is None:
-            self._fed_until = self._clock()
+        """Open or close the echo canceller's span now, when processing just started or stopped; on opening, make
+        the last span's two frame counts equal with silent frames (a few FFI calls at a press)."""
+        self.processor.make_up(self._span.follow(self.processing(), self._clock()))
 
     def _end_session(self, session: SessionCapture) -> None:
         self._sessions.remove(session)
         self._mark_span()
 
-    def _balance(self) -> None:
-        """Make the last span's two frame counts equal with silent frames before the next span opens.
-
-        Each device delivers a frame every 10 ms at its own phase (and a speaker at another rate carries part of a
-        frame over), so the same span holds n frames of one stream and n + 1 of the other; left alone, the difference
-        would add up over sessions into the delay change the span exists to avoid. A few FFI calls at a press.
-        """
-        self.processor.make_up(self._fed_mic - self._fed_speaker)
-        self._fed_mic = self._fed_speaker = 0
-
     def _reverse(self, pcm: Pcm) -> None:
-        self._fed_speaker += 1
+        self._span.speaker_frames += 1
         self.processor.reverse(pcm)
 
     def _wake_output(self) -> None:
@@ -384,7 +360,7 @@ class AudioEngine:
         fed = self.feeds(t)
         if not self.processing():
             if fed:
-                self._fed_mic += 1
+                self._span.mic_frames += 1
                 self.processor.process(pcm)  # the canceller's last frame of a span that just ended: output unused
             # Idle: the pre-roll keeps raw audio (no echo to cancel while the kiosk is silent, and the canceller's
             # state from the last session is kept for the next one); the VAD only runs for voice wake.
@@ -393,7 +369,7 @@ class AudioEngine:
                 self._judge(pcm, t)
             return
         if fed:
-            self._fed_mic += 1
+            self._span.mic_frames += 1
             self._processed += 1
             if self._processed % DELAY_EVERY_FRAMES == 1:
                 self._follow_delay()
