@@ -93,9 +93,15 @@ def start_kiosk(
         status = ""
         with contextlib.suppress(Exception):
             status = json.dumps(started_kiosks[-1].status().get("audio"))
+        streams = ""
+        with contextlib.suppress(Exception):
+            streams = pulse_server.pactl("list", "short", "source-outputs") + pulse_server.pactl(
+                "list", "short", "sources"
+            )
         return (
             f"{echo_worker.log_tail(6000)}\nwhat the agent's STT heard, by room: {reports}\n"
-            f"the kiosk's audio now: {status}\nsandbox log:\n{sandbox_log}"
+            f"the kiosk's audio now: {status}\nthe sound server's capture streams and sources:\n{streams}\n"
+            f"sandbox log:\n{sandbox_log}"
         )
 
     def start(dialect: str, sandbox: SandboxHandle = workers_sandbox) -> KioskProcess:
