@@ -343,6 +343,11 @@ class AudioEngine:
         self._sessions.remove(session)
         self._mark_span()
 
+    def _cancel(self, pcm: Pcm) -> Pcm:
+        """One microphone frame of the span through the APM, counted for the span's balance."""
+        self._span.mic_frames += 1
+        return self.processor.process(pcm)
+
     def _reverse(self, pcm: Pcm) -> None:
         self._span.speaker_frames += 1
         self.processor.reverse(pcm)
@@ -360,8 +365,7 @@ class AudioEngine:
         fed = self.feeds(t)
         if not self.processing():
             if fed:
-                self._span.mic_frames += 1
-                self.processor.process(pcm)  # the canceller's last frame of a span that just ended: output unused
+                self._cancel(pcm)  # the canceller's last frame of a span that just ended: output unused
             # Idle: the pre-roll keeps raw audio (no echo to cancel while the kiosk is silent, and the canceller's
             # state from the last session is kept for the next one); the VAD only runs for voice wake.
             self._preroll.push(MicFrame(t=t, pcm=pcm))
@@ -369,11 +373,10 @@ class AudioEngine:
                 self._judge(pcm, t)
             return
         if fed:
-            self._span.mic_frames += 1
             self._processed += 1
             if self._processed % DELAY_EVERY_FRAMES == 1:
                 self._follow_delay()
-            processed = self.processor.process(pcm)
+            processed = self._cancel(pcm)
             # Muted, the canceller still gets its frame (zeros, to keep its count) but nothing of its output is sent:
             # from silence in, AEC3's linear filter puts out its own estimate of the speaker's echo.
             pcm = pcm if self.muted else processed
