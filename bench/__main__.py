@@ -1,6 +1,6 @@
 """``python -m bench``: every benchmark of the kiosk against its baseline, one table, results.json and a plot.
 
-    python -m bench [--smoke] [--only press,idle,call,memory,echo,agent] [--out DIR]
+    python -m bench [--smoke] [--only press,idle,call,memory,loopback,echo,agent] [--out DIR]
 
 Without ``--out`` a full run writes ``bench/results.json`` and ``bench/press_to_live.png``; a ``--smoke`` run
 (tiny sizes, for the test suite) writes to a temporary directory instead.
@@ -19,11 +19,18 @@ from pathlib import Path
 
 from bench import echo
 from bench.common import Figure, sandbox, speech
-from bench.figures import call_figures, echo_figures, idle_figures, memory_figures, press_figures
+from bench.figures import (
+    call_figures,
+    echo_figures,
+    idle_figures,
+    loopback_figures,
+    memory_figures,
+    press_figures,
+)
 from bench.pulse import pulseaudio
 from bench.report import plot, press_series, table, write_json
 
-NAMES = ("press", "idle", "call", "memory", "echo", "agent")
+NAMES = ("press", "idle", "call", "memory", "loopback", "echo", "agent")
 SPEECH = "Hello I am looking for the main library"
 HERE = Path(__file__).resolve().parent
 
@@ -31,12 +38,33 @@ HERE = Path(__file__).resolve().parent
 def sizes(smoke: bool) -> dict[str, float]:
     """How big each benchmark is: a full run stays under 15 minutes on a 2-core machine."""
     if smoke:
-        return {"sessions": 2, "silence_every": 2, "idle_s": 2.0, "call_s": 3.0, "soak": 5, "echo_s": 3.5, "agent": 1}
-    return {"sessions": 30, "silence_every": 2, "idle_s": 60.0, "call_s": 20.0, "soak": 300, "echo_s": 12.0, "agent": 2}
+        return {
+            "sessions": 2,
+            "silence_every": 2,
+            "idle_s": 2.0,
+            "call_s": 3.0,
+            "soak": 5,
+            "loopback_turns": 1,
+            "echo_s": 3.5,
+            "agent": 1,
+        }
+    return {
+        "sessions": 30,
+        "silence_every": 2,
+        "idle_s": 60.0,
+        "call_s": 20.0,
+        "soak": 300,
+        "loopback_turns": 3,
+        "echo_s": 12.0,
+        "agent": 2,
+    }
 
 
 #: Seconds of speech from the press for the first-words benchmark with the real agent (smoke: the first only).
 AGENT_CLIPS_S = (2.0, 5.0, 10.0)
+#: The speaker looped into the microphone (:mod:`bench.loopback`): these echo path delays (ms) at this gain.
+LOOPBACK_DELAYS_MS = (60, 200)
+LOOPBACK_GAIN = 0.6
 
 
 def run(*, smoke: bool, only: tuple[str, ...], out: Path) -> tuple[list[Figure], dict[str, object]]:
@@ -87,6 +115,22 @@ def run(*, smoke: bool, only: tuple[str, ...], out: Path) -> tuple[list[Figure],
                         )
                         figures += new
                         details["memory"] = raw
+                    if "loopback" in only:
+                        from bench import loopback
+
+                        (work / "loopback").mkdir()
+                        raw_loop = loopback.run(
+                            sb=sb,
+                            pulse=pulse,
+                            workdir=work / "loopback",
+                            speech48=speech48,
+                            delays_ms=LOOPBACK_DELAYS_MS[:1] if smoke else LOOPBACK_DELAYS_MS,
+                            gain=LOOPBACK_GAIN,
+                            turns=int(size["loopback_turns"]),
+                            baseline=not smoke,
+                        )
+                        figures += loopback_figures(raw_loop)
+                        details["loopback"] = raw_loop
             if "agent" in only:
                 from bench import realagent
 

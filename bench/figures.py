@@ -278,7 +278,38 @@ def echo_figures(raw: dict[str, Any]) -> list[Figure]:
     """ERLE and double-talk loss from :mod:`bench.echo`."""
     return [
         Figure(
-            "echo: ERLE (AEC+NS+HPF+AGC)", raw["erle_db"], "dB", ">= 30 dB", raw["erle_ok"], raw["erle_baseline_db"]
+            "echo: ERLE (APM + echo gate)", raw["erle_db"], "dB", ">= 30 dB", raw["erle_ok"], raw["erle_baseline_db"]
+        ),
+        Figure(
+            "echo: ERLE of the APM alone (AEC+NS+HPF+AGC)",
+            raw["erle_apm_db"],
+            "dB",
+            note="before the echo gate; the gate only acts while the speaker plays",
         ),
         Figure("echo: double-talk loss", raw["double_talk_loss_db"], "dB", "<= 6 dB", raw["double_talk_ok"]),
     ]
+
+
+def loopback_figures(raw: dict[str, Any]) -> list[Figure]:
+    """Agent answers per visitor turn with the speaker looped into the microphone (:mod:`bench.loopback`)."""
+    figures = []
+    baseline = next((r for r in raw["rounds"] if not r["echo_cancellation"]), None)
+    for r in raw["rounds"]:
+        if not r["echo_cancellation"]:
+            continue
+        base = baseline["answers_per_turn"] if baseline and baseline["delay_ms"] == r["delay_ms"] else None
+        per_turn = r["answers_per_turn"]
+        figures.append(
+            Figure(
+                f"loop-back {r['delay_ms']} ms, gain {r['gain']}: agent answers per visitor turn",
+                None if math.isnan(per_turn) else per_turn,
+                "",
+                "= 1",
+                (per_turn == 1.0 and r["greeting_turns"] == 0) if not r["problem"] else False,
+                base,
+                f"{r['answered']} answers to {r['visitor_turns']} turns, {r['greeting_turns']} to the greeting"
+                + (f"; {r['problem']}" if r["problem"] else "")
+                + ("; baseline = echo cancellation off" if base is not None else ""),
+            )
+        )
+    return figures

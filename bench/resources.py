@@ -67,12 +67,20 @@ class Daemon:
 
 @contextlib.contextmanager
 def daemon(
-    *, sb: Sandbox, pulse: PulseAudio, workdir: Path, silence_s: float, voice_wake: bool, log_level: str = "warning"
+    *,
+    sb: Sandbox,
+    pulse: PulseAudio,
+    workdir: Path,
+    silence_s: float,
+    voice_wake: bool,
+    log_level: str = "warning",
+    audio: str = "",
 ) -> Iterator[Daemon]:
-    """Run ``python -m kiosk run`` on the PulseAudio devices until the block ends (SIGTERM, then SIGKILL)."""
+    """Run ``python -m kiosk run`` on the PulseAudio devices until the block ends (SIGTERM, then SIGKILL);
+    ``audio`` holds more ``[audio]`` settings (TOML lines)."""
     workdir.mkdir(parents=True, exist_ok=True)
     extra = (
-        f'[audio]\ninput_device = "{MIC_PCM}"\noutput_device = "{SPK_PCM}"\n\n'
+        f'[audio]\ninput_device = "{MIC_PCM}"\noutput_device = "{SPK_PCM}"\n{audio}\n'
         f"[trigger]\nvoice_wake = {'true' if voice_wake else 'false'}\n"
     )
     config = kiosk_config(

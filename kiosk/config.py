@@ -163,6 +163,9 @@ class AudioConfig(Section):
     noise_suppression: bool = True
     high_pass_filter: bool = True
     auto_gain: bool = True
+    # While the speaker plays (and 0.75 s after), processed mic frames below this level are residual echo and are
+    # attenuated by 40 dB (kiosk.audio.processing); -120 = off.
+    echo_gate_dbfs: Annotated[float, Field(ge=-120, le=-30)] = -45.0
     output_volume: Unit = 0.8
     chimes: bool = True
     chime_volume: Unit = 0.5

@@ -100,6 +100,7 @@ def start_kiosk(
             )
         return (
             f"{echo_worker.log_tail(6000)}\nwhat the agent's STT heard, by room: {reports}\n"
+            f"peak samples parecord heard on mic.monitor while each clip played: {MONITOR_PEAKS[-4:]}\n"
             f"the kiosk's audio now: {status}\nthe sound server's capture streams and sources:\n{streams}\n"
             f"sandbox log:\n{sandbox_log}"
         )
@@ -130,9 +131,23 @@ def _press(kiosk: KioskProcess) -> str:
     return room
 
 
+#: The peak sample another client of the sound server recorded from ``mic.monitor`` (what the kiosk's capture
+#: stream is on) while each clip played: tells a failure of the sound server from one of the kiosk.
+MONITOR_PEAKS: list[int] = []
+
+
 def _speak(pulse_server: PulseServer, wav: Path) -> None:
-    """Play ``wav`` into the kiosk's microphone (the ``mic`` sink) to its end, in real time."""
-    pulse_server.play_to_end(wav, "mic")
+    """Play ``wav`` into the kiosk's microphone (the ``mic`` sink) to its end, in real time, while ``parecord``
+    listens to the source the kiosk records (its peak goes to :data:`MONITOR_PEAKS`)."""
+    heard = wav.with_suffix(".monitor.raw")
+    recorder = pulse_server.record(heard, source="mic.monitor")
+    try:
+        pulse_server.play_to_end(wav, "mic")
+    finally:
+        recorder.terminate()
+        recorder.wait(timeout=10)
+    samples = np.frombuffer(heard.read_bytes(), "<i2") if heard.exists() else np.zeros(0, np.int16)
+    MONITOR_PEAKS.append(int(np.abs(samples.astype(np.int32)).max()) if len(samples) else -1)
 
 
 def _agent_states(kiosk: KioskProcess) -> list[str]:

@@ -1,4 +1,13 @@
-"""WebRTC audio processing (AEC, NS, HPF, AGC) through LiveKit's ``AudioProcessingModule``."""
+"""WebRTC audio processing (AEC, NS, HPF, AGC) through LiveKit's ``AudioProcessingModule``, then the echo gate.
+
+The echo gate. AEC3 takes 30-40 dB off the speaker's echo, which leaves a residue around -60 to -70 dBFS while the
+agent speaks, and it does not touch render audio it judges too quiet to be echo (the agent's low "thinking" sound
+comes back nearly as it left). Fed to the agent, that residue is enough for a voice activity detector to call it
+speech, and the agent answers its own voice. So while the speaker played sound within the last
+``ECHO_TAIL_MS`` (the longest echo path AEC3 searches, plus a room's reverberation), a processed frame quieter than
+``audio.echo_gate_dbfs`` is attenuated by ``GATE_ATTENUATION_DB``. The visitor talking over the agent is far
+louder than the gate and passes; with the speaker silent the gate is open, so quiet speech reaches the agent whole.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +16,7 @@ import logging
 import numpy as np
 from livekit import rtc
 
-from kiosk.audio.frames import FRAME_SAMPLES, Pcm, to_rtc
+from kiosk.audio.frames import FRAME_MS, FRAME_SAMPLES, Pcm, dbfs, to_rtc
 from kiosk.config import AudioConfig
 from kiosk.repeat import RepeatedFailure
 
@@ -21,6 +30,16 @@ MAX_STREAM_DELAY_MS = 500
 #: At most this many silent frames even out the canceller's two streams (1 s): a larger difference is not a phase
 #: but a device that stopped, and AEC3 has to find the delay again in any case.
 MAX_MAKE_UP_FRAMES = 100
+#: A speaker frame louder than this counts as sound the microphone may hear back (dBFS): below it, even at full
+#: coupling, the echo would sit under any room's noise.
+SPEAKER_ACTIVE_DBFS = -75.0
+#: How long after the last such speaker frame the gate stays armed (ms): the 500 ms of echo path delay AEC3's delay
+#: estimator searches (``MAX_STREAM_DELAY_MS``), plus 250 ms of reverberation.
+ECHO_TAIL_MS = 750
+#: ``audio.echo_gate_dbfs`` at this level turns the gate off (no frame is quieter than digital silence).
+GATE_OFF_DBFS = -120.0
+#: How much the echo gate takes off a frame below ``audio.echo_gate_dbfs`` (dB).
+GATE_ATTENUATION_DB = 40.0
 
 
 class Processor:
@@ -52,6 +71,12 @@ class Processor:
         self._capture_failures = RepeatedFailure(log, "audio processing of a microphone frame (passed through)")
         self._reverse_failures = RepeatedFailure(log, "reverse stream processing of a speaker frame")
         self._logged_delay: int | None = None
+        self._gate_dbfs = config.echo_gate_dbfs
+        self._gate_gain = 10 ** (-GATE_ATTENUATION_DB / 20)
+        #: Microphone frames left for which the echo gate is armed (counted in frames: the two streams keep pace).
+        self._armed_frames = 0
+        #: Microphone frames the echo gate attenuated.
+        self.gated = 0
 
     def set_latencies(self, input_s: float, output_s: float) -> None:
         """Set the echo path delay from PortAudio's reported input and output latencies."""
@@ -90,7 +115,17 @@ class Processor:
             self._capture_failures.failed()
             return pcm
         self._capture_failures.succeeded()
-        return np.frombuffer(frame.data, dtype=np.int16).copy()
+        return self._gate(np.frombuffer(frame.data, dtype=np.int16).copy())
+
+    def _gate(self, out: Pcm) -> Pcm:
+        """The echo gate (see the module's notes): ``out`` as is, or attenuated when it is residual echo."""
+        if self._armed_frames <= 0:
+            return out
+        self._armed_frames -= 1
+        if dbfs(out) >= self._gate_dbfs:
+            return out
+        self.gated += 1
+        return (out * self._gate_gain).astype(np.int16)
 
     def make_up(self, frames: int) -> None:
         """Feed ``|frames|`` silent 10 ms frames to the echo canceller: to the reverse stream when ``frames`` is
@@ -108,6 +143,8 @@ class Processor:
         """Feed one 10 ms frame exactly as the speaker played it to the echo canceller."""
         if self._apm is None or not self.echo_cancellation:
             return
+        if self._gate_dbfs > GATE_OFF_DBFS and dbfs(pcm) > SPEAKER_ACTIVE_DBFS:
+            self._armed_frames = ECHO_TAIL_MS // FRAME_MS
         try:
             self._apm.process_reverse_stream(to_rtc(pcm))
         except RuntimeError:
