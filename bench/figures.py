@@ -291,25 +291,32 @@ def echo_figures(raw: dict[str, Any]) -> list[Figure]:
 
 
 def loopback_figures(raw: dict[str, Any]) -> list[Figure]:
-    """Agent answers per visitor turn with the speaker looped into the microphone (:mod:`bench.loopback`)."""
+    """Agent answers per visitor turn with the speaker looped into the microphone (:mod:`bench.loopback`), and the
+    answers the agent gave its own voice on the same path with echo cancelling off (the baseline)."""
     figures = []
-    baseline = next((r for r in raw["rounds"] if not r["echo_cancellation"]), None)
     for r in raw["rounds"]:
+        name = f"loop-back {r['delay_ms']} ms, gain {r['gain']}"
         if not r["echo_cancellation"]:
+            figures.append(
+                Figure(
+                    f"{name}, echo cancelling off: answers to its own voice",
+                    float(r["answered"] + r["greeting_turns"]),
+                    "",
+                    note=f"the baseline: {r['visitor_turns']} visitor turns; {r['problem'] or 'fell quiet'}",
+                )
+            )
             continue
-        base = baseline["answers_per_turn"] if baseline and baseline["delay_ms"] == r["delay_ms"] else None
         per_turn = r["answers_per_turn"]
         figures.append(
             Figure(
-                f"loop-back {r['delay_ms']} ms, gain {r['gain']}: agent answers per visitor turn",
-                None if math.isnan(per_turn) else per_turn,
+                f"{name}: agent answers per visitor turn",
+                per_turn,
                 "",
-                "= 1",
-                (per_turn == 1.0 and r["greeting_turns"] == 0) if not r["problem"] else False,
-                base,
+                "= 1, none to the greeting",
+                per_turn == 1.0 and r["greeting_turns"] == 0 and not r["problem"],
+                None,
                 f"{r['answered']} answers to {r['visitor_turns']} turns, {r['greeting_turns']} to the greeting"
-                + (f"; {r['problem']}" if r["problem"] else "")
-                + ("; baseline = echo cancellation off" if base is not None else ""),
+                + (f"; {r['problem']}" if r["problem"] else ""),
             )
         )
     return figures

@@ -49,9 +49,9 @@ class Round:
     problem: str = ""
 
     @property
-    def answers_per_turn(self) -> float:
-        """Answers per visitor turn (1.0 is right)."""
-        return self.answered / self.visitor_turns if self.visitor_turns else float("nan")
+    def answers_per_turn(self) -> float | None:
+        """Answers per visitor turn (1.0 is right); None before the visitor spoke."""
+        return round(self.answered / self.visitor_turns, 2) if self.visitor_turns else None
 
 
 @contextlib.contextmanager
@@ -146,5 +146,5 @@ def run(
     for number, (delay, aec) in enumerate(plan):
         result = Round(delay_ms=delay, gain=gain, echo_cancellation=aec)
         one_round(sb=sb, pulse=pulse, workdir=workdir / f"round{number}", visitor=visitor, turns=turns, result=result)
-        rounds.append({**asdict(result), "answers_per_turn": round(result.answers_per_turn, 2)})
+        rounds.append({**asdict(result), "answers_per_turn": result.answers_per_turn})
     return {"rounds": rounds, "quiet_s": QUIET_S}
