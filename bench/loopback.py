@@ -121,7 +121,10 @@ def one_round(*, sb: Sandbox, pulse: PulseAudio, workdir: Path, visitor: Path, t
                 _until_quiet(d, sb, room)
         except TimeoutError as exc:
             result.problem = str(exc)[:300]
-        result.answered = _turns(sb, room) - result.greeting_turns
+        total = _turns(sb, room)
+        if result.visitor_turns == 0:
+            result.greeting_turns = total  # the greeting never fell quiet: every answer was to it
+        result.answered = total - result.greeting_turns
         if d.ask("status").get("state") != "idle":
             d.ask("press")
         d.wait_state("idle", within=30.0)

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from kiosk.audio import AGENT, AudioEngine
+from kiosk.audio.fake import FakeStreamFactory
 from kiosk.audio.frames import FRAME_SAMPLES, dbfs
 from kiosk.audio.processing import ECHO_TAIL_MS, GATE_OFF_DBFS, Processor
 from kiosk.config import AudioConfig
 from tests.fixtures.audio import SpeechClip
+from tests.test_audio_engine import Clock, settle
 
 RNG = np.random.default_rng(7)
 
@@ -86,3 +89,39 @@ def test_without_echo_cancellation_nothing_is_gated() -> None:
     out = _run(processor, _tone(-20.0, 100, hz=300.0), _noise(-70.0, 100))
     assert processor.gated == 0
     assert len(out) == 100
+
+
+async def test_a_new_session_starts_with_the_gate_open_after_the_agent_spoke_to_the_end_of_the_last() -> None:
+    """The last session ends while the speaker still plays; the next one, with the speaker silent, gets its quiet
+    sound whole: the gate's count ran down only on processed frames, so it must not carry over the idle pause."""
+    clock = Clock()
+    factory = FakeStreamFactory()
+    factory.rates.add(48_000)
+    config = _plain().model_copy(update={"output_volume": 1.0, "chimes": False})
+    engine = AudioEngine(audio=config, stream_factory=factory, clock=clock)
+    await engine.start()
+    mic, speaker = factory.latest("input"), factory.latest("output")
+    step = 0
+
+    async def run(frames: int, quiet_mic: bool) -> None:
+        nonlocal step
+        for _ in range(frames):
+            step += 1
+            clock.now = 100.0 + step * 0.01
+            speaker.pull(1)
+            mic.feed(_noise(-50.0, 1) if quiet_mic else np.zeros(FRAME_SAMPLES, np.int16))
+            await settle()
+
+    first = engine.start_capture()
+    first.take_preconnect()
+    engine.mixer_input(AGENT).push(_noise(-20.0, 300))
+    await run(100, quiet_mic=False)
+    first.close()  # the session ends while the agent's audio still plays
+    await run(300, quiet_mic=False)  # idle long after; the agent's audio ran out
+    gated_before = engine.processor.gated
+    second = engine.start_capture()
+    second.take_preconnect()
+    await run(60, quiet_mic=True)
+    assert engine.processor.gated == gated_before, "the new session's quiet sound was gated by the last session's echo"
+    second.close()
+    await engine.close()

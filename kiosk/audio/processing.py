@@ -127,6 +127,13 @@ class Processor:
         self.gated += 1
         return (out * self._gate_gain).astype(np.int16)
 
+    def new_span(self, lag: int) -> None:
+        """The canceller's span opens (a session starts processing): the echo gate starts disarmed, since the
+        speaker sound that armed it came before the idle pause, not within :data:`ECHO_TAIL_MS` (its count only runs
+        down on processed frames); then the last span's two counts are evened out (:meth:`make_up`)."""
+        self._armed_frames = 0
+        self.make_up(lag)
+
     def make_up(self, frames: int) -> None:
         """Feed ``|frames|`` silent 10 ms frames to the echo canceller: to the reverse stream when ``frames`` is
         positive (the microphone got more), through capture with the output discarded when it is negative."""

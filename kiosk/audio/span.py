@@ -21,6 +21,11 @@ class CancellerSpan:
         self.mic_frames = 0
         self.speaker_frames = 0
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the span has opened and not closed since."""
+        return self.opened is not None and self.closed is None
+
     def holds(self, t: float) -> bool:
         """Whether the frame captured or played at ``t`` belongs to the canceller."""
         return self.opened is not None and t > self.opened and (self.closed is None or t <= self.closed)
@@ -32,11 +37,11 @@ class CancellerSpan:
         fewer), for the caller to make up with silence: each device calls back at its own phase, so one span holds n
         frames of one stream and n + 1 of the other, which would add up over sessions. Otherwise 0.
         """
-        if processing and (self.opened is None or self.closed is not None):
+        if processing and not self.is_open:
             lag = self.mic_frames - self.speaker_frames
             self.opened, self.closed = now, None
             self.mic_frames = self.speaker_frames = 0
             return lag
-        if not processing and self.opened is not None and self.closed is None:
+        if not processing and self.is_open:
             self.closed = now
         return 0
