@@ -337,10 +337,8 @@ class AudioEngine:
     def _mark_span(self) -> None:
         """Open or close the echo canceller's span now, when processing just started or stopped; on opening, make
         the last span's two frame counts equal with silent frames (a few FFI calls at a press)."""
-        processing = self.processing()
-        opening = processing and not self._span.is_open
-        lag = self._span.follow(processing, self._clock())
-        if opening:
+        lag = self._span.follow(self.processing(), self._clock())
+        if lag is not None:
             self.processor.new_span(lag)
 
     def _end_session(self, session: SessionCapture) -> None:

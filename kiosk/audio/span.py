@@ -30,12 +30,12 @@ class CancellerSpan:
         """Whether the frame captured or played at ``t`` belongs to the canceller."""
         return self.opened is not None and t > self.opened and (self.closed is None or t <= self.closed)
 
-    def follow(self, processing: bool, now: float) -> int:
+    def follow(self, processing: bool, now: float) -> int | None:
         """Open the span at ``now`` when processing started, close it when it stopped.
 
         Returns, on opening, by how many frames the last span's microphone count exceeded its speaker count (negative:
         fewer), for the caller to make up with silence: each device calls back at its own phase, so one span holds n
-        frames of one stream and n + 1 of the other, which would add up over sessions. Otherwise 0.
+        frames of one stream and n + 1 of the other, which would add up over sessions. None when it did not open.
         """
         if processing and not self.is_open:
             lag = self.mic_frames - self.speaker_frames
@@ -44,4 +44,4 @@ class CancellerSpan:
             return lag
         if not processing and self.is_open:
             self.closed = now
-        return 0
+        return None
