@@ -67,6 +67,8 @@ class Hearing:
         self.meter = SpeechMeter()
         self.audio_s = 0.0
         self.first_audio_at: float | None = None
+        #: The peak sample of each second of audio fed so far (the last 120 s): tells silence from quiet speech.
+        self.peaks: list[int] = []
 
     def write(self) -> None:
         """Save the report atomically."""
@@ -79,6 +81,7 @@ class Hearing:
             "speech_s": round(self.meter.speech_s, 3),
             "audio_s": round(self.audio_s, 3),
             "first_audio_at": self.first_audio_at,
+            "peaks_by_s": self.peaks[-120:],
         }
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(report))
@@ -118,6 +121,11 @@ class HearingStream(stt.RecognizeStream):
             samples = np.frombuffer(item.data, np.int16).reshape(-1, item.num_channels)[:, 0]
             before = int(hearing.audio_s)
             hearing.audio_s += len(samples) / item.sample_rate
+            peak = int(np.abs(samples.astype(np.int32)).max()) if len(samples) else 0
+            if not hearing.peaks or int(hearing.audio_s) != before:
+                hearing.peaks.append(peak)
+            else:
+                hearing.peaks[-1] = max(hearing.peaks[-1], peak)
             if int(hearing.audio_s) != before:
                 hearing.write()
             for kind, span_s in hearing.meter.feed(samples, item.sample_rate):

@@ -1,6 +1,6 @@
 """``python -m bench``: every benchmark of the kiosk against its baseline, one table, results.json and a plot.
 
-    python -m bench [--smoke] [--only press,idle,call,memory,loopback,echo,agent] [--out DIR]
+    python -m bench [--smoke] [--only press,idle,call,memory,loopback,echo,agent,network] [--out DIR]
 
 Without ``--out`` a full run writes ``bench/results.json`` and ``bench/press_to_live.png``; a ``--smoke`` run
 (tiny sizes, for the test suite) writes to a temporary directory instead.
@@ -30,7 +30,7 @@ from bench.figures import (
 from bench.pulse import pulseaudio
 from bench.report import plot, press_series, table, write_json
 
-NAMES = ("press", "idle", "call", "memory", "loopback", "echo", "agent")
+NAMES = ("press", "idle", "call", "memory", "loopback", "echo", "agent", "network")
 SPEECH = "Hello I am looking for the main library"
 HERE = Path(__file__).resolve().parent
 
@@ -47,6 +47,7 @@ def sizes(smoke: bool) -> dict[str, float]:
             "loopback_turns": 1,
             "echo_s": 3.5,
             "agent": 1,
+            "network_rounds": 1,
         }
     return {
         "sessions": 30,
@@ -57,6 +58,7 @@ def sizes(smoke: bool) -> dict[str, float]:
         "loopback_turns": 3,
         "echo_s": 12.0,
         "agent": 2,
+        "network_rounds": 3,
     }
 
 
@@ -76,7 +78,7 @@ def run(*, smoke: bool, only: tuple[str, ...], out: Path) -> tuple[list[Figure],
     with tempfile.TemporaryDirectory(prefix="kiosk-bench-") as tmp:
         work = Path(tmp)
         speech48 = speech(SPEECH, work)
-        needs_sandbox = set(only) - {"echo"}
+        needs_sandbox = set(only) - {"echo", "network"}
         with sandbox(work, secrets.token_urlsafe(18)) if needs_sandbox else _nothing() as sb:
             if "press" in only:
                 from bench.presslive import measure
@@ -148,12 +150,29 @@ def run(*, smoke: bool, only: tuple[str, ...], out: Path) -> tuple[list[Figure],
             raw_echo = echo.run(seconds=size["echo_s"])
             figures += echo_figures(raw_echo)
             details["echo"] = raw_echo
+        if "network" in only:
+            figures += _network(work, int(size["network_rounds"]), details)
         logs = Path(tempfile.mkdtemp(prefix="kiosk-bench-logs-"))
         details["logs"] = str(logs)
         for log in work.rglob("*.log"):
             shutil.copy(log, logs / "-".join(log.relative_to(work).parts))
     details["total_s"] = round(time.monotonic() - started, 1)
     return figures, details
+
+
+def _network(work: Path, rounds: int, details: dict[str, object]) -> list[Figure]:
+    """The lossy-link figure (:mod:`bench.network`), or one empty figure saying why the machine cannot run it."""
+    from bench import network
+    from tests.fixtures.netlink import NetLinkUnavailable
+
+    (work / "network").mkdir()
+    try:
+        raw = network.run(workdir=work / "network", rounds=rounds)
+    except NetLinkUnavailable as exc:
+        details["network"] = {"not_run": str(exc)}
+        return [Figure("lossy link: speech heard by the agent", None, "%", note=f"not run: {exc}")]
+    details["network"] = raw
+    return network.network_figures(raw)
 
 
 class _nothing:

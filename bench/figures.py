@@ -25,7 +25,7 @@ GOAL_IDLE_PCT = 0.5
 GOAL_CALL_RATIO = 0.9
 GOAL_IDLE_WAKE_ON_RATIO = 1.5
 GOAL_IDLE_WAKE_OFF_RATIO = 1.3
-#: The speaker callback keeps real time: at least this share of 100 blocks per second, and no underflow.
+#: The speaker callback keeps real time: at least this share of 100 blocks per second, and no device underrun.
 GOAL_SPEAKER_PCT = 99.0
 GOAL_RSS_IDLE_MB = 90.0
 GOAL_GROWTH_MB = 10.0
@@ -194,7 +194,7 @@ def call_figures(
             raw["speaker_real_time_pct"] >= GOAL_SPEAKER_PCT,
             rounded(raw["probe_blocks_per_s"], 1),
             f"{raw['speaker_blocks_per_s']:.1f} output blocks/s of 100; baseline = blocks/s of a bare output stream "
-            f"with the same settings over the same window ({raw['probe_underflows']:.0f} underflows): the device's "
+            f"with the same settings over the same window ({raw['probe_underruns']:.0f} underruns): the device's "
             "own pace on this machine",
         ),
         Figure(
@@ -206,13 +206,13 @@ def call_figures(
             and raw["speaker_blocks_per_s"] / raw["probe_blocks_per_s"] >= GOAL_SPEAKER_PCT / 100,
         ),
         Figure(
-            "speaker underflows in a call",
-            raw["speaker_underflows"],
+            "speaker underruns in a call",
+            raw["speaker_underruns"],
             "",
             "0",
-            raw["speaker_underflows"] == 0,
-            note=f"PortAudio output underflows over {seconds:.0f} s; {raw['speaker_underruns']:.0f} blocks the loop "
-            "left short",
+            raw["speaker_underruns"] == 0,
+            note=f"the device ran dry (PortAudio's output underflow) over {seconds:.0f} s; "
+            f"{raw['speaker_starved']:.0f} blocks the loop left short",
         ),
         Figure("RSS in call", rounded(raw["rss_call_mb"]), "MB", "", None, rounded(raw["rss_call_baseline_mb"])),
     ], raw

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Sandbox, cpu_seconds, pink_noise, rss_mb, write_wav
+from bench.daemon import daemon, playing
 from bench.pulse import MIC_PCM, SPK_PCM, PulseAudio
 
 #: Room noise at the microphone while idle (dBFS RMS): a quiet lobby.
@@ -52,10 +53,10 @@ index = next(i for i, d in enumerate(sd.query_devices()) if spk in d['name'] and
 with sd.OutputStream(device=index, samplerate=rate, channels=channels, dtype='int16', blocksize=rate // 100,
                      latency='low', callback=callback):
     time.sleep(0.5)
-    blocks, underflows, began = counts[0], counts[1], time.monotonic()
+    blocks, underruns, began = counts[0], counts[1], time.monotonic()
     print('OPEN', flush=True)
     time.sleep(seconds)
-    print(counts[0] - blocks, counts[1] - underflows, time.monotonic() - began, flush=True)
+    print(counts[0] - blocks, counts[1] - underruns, time.monotonic() - began, flush=True)
 """
 
 
@@ -122,8 +123,6 @@ def median_ratio(values: list[float], baseline: list[float]) -> float | None:
 
 def idle_vs_floor(*, sb: Sandbox, pulse: PulseAudio, workdir: Path, seconds: float) -> dict[str, Any]:
     """Idle CPU with voice wake on and off beside the floor with the daemon's settings; idle RSS."""
-    from bench.resources import daemon, playing
-
     noise = write_wav(workdir / "noise.wav", pink_noise(2 * seconds + 4 * SETTLE_S + 10, dbfs=NOISE_DBFS))
     out: dict[str, Any] = {}
     with playing(pulse, noise):
@@ -148,7 +147,8 @@ def idle_vs_floor(*, sb: Sandbox, pulse: PulseAudio, workdir: Path, seconds: flo
 
 
 def speaker_pace(before: dict[str, Any], after: dict[str, Any], seconds: float) -> dict[str, float]:
-    """Output blocks per second and underflows between two ``status`` answers ``seconds`` apart."""
+    """Output blocks per second, device underruns and starved blocks between two ``status`` answers ``seconds``
+    apart."""
     b, a = before["audio"], after["audio"]
     rate = int(a["output"]["samplerate"])
     blocks = int(a["output"]["blocks"]) - int(b["output"]["blocks"])
@@ -156,8 +156,8 @@ def speaker_pace(before: dict[str, Any], after: dict[str, Any], seconds: float) 
         "speaker_blocks_per_s": blocks / seconds,
         # One block is 10 ms: real time is rate / (rate // 100) = 100 blocks per second.
         "speaker_real_time_pct": 100.0 * blocks / (seconds * rate / (rate // 100)),
-        "speaker_underflows": float(int(a["output_underflows"]) - int(b["output_underflows"])),
         "speaker_underruns": float(int(a["output_underruns"]) - int(b["output_underruns"])),
+        "speaker_starved": float(int(a["output_starved_blocks"]) - int(b["output_starved_blocks"])),
     }
 
 
@@ -176,8 +176,8 @@ class PaceProbe:
             raise RuntimeError("the pace probe did not open its stream")
 
     def result(self) -> dict[str, float]:
-        """Blocks per second and underflows over its window (waits for the window to end)."""
+        """Blocks per second and PortAudio output underflows (device underruns) over its window (waits for it to end)."""
         assert self._process.stdout is not None
-        blocks, underflows, elapsed = self._process.stdout.readline().split()
+        blocks, underruns, elapsed = self._process.stdout.readline().split()
         self._process.wait(timeout=10)
-        return {"probe_blocks_per_s": int(blocks) / float(elapsed), "probe_underflows": float(underflows)}
+        return {"probe_blocks_per_s": int(blocks) / float(elapsed), "probe_underruns": float(underruns)}

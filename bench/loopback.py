@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Samples, Sandbox, write_wav
+from bench.daemon import Daemon, daemon
 from bench.pulse import PulseAudio
-from bench.resources import Daemon, daemon
 
 #: After the agent went back to listening, this long without a new turn ends a visitor turn's round (s): an echo
 #: of the answer's last words arrives ``delay_ms`` later and the agent's turn detector closes a turn 0.6 s after

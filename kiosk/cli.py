@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "events": ("kiosk.commands.control", "follow state changes and live captions (--json: JSON lines)"),
     "test": ("kiosk.commands.hwtest", "try the hardware: mic level meter, speaker, LEDs, button (daemon stopped)"),
     "screen": ("kiosk.commands.screen", "serve the visitor-facing page (state, captions, start/end, typed text)"),
-    "sandbox": ("kiosk.sandbox.cli", "run a local LiveKit-compatible server, broker and scripted agent"),
+    "sandbox": ("kiosk.commands.sandbox", "run a local LiveKit-compatible server, broker and scripted agent"),
 }
 
 

@@ -176,7 +176,8 @@ class AudioConfig(Section):
     speech_offset_ms: Annotated[int, Field(ge=30, le=5000)] = 600
     stall_timeout_s: PositiveSeconds = 2.0
     reopen_backoff_max_s: PositiveSeconds = 30.0
-    # While live, a capture of only zero samples this long is a deaf microphone (kiosk.audio.deafness); 0 = off.
+    # While live, a capture of only zero samples this long reopens the microphone once; zeros again from a stream that
+    # still delivers on time are the device's own mute, shown as muted (kiosk.audio.deafness); 0 = off.
     digital_silence_s: Annotated[float, Field(ge=0, le=600)] = 6.0
 
     @field_validator("echo_cancellation", mode="before")
@@ -226,6 +227,19 @@ class SessionConfig(Section):
     agent_join_timeout_s: PositiveSeconds = 15.0
     connect_timeout_s: PositiveSeconds = 10.0
     error_display_s: PositiveSeconds = 5.0
+    #: How long the room may be reconnecting before the session ends as ``network_lost`` (s), counted from the SDK's
+    #: ``reconnecting`` (it notices a dead link within livekit-server's 15 s ping timeout, or when ICE fails). 20 s
+    #: lets the SDK make its resume attempt and three rejoins (livekit rust-sdks ``rtc_engine``: 5 s signal connect
+    #: timeout per attempt, backoff of up to 0.3, 0.6, 1.2 s between them), so a link back within it is taken up
+    #: within one attempt. Longer is of little use: livekit-server drops a participant whose transport failed about
+    #: 20 s after its last packet (ICE failed after 15 s, then 5 s ``disconnectCleanupDuration``) and closes an empty
+    #: room 20 s later (``departure_timeout``); a visitor who heard nothing for half a minute has likely gone.
+    network_lost_s: PositiveSeconds = 20.0
+    #: An agent that says it is thinking or speaking (``lk.agent.state``) while none of its audio comes for this long
+    #: (s) counts as silent (livekit/agents#3427: stuck in "speaking" after an error). 15 s is above a slow LLM's first
+    #: token plus the first TTS audio (a few seconds; reasoning models up to about 10 s); livekit-agents stays in
+    #: "thinking" while a tool runs, so an agent with slower tools should say something first or raise this.
+    agent_stuck_s: PositiveSeconds = 15.0
     log_transcript: bool = True
     text_topic: TextTopicSetting = "auto"
     # Voice-woken sessions only (kiosk.wakeguard): a shorter limit, and proof that someone listens to the agent.

@@ -20,10 +20,10 @@ from pydantic import BaseModel, ValidationError
 
 from kiosk.config import KioskConfig
 from kiosk.errors import ConfigError
+from kiosk.redact import is_sensitive_key
 
 DEFAULT_PATH = Path("/etc/kiosk/kiosk.toml")
 EX_CONFIG = 78
-_SENSITIVE = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
 
 
 def resolve_path(cli_path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Path:
@@ -93,7 +93,7 @@ def format_problem(err: Mapping[str, Any], *, source: str, text: str) -> str:
         return f"{key}: required key is missing"
     message = with_lines(message, text)
     shown = ""
-    if "input" in err and not any(_SENSITIVE.search(part) for part in loc) and not isinstance(err["input"], dict):
+    if "input" in err and not any(is_sensitive_key(part) for part in loc) and not isinstance(err["input"], dict):
         shown = f" (got {err['input']!r})"
     return f"{where}: {message}{shown}"
 

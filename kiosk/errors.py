@@ -8,6 +8,7 @@ callers that only know the builtin still catch it::
     ├── SecretError(KioskError, PermissionError)   a secret source is missing or unreadable
     ├── BrokerError(KioskError, RuntimeError)      the token broker failed; ``reason`` names how
     │   └── ClockError(BrokerError)                the grant's validity disagrees with the local clock
+    ├── StateDirError(KioskError, OSError)        the state directory cannot be written (read-only, full)
     ├── ConnectError(KioskError, ConnectionError)  joining the LiveKit room failed
     ├── AudioDeviceError(KioskError, OSError)      an audio device is missing, wrong or failed
     └── ControlError(KioskError, OSError)          the control socket could not be reached or answered badly
@@ -51,6 +52,12 @@ class ClockError(BrokerError):
     """The grant is not yet valid or already expired by the local clock."""
 
     reason = FailureReason.CLOCK
+
+
+class StateDirError(KioskError, OSError):
+    """The state directory (``daemon.state_dir``) cannot be written: read-only, full, or not the service's."""
+
+    reason = FailureReason.STATE_DIR
 
 
 class ConnectError(KioskError, ConnectionError):

@@ -21,20 +21,20 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 from gpiozero import SourceMixin, SPIDevice
 from gpiozero.exc import SPISoftwareFallback
 
 from kiosk.config import ColorOrder, RingConfig
 
-if TYPE_CHECKING:
-    from kiosk.leds import RingStyle
-
 log = logging.getLogger(__name__)
 
 Color = tuple[float, float, float]
 Frame = tuple[Color, ...]
+#: How the ring shows a pattern (:attr:`kiosk.leds.Pattern.ring`): every LED alike, a spinning arc, or following
+#: the voice.
+RingStyle = Literal["fill", "spin", "level"]
 
 #: The first byte of every LED frame: three 1 bits, then the 5-bit global brightness (full here; patterns dim).
 _LED_HEADER = 0xE0 | 31

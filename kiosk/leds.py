@@ -23,18 +23,20 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from kiosk.config import LedConfig
 from kiosk.reasons import FailureReason
 from kiosk.session import AgentState, Snapshot, State
 
+if TYPE_CHECKING:
+    # Only for annotations: kiosk.ledring (and gpiozero with it) is imported when a ring is opened.
+    from kiosk.ledring import RingStyle
+
 log = logging.getLogger(__name__)
 
 Color = tuple[float, float, float]
 Kind = Literal["off", "solid", "blink", "pulse", "code"]
-#: How an LED ring shows a pattern (see kiosk.ledring): every LED alike, a spinning arc, or following the voice.
-RingStyle = Literal["fill", "spin", "level"]
 TICK_S = 0.02
 
 OFF: Color = (0.0, 0.0, 0.0)
@@ -80,6 +82,11 @@ FAILURE_CODES: dict[FailureReason, tuple[int, Color]] = {
     FailureReason.INTERNAL: (13, WHITE),
     FailureReason.FIRST_WORDS_TIMEOUT: (14, MAGENTA),
     FailureReason.UPLINK_TIMEOUT: (15, MAGENTA),
+    FailureReason.NETWORK_LOST: (16, MAGENTA),
+    FailureReason.DUPLICATE_IDENTITY: (17, MAGENTA),
+    FailureReason.ROOM_CLOSED: (18, MAGENTA),
+    FailureReason.STATE_DIR: (19, WHITE),
+    FailureReason.BROKER_UNRESOLVABLE: (20, RED),
 }
 
 #: What each state (and, while live, each agent state) looks like.
@@ -92,8 +99,12 @@ PATTERNS: dict[tuple[State, AgentState | None], Pattern] = {
     (State.LIVE, AgentState.LISTENING): Pattern("solid", GREEN),
     (State.LIVE, AgentState.THINKING): Pattern("pulse", AMBER, on_s=0.6, off_s=0.6),
     (State.LIVE, AgentState.SPEAKING): Pattern("blink", CYAN, level=1.0, on_s=0.25, off_s=0.1, ring="level"),
+    # The network dropped mid-session: a slower amber blink than connecting's, spinning like it on a ring.
+    (State.RECONNECTING, None): Pattern("blink", AMBER, on_s=0.15, off_s=0.6, ring="spin"),
     (State.ENDING, None): Pattern("blink", WHITE, level=0.5, on_s=0.5, off_s=0.5),
 }
+#: States without an LED of their own in the one-LED-per-state layout, and the LED that shows them.
+_PER_STATE_LED = {State.ENDING: State.LIVE, State.RECONNECTING: State.CONNECTING}
 
 
 #: The microphone is muted: a short red flash every two seconds, shown instead of idle and of listening.
@@ -104,8 +115,11 @@ MUTE_SHOWN_IN: frozenset[tuple[State, AgentState | None]] = frozenset(
 )
 
 
-def pattern_for(snap: Snapshot, *, muted: bool = False) -> Pattern:
-    """Look up the pattern for a snapshot (the single table the LEDs follow); ``muted``: the mic is muted."""
+def pattern_for(snap: Snapshot, *, muted: bool = False, mic_missing: bool = False) -> Pattern:
+    """Look up the pattern for a snapshot (the single table the LEDs follow); ``muted``: the mic is muted;
+    ``mic_missing``: the microphone is missing, shown while idle as the audio_device code (no press would work)."""
+    if mic_missing and snap.state == State.IDLE:
+        snap = dataclasses.replace(snap, state=State.ERROR, failure=FailureReason.AUDIO_DEVICE)
     if muted and (snap.state, snap.agent if snap.state == State.LIVE else None) in MUTE_SHOWN_IN:
         return MUTED
     if snap.state == State.ERROR:
@@ -165,6 +179,10 @@ class StatusLeds:
         self._last: Snapshot | None = None
         #: Whether the microphone is muted (shown as :data:`MUTED`); set it with :meth:`set_muted`.
         self.muted = False
+        #: Whether the microphone is muted at the device itself (shown as :data:`MUTED` too).
+        self.device_muted = False
+        #: Whether the microphone is missing (idle shows the audio_device code); set it with :meth:`set_mic_missing`.
+        self.mic_missing = False
         #: Keys of the devices that could not dim (no PWM on their pins): they blink on/off instead.
         self.no_pwm: set[State | None] = set()
         self._devices: dict[State | None, LedDevice] = _open(config, pin_factory, self.no_pwm)
@@ -177,12 +195,12 @@ class StatusLeds:
     def update(self, snap: Snapshot) -> None:
         """Show ``snap``; a pattern already showing keeps running undisturbed."""
         self._last = snap
-        pattern = pattern_for(snap, muted=self.muted)
+        pattern = pattern_for(snap, muted=self.muted or self.device_muted, mic_missing=self.mic_missing)
         if self._current == (pattern, snap.state):
             return
         self._current = (pattern, snap.state)
-        # One LED per state has no LED for ENDING: the live LED shows it.
-        target = State.LIVE if snap.state == State.ENDING else snap.state
+        # One LED per state has none for ENDING (the live LED shows it) nor for RECONNECTING (the connecting one).
+        target = _PER_STATE_LED.get(snap.state, snap.state)
         for key, device in self._devices.items():
             pwm = key not in self.no_pwm
             if key is None or key == target:
@@ -193,6 +211,18 @@ class StatusLeds:
     def set_muted(self, muted: bool) -> None:
         """Show (or stop showing) that the microphone is muted."""
         self.muted = muted
+        if self._last is not None:
+            self.update(self._last)
+
+    def set_device_muted(self, muted: bool) -> None:
+        """Show (or stop showing) that the microphone is muted at the device (its own mute button)."""
+        self.device_muted = muted
+        if self._last is not None:
+            self.update(self._last)
+
+    def set_mic_missing(self, missing: bool) -> None:
+        """Show (or stop showing) that the microphone is missing."""
+        self.mic_missing = missing
         if self._last is not None:
             self.update(self._last)
 

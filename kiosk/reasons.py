@@ -27,6 +27,18 @@ class FailureReason(enum.StrEnum):
     AUDIO_DEVICE = "audio_device"
     SECRET_UNREADABLE = "secret_unreadable"
     INTERNAL = "internal"
+    #: The room's connection was lost for longer than ``session.network_lost_s`` (the SDK could not resume).
+    NETWORK_LOST = "network_lost"
+    #: The server removed the kiosk because another participant joined with the same identity (a second kiosk
+    #: with the same ``broker.identity``); LiveKit's ``DisconnectReason.DUPLICATE_IDENTITY``.
+    DUPLICATE_IDENTITY = "duplicate_identity"
+    #: The server closed the room before the agent spoke (``SERVER_SHUTDOWN``, ``PARTICIPANT_REMOVED``,
+    #: ``ROOM_CLOSED``, ``ROOM_DELETED`` before any word of the agent...).
+    ROOM_CLOSED = "room_closed"
+    #: The state directory (``daemon.state_dir``) cannot be written: read-only or full.
+    STATE_DIR = "state_dir"
+    #: The broker's host name does not resolve (DNS down or a wrong ``broker.url``).
+    BROKER_UNRESOLVABLE = "broker_unresolvable"
 
 
 class EndReason(enum.StrEnum):
@@ -37,6 +49,8 @@ class EndReason(enum.StrEnum):
     BUTTON = "button"
     CONTROL = "control"
     AGENT_LEFT = "agent_left"
+    #: The agent ended the call: the room was deleted (livekit-agents' ``EndCallTool``) after the agent spoke.
+    AGENT_ENDED = "agent_ended"
     DISCONNECTED = "disconnected"
     SHUTDOWN = "shutdown"
     FAILURE = "failure"

@@ -24,6 +24,18 @@ _PAIR = re.compile(
 _SPACED = re.compile(r"(?i)\b(x-api-key|api[_-]?key|token|secret|password)(\s+)(?=[^\s,;'\"]*\d)[^\s,;'\"]{8,}")
 _KEYLIKE = re.compile(r"\b(sk|pk|rk|lk|API)[_-]?[A-Za-z0-9][A-Za-z0-9_-]{11,}")
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+#: Config keys (and other field names) whose values are secrets: their values are never shown.
+SENSITIVE_KEY = re.compile(r"key|secret|token|password|passwd|authorization|credential|cookie", re.IGNORECASE)
+
+
+def is_sensitive_key(name: str) -> bool:
+    """Whether a field called ``name`` holds a secret (``api_key``, ``x-api-key``, ``password``, ``cookie``, ...)."""
+    return SENSITIVE_KEY.search(name) is not None
+
+
+def mask_userinfo(text: str) -> str:
+    """``text`` with the user info of every URL in it masked: ``https://user:pw@host/x`` -> ``https://***@host/x``."""
+    return _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)
 
 
 def forms(secret: str) -> set[str]:
@@ -41,4 +53,4 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = _PAIR.sub(lambda m: f"{m.group(1) or m.group(3)}{m.group(2) or m.group(4)}{MASK}", text)
     text = _SPACED.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     text = _KEYLIKE.sub(MASK, text)
-    return _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    return mask_userinfo(text)

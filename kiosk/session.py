@@ -2,14 +2,24 @@
 
 ::
 
-    IDLE ──press/wake──> CONNECTING ──connected──> LIVE ──silence/max/button/agent left/...──> ENDING ──ended──> IDLE
-                              │                      │                                          │
-                              └──failure/shutdown────┴────────────────────────────────────────> ENDING ──ended──> ERROR
-                                                                                                          (timed) ──> IDLE
+    IDLE ──press/wake──> CONNECTING ──connected──> LIVE ──silence/max/button/agent left or ended/...──> ENDING ──> IDLE
+                              │               reconnecting │ ^ reconnected                                │
+                              │                            v │                                          │
+                              │                       RECONNECTING ──button/network lost/room closed──> ENDING
+                              │                                                                         │
+                              └──failure/shutdown───────────────────────────────────────────────────> ENDING ──> ERROR
+                                                                                                 (timed) ──> IDLE
 
-Every way out of CONNECTING or LIVE goes through ENDING, whose ``Teardown`` effect tells the driver to leave the room
-and end the session at the broker; the driver answers with :class:`Ended`. ``transition`` never performs I/O and never
-reads a clock: timers are the driver's, and their expiry comes back as events.
+Every way out of CONNECTING, LIVE or RECONNECTING goes through ENDING, whose ``Teardown`` effect tells the driver to
+leave the room and end the session at the broker; the driver answers with :class:`Ended`. ``transition`` never
+performs I/O and never reads a clock: timers are the driver's, and their expiry comes back as events.
+
+RECONNECTING is a state of its own, not a flag beside LIVE: while the SDK resumes or rejoins (``rtc.Room`` events
+``reconnecting`` / ``reconnected``) the session is neither live nor over. Nothing is heard either way, so the
+silence, maximum-duration and wake-guard clocks do not apply (their events are ignored here, and the run pauses
+them); the agent's state is unknown (its last value is kept and shown again once the room is back); the only clock
+is the outage's own (``session.network_lost_s``, which ends the session as ``network_lost``). Every observer keys
+its table on the state, so a state of its own makes each of them say what it shows while the link is down.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ class State(enum.StrEnum):
     IDLE = "idle"
     CONNECTING = "connecting"
     LIVE = "live"
+    RECONNECTING = "reconnecting"
     ENDING = "ending"
     ERROR = "error"
 
@@ -128,7 +139,22 @@ class AgentLeft:
 
 @dataclasses.dataclass(frozen=True)
 class Disconnected:
-    """The room disconnected for good (after the SDK's own reconnect attempts)."""
+    """The room disconnected for good for a reason with no name of its own (see :mod:`kiosk.daemon.roomends`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentEnded:
+    """The agent ended the call: the room was deleted after the agent spoke (livekit-agents' ``EndCallTool``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Reconnecting:
+    """The SDK lost the room's connection and is resuming or rejoining it (``rtc.Room`` event ``reconnecting``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Reconnected:
+    """The SDK got the room back, by a resume or a full reconnect (``rtc.Room`` event ``reconnected``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +190,10 @@ Event: TypeAlias = (
     | MaxDuration
     | WakeGuardEnd
     | AgentLeft
+    | AgentEnded
     | Disconnected
+    | Reconnecting
+    | Reconnected
     | Failure
     | Ended
     | ErrorElapsed
@@ -192,6 +221,13 @@ class Teardown:
 
 
 @dataclasses.dataclass(frozen=True)
+class Hurry:
+    """The daemon stops while session ``session`` is being ended: make its close quick (its shutdown bounds)."""
+
+    session: int
+
+
+@dataclasses.dataclass(frozen=True)
 class StartErrorTimer:
     """Send :class:`ErrorElapsed` after ``session.error_display_s``."""
 
@@ -201,7 +237,7 @@ class Exit:
     """Nothing is open any more: the daemon may exit."""
 
 
-Effect: TypeAlias = BeginSession | Teardown | StartErrorTimer | Exit
+Effect: TypeAlias = BeginSession | Teardown | Hurry | StartErrorTimer | Exit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,8 +255,8 @@ class Snapshot:
 
     @property
     def in_session(self) -> bool:
-        """True while a session is open (connecting, live, or being ended)."""
-        return self.state in {State.CONNECTING, State.LIVE, State.ENDING}
+        """True while a session is open (connecting, live, reconnecting, or being ended)."""
+        return self.state in {State.CONNECTING, State.LIVE, State.RECONNECTING, State.ENDING}
 
 
 _END_EVENTS: dict[type[Event], EndReason] = {
@@ -228,9 +264,13 @@ _END_EVENTS: dict[type[Event], EndReason] = {
     MaxDuration: EndReason.MAX_DURATION,
     WakeGuardEnd: EndReason.WAKE_GUARD,
     AgentLeft: EndReason.AGENT_LEFT,
+    AgentEnded: EndReason.AGENT_ENDED,
     Disconnected: EndReason.DISCONNECTED,
     Shutdown: EndReason.SHUTDOWN,
 }
+#: The session's own clocks: they do not run while the room reconnects (nothing can be heard either way).
+_CLOCK_EVENTS = (Silence, MaxDuration, WakeGuardEnd)
+_OPEN = frozenset({State.CONNECTING, State.LIVE, State.RECONNECTING})
 _PRESS_END = {Source.BUTTON: EndReason.BUTTON, Source.KEYBOARD: EndReason.BUTTON, Source.CONTROL: EndReason.CONTROL}
 
 
@@ -244,10 +284,10 @@ def transition(snap: Snapshot, event: Event) -> tuple[Snapshot, list[Effect]]:
     state = snap.state
     if isinstance(event, Shutdown):
         stopping = dataclasses.replace(snap, stopping=True)
-        if state in {State.CONNECTING, State.LIVE}:
+        if state in _OPEN:
             return _end(stopping, EndReason.SHUTDOWN)
         if state == State.ENDING:
-            return stopping, []
+            return stopping, [] if snap.stopping else [Hurry(session=snap.session)]
         return dataclasses.replace(stopping, state=State.IDLE), [Exit()]
 
     if state == State.IDLE or state == State.ERROR:
@@ -261,7 +301,9 @@ def transition(snap: Snapshot, event: Event) -> tuple[Snapshot, list[Effect]]:
             return dataclasses.replace(snap, state=State.IDLE), []
         return snap, []
 
-    if state in {State.CONNECTING, State.LIVE}:
+    if state in _OPEN:
+        if state == State.RECONNECTING and isinstance(event, _CLOCK_EVENTS):
+            return snap, []
         if isinstance(event, Press):
             return _end(snap, _PRESS_END[event.source])
         if isinstance(event, Failure):
@@ -272,6 +314,10 @@ def transition(snap: Snapshot, event: Event) -> tuple[Snapshot, list[Effect]]:
         if isinstance(event, Granted):
             return dataclasses.replace(snap, room=event.room), []
         if isinstance(event, Connected) and state == State.CONNECTING:
+            return dataclasses.replace(snap, state=State.LIVE), []
+        if isinstance(event, Reconnecting) and state == State.LIVE:
+            return dataclasses.replace(snap, state=State.RECONNECTING), []
+        if isinstance(event, Reconnected) and state == State.RECONNECTING:
             return dataclasses.replace(snap, state=State.LIVE), []
         if isinstance(event, AgentJoined) and snap.agent == AgentState.ABSENT:
             return dataclasses.replace(snap, agent=AgentState.INITIALIZING), []

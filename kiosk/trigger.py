@@ -38,14 +38,16 @@ class ButtonTrigger:
         *,
         config: TriggerConfig,
         loop: asyncio.AbstractEventLoop,
-        on_event: Callable[[ButtonEvent], None],
+        on_event: Callable[[ButtonEvent, float], None],
         pin_factory: Any = None,
         on_edge: Callable[[bool, float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Open the button on ``config.button_pin``.
 
-        ``on_edge(pressed, t)`` also receives every raw edge (``kiosk test button``: the driver's own debouncing is
+        ``on_event(event, t)`` is called on the loop with each press or hold and the time of its edge, taken on
+        gpiozero's thread (``clock()``, s): the press time a session's pre-roll and press-to-live count from, not the
+        moment a busy loop got to it. ``on_edge(pressed, t)`` also receives every raw edge (``kiosk test button``: the driver's own debouncing is
         then off, so bounces show); ``clock`` timestamps edges (s) on gpiozero's thread.
         """
         from gpiozero import Button
@@ -93,7 +95,7 @@ class ButtonTrigger:
             if event is None or bounced:
                 return
             self.presses += 1
-        self._on_event(event)
+        self._on_event(event, t)
 
     def close(self) -> None:
         """Release the pin; no events are delivered afterwards."""

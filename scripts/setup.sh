@@ -11,6 +11,7 @@ apt_packages=(
   pulseaudio pulseaudio-utils espeak-ng sox                       # real-time audio tests, speech, chimes
   systemd                                                         # systemd-analyze for the unit's checks
   chromium                                                        # the screen's browser tests (headless)
+  iproute2                                                        # network-fault tests: ip netns, TUN addresses
 )
 missing=()
 for pkg in "${apt_packages[@]}"; do

@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.fixtures.real_agent",
     "tests.fixtures.faultbroker",
     "tests.fixtures.ring",
+    "tests.fixtures.netlink",
 ]
 
 

@@ -18,20 +18,11 @@ from kiosk.commands.devices import main as devices_main
 from kiosk.config import AudioConfig, TriggerConfig
 from kiosk.errors import AudioDeviceError
 from kiosk.reasons import FailureReason
-from tests.fixtures.audio import SpeechClip, until
+from tests.fixtures.audio import SpeechClip
+from tests.fixtures.engine import RAW, Clock, settle
+from tests.fixtures.waiting import until
 
 MONO48 = (DeviceInfo(0, "Mic 48k", "ALSA", 1, 0, 48_000.0), DeviceInfo(1, "Speaker", "ALSA", 0, 2, 48_000.0))
-RAW = {"echo_cancellation": False, "noise_suppression": False, "high_pass_filter": False, "auto_gain": False}
-
-
-class Clock:
-    """A settable monotonic clock."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class ReverseRecorder(Processor):
@@ -43,12 +34,6 @@ class ReverseRecorder(Processor):
 
     def reverse(self, pcm: np.ndarray) -> None:
         self.reversed.append(pcm.copy())
-
-
-async def settle() -> None:
-    """Let the loop run the callbacks the fake streams posted."""
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 async def test_wrong_device_name_lists_the_devices() -> None:
@@ -175,7 +160,7 @@ async def test_chimes_off_play_nothing() -> None:
     await engine.close()
 
 
-async def test_reverse_stream_is_what_was_played_and_underruns_count() -> None:
+async def test_reverse_stream_is_what_was_played_and_starved_inputs_count() -> None:
     """In a session the echo canceller gets exactly the played blocks, silence included; running dry is counted."""
     factory = FakeStreamFactory(devices=MONO48)
     recorder = ReverseRecorder()
@@ -192,7 +177,7 @@ async def test_reverse_stream_is_what_was_played_and_underruns_count() -> None:
     await engine.close()
     assert np.array_equal(np.concatenate(recorder.reversed), np.concatenate(played)[: 480 * len(recorder.reversed)])
     assert np.array_equal(np.concatenate(played)[np.concatenate(played) != 0], tone[tone != 0])
-    assert engine.health().mixer_underruns[AGENT] == 1
+    assert engine.health().mixer_starved[AGENT] == 1
 
 
 async def test_device_error_is_reported_and_reopened() -> None:
@@ -206,12 +191,12 @@ async def test_device_error_is_reported_and_reopened() -> None:
     first = factory.latest("input")
     factory.refuse.add("input")
     first.fail()
-    await until(lambda: len(health) >= 1, 5)
+    await until(lambda: len(health) >= 1, 5, "the input to fail", step=0.005)
     assert (health[0].direction, health[0].ok, health[0].reason) == ("input", False, FailureReason.AUDIO_DEVICE)
     assert first.closed and not engine.health().input.ok
-    await until(lambda: "refused" in (engine.health().input.last_error or ""), 5)
+    await until(lambda: "refused" in (engine.health().input.last_error or ""), 5, "a refused reopen", step=0.005)
     factory.refuse.clear()
-    await until(lambda: len(health) >= 2, 5)
+    await until(lambda: len(health) >= 2, 5, "the input to recover", step=0.005)
     assert health[1].ok
     snapshot = engine.health()
     assert snapshot.input.ok and snapshot.input.failures == 1 and snapshot.input.reopens == 1
@@ -228,8 +213,8 @@ async def test_stalled_input_is_reopened() -> None:
     engine.subscribe_health(health.append)
     await engine.start()
     factory.latest("input").feed(np.zeros((4800, 1), dtype=np.int16))  # it ran, then went quiet
-    await until(lambda: any(not e.ok and e.direction == "input" for e in health), 5)
-    await until(lambda: any(e.ok and e.direction == "input" for e in health), 10)
+    await until(lambda: any(not e.ok and e.direction == "input" for e in health), 5, "the input to fail", step=0.005)
+    await until(lambda: any(e.ok and e.direction == "input" for e in health), 10, "the input to recover", step=0.005)
     assert "no audio" in (engine.health().input.last_error or "")
     await engine.close()
 
@@ -292,6 +277,11 @@ async def test_idle_without_wake_rests_the_processing() -> None:
     for _ in range(9):
         mic.feed(np.ones(480, dtype=np.int16))
         speaker.pull(1)
-    await until(lambda: processor.processed == 9 and len(processor.reversed) == 9, limit_s=2)
+    await until(
+        lambda: processor.processed == 9 and len(processor.reversed) == 9,
+        2,
+        "9 blocks processed and reversed",
+        step=0.005,
+    )
     capture.close()
     await engine.close()

@@ -16,8 +16,9 @@ from kiosk.audio.playback import Playback
 from kiosk.audio.preroll import SessionCapture
 from kiosk.audio.processing import MAX_STREAM_DELAY_MS, Processor
 from kiosk.config import AudioConfig, TriggerConfig
-from tests.fixtures.audio import SpeechClip, until
-from tests.test_audio_engine import RAW, Clock, settle
+from tests.fixtures.audio import SpeechClip
+from tests.fixtures.engine import RAW, Clock, settle
+from tests.fixtures.waiting import until
 
 
 class CountingProcessor(Processor):
@@ -332,10 +333,10 @@ async def test_output_block_counter_keeps_pace_in_a_call() -> None:
     for _ in range(150):
         speaker.pull(1)
         await settle()
-    await until(lambda: processor.reversed == 150, limit_s=5)
+    await until(lambda: processor.reversed == 150, 5, "150 reverse blocks", step=0.005)
     out = playback(engine)
     assert (out.blocks, out.posted, engine.health().output.blocks) == (150, 50, 150)
-    assert engine.health().output_underflows == 0
+    assert engine.health().output_underruns == 0
     capture.close()
     await engine.close()
 

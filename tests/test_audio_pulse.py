@@ -10,7 +10,8 @@ import pytest
 from kiosk.audio import AGENT, AudioEngine, AudioHealthEvent, MicFrame, VadEvent, VadEventKind
 from kiosk.audio.deafness import DeafnessWatch, PulseProbe
 from kiosk.config import AudioConfig, TriggerConfig
-from tests.fixtures.audio import AUDIO_DIR, PulseServer, SpeechClip, until
+from tests.fixtures.audio import AUDIO_DIR, PulseServer, SpeechClip
+from tests.fixtures.waiting import until
 
 pytestmark = pytest.mark.pulse
 
@@ -25,7 +26,7 @@ async def test_speech_played_into_the_mic_wakes_the_kiosk(pulse_server: PulseSer
     await engine.start()
     player = pulse_server.play(speech.wav)
     try:
-        await until(lambda: any(e.kind == VadEventKind.WAKE for e in events), 15)
+        await until(lambda: any(e.kind == VadEventKind.WAKE for e in events), 15, "a wake event", step=0.005)
     finally:
         player.terminate()
         player.wait(timeout=5)
@@ -45,7 +46,7 @@ async def test_what_the_kiosk_plays_reaches_the_speaker_sink(pulse_server: Pulse
         await asyncio.sleep(0.3)
         t = np.arange(48_000) / 48_000
         engine.mixer_input(AGENT).push((np.sin(2 * np.pi * 1000 * t) * 12_000).astype(np.int16))
-        await until(lambda: not engine.mixer.inputs[AGENT].active, 10)
+        await until(lambda: not engine.mixer.inputs[AGENT].active, 10, "the agent's input to drain", step=0.005)
         await asyncio.sleep(0.5)
     finally:
         await engine.close()
@@ -76,15 +77,24 @@ async def test_pulled_microphone_comes_back(pulse_server: PulseServer) -> None:
     await engine.start()
     watch.start(asyncio.get_running_loop())
     try:
-        await until(lambda: len(frames) > 20 and watch.expected_source is not None, 15)
+        await until(
+            lambda: len(frames) > 20 and watch.expected_source is not None,
+            15,
+            "frames and the expected source",
+            step=0.005,
+        )
         pulse_server.unload_sink("mic")
         try:
-            await until(lambda: any(not e.ok and e.direction == "input" for e in health), 15)
+            await until(
+                lambda: any(not e.ok and e.direction == "input" for e in health), 15, "the input to fail", step=0.005
+            )
         finally:
             pulse_server.load_sink("mic")
-        await until(lambda: any(e.ok and e.direction == "input" for e in health[-1:]), 15)
+        await until(
+            lambda: any(e.ok and e.direction == "input" for e in health[-1:]), 15, "the input to recover", step=0.005
+        )
         count = len(frames)
-        await until(lambda: len(frames) > count + 20, 10)
+        await until(lambda: len(frames) > count + 20, 10, "20 more frames", step=0.005)
     finally:
         await watch.stop()
         await engine.close()

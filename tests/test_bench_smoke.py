@@ -39,6 +39,8 @@ EXPECTED = (
     "echo: double-talk loss",
     "loop-back 60 ms",
     "first words kept, real agent, 2 s",
+    "lossy link (5 % loss, 80 +/- 40 ms): speech heard by the agent",
+    "lossy link: speech heard, kiosk / MediaDevices",
 )
 
 

@@ -16,7 +16,7 @@ from kiosk.broker import make_broker
 from kiosk.broker.http import make_client
 from kiosk.errors import ConfigError
 from kiosk.secret import SecretSource
-from tests.test_broker_support import API_KEY, LK_SECRET, FakeBroker, env_secret, lyzr_ok, make_config, reply, token
+from tests.fixtures.broker import API_KEY, LK_SECRET, FakeBroker, env_secret, lyzr_ok, make_config, reply, token
 
 
 @pytest.fixture(autouse=True)

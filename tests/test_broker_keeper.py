@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import stat
 import subprocess
@@ -11,59 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
-from kiosk.broker import EndTicket, Grant, OnRoom, SessionKeeper, SessionLedger, SessionRecord
-from kiosk.config import Dialect
-from kiosk.errors import BrokerError, ClockError
+from kiosk.broker import ConnectionDetails, EndTicket, LedgerEntry, SessionKeeper, SessionLedger
+from kiosk.broker.keeper import PROMPT_ATTEMPT_S
+from kiosk.errors import BrokerError, ClockError, StateDirError
 from kiosk.reasons import FailureReason
-from tests.test_broker_support import eventually, token
-
-
-class ScriptedBroker:
-    """A broker fake: names a room, then succeeds or fails; its end fails ``end_failures`` times."""
-
-    def __init__(
-        self, ledger: SessionLedger, *, dialect: Dialect = "lyzr", fail_start: BaseException | None = None
-    ) -> None:
-        self.dialect = dialect
-        self.url: str | None = "https://broker.test"
-        self.identity = "kiosk-t1"
-        self.ledger = ledger
-        self.fail_start = fail_start
-        self.room_known = True
-        self.end_failures = 0
-        self.ended: list[str] = []
-        self.records_at_start: list[int] = []
-        self.end_gate: asyncio.Event | None = None
-
-    async def start(self, *, deadline: float | None = None, on_room: OnRoom | None = None) -> Grant:
-        """Check the record exists, name the room, then succeed or fail as scripted."""
-        self.records_at_start.append(len(self.ledger.pending()))
-        ticket = EndTicket(dialect=self.dialect, url=self.url, room=f"room-{len(self.ended)}", identity=self.identity)
-        if self.room_known and on_room is not None:
-            on_room(ticket)
-        if self.fail_start is not None:
-            raise self.fail_start
-        return Grant(
-            dialect=self.dialect,
-            server_url="wss://lk.test",
-            token=SecretStr(token(room=ticket.room)),
-            room=ticket.room,
-            identity=self.identity,
-            expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10),
-            ticket=ticket,
-        )
-
-    async def end(self, session: Grant | EndTicket, *, deadline: float | None = None) -> None:
-        """End, failing the first ``end_failures`` times."""
-        if self.end_gate is not None:
-            await self.end_gate.wait()
-        if self.end_failures > 0:
-            self.end_failures -= 1
-            raise BrokerError("broker down", reason=FailureReason.BROKER_ERROR)
-        ticket = session.ticket if isinstance(session, Grant) else session
-        self.ended.append(ticket.room)
+from tests.fixtures.broker import ScriptedBroker, keeper_session
+from tests.fixtures.waiting import until
 
 
 def keeper_for(tmp_path: Path, **kwargs: object) -> tuple[SessionKeeper, ScriptedBroker]:
@@ -77,7 +30,7 @@ def keeper_for(tmp_path: Path, **kwargs: object) -> tuple[SessionKeeper, Scripte
 async def test_record_is_written_before_start_private_and_without_secrets(tmp_path: Path) -> None:
     """The record exists before the start is sent, is 0600 in a 0700 dir, and holds no token."""
     keeper, broker = keeper_for(tmp_path)
-    async with asyncio.timeout(5), keeper.session() as grant:
+    async with asyncio.timeout(5), keeper_session(keeper) as grant:
         [path] = list((tmp_path / "sessions").glob("*.json"))
         text = path.read_text()
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -93,7 +46,7 @@ async def test_exception_in_the_session_still_ends_it(tmp_path: Path) -> None:
     keeper, broker = keeper_for(tmp_path)
     async with asyncio.timeout(5):
         with pytest.raises(RuntimeError, match="boom"):
-            async with keeper.session():
+            async with keeper_session(keeper):
                 raise RuntimeError("boom")
     assert broker.ended == ["room-0"] and keeper.ledger.pending() == []
 
@@ -104,7 +57,7 @@ async def test_cancellation_still_ends_the_session(tmp_path: Path) -> None:
     live = asyncio.Event()
 
     async def visitor() -> None:
-        async with keeper.session():
+        async with keeper_session(keeper):
             live.set()
             await asyncio.sleep(60)
 
@@ -129,7 +82,7 @@ async def test_second_cancel_during_the_end_lets_the_end_finish(tmp_path: Path) 
         with pytest.raises(asyncio.CancelledError):
             await ending
         broker.end_gate.set()
-        await eventually(lambda: not keeper.ledger.pending())
+        await until(lambda: not keeper.ledger.pending(), 5, "the ledger to empty", step=0.02)
     assert broker.ended == ["room-0"]
 
 
@@ -159,13 +112,13 @@ async def test_failed_end_is_retried_in_the_background_without_blocking(tmp_path
     calls: list[tuple[str, bool]] = []
     keeper.on_call = lambda operation, seconds, ok: calls.append((operation, ok))
     async with asyncio.timeout(5):
-        async with keeper.session():
+        async with keeper_session(keeper):
             pass
         assert len(keeper.ledger.pending()) == 1 and keeper.retrying == 1
         assert keeper.oldest_pending_start() == keeper.ledger.pending()[0].started_at
-        async with keeper.session() as second:
+        async with keeper_session(keeper) as second:
             assert second.room == "room-0"
-        await eventually(lambda: not keeper.ledger.pending())
+        await until(lambda: not keeper.ledger.pending(), 5, "the ledger to empty", step=0.02)
     assert len(broker.ended) == 2
     assert keeper.retrying == 0 and keeper.oldest_pending_start() is None
     assert calls[:2] == [("start", True), ("end", False)] and calls.count(("end", True)) == 2
@@ -183,7 +136,9 @@ async def test_recover_ends_every_orphan(tmp_path: Path, dead_pid: int) -> None:
     """Records left by a dead process are ended; a record without a room is forgotten."""
     earlier = SessionLedger(tmp_path)
     first = earlier.begin(dialect="lyzr", url="https://broker.test", identity="kiosk-t1")
-    earlier.set_room(first, EndTicket(dialect="lyzr", url="https://broker.test", room="orphan", identity="kiosk-t1"))
+    earlier.save(
+        first.with_ticket(EndTicket(dialect="lyzr", url="https://broker.test", room="orphan", identity="kiosk-t1"))
+    )
     earlier.begin(dialect="lyzr", url="https://broker.test", identity="kiosk-t1")
     for path in (tmp_path / "sessions").glob("*.json"):
         path.write_text(path.read_text().replace(f'"pid": {os.getpid()}', f'"pid": {dead_pid}'))
@@ -205,20 +160,21 @@ async def test_recover_leaves_a_live_processs_session_alone(tmp_path: Path) -> N
 
 
 async def test_unwritable_state_dir_refuses_to_start(tmp_path: Path) -> None:
-    """Without a place for the record no session starts (it could never be recovered)."""
+    """Without a place for the record no session starts (it could never be recovered): failure ``state_dir``."""
     blocker = tmp_path / "file"
     blocker.write_text("")
     keeper, broker = keeper_for(blocker)
     async with asyncio.timeout(5):
-        with pytest.raises(BrokerError, match=r"daemon\.state_dir"):
+        with pytest.raises(StateDirError, match=r"daemon\.state_dir") as caught:
             await keeper.start()
+    assert caught.value.reason == FailureReason.STATE_DIR
     assert broker.records_at_start == []
 
 
 class FullDiskLedger(SessionLedger):
     """A ledger whose disk fills up after the first write."""
 
-    def save(self, record: SessionRecord) -> None:
+    def save(self, record: LedgerEntry) -> None:
         """Refuse to record the room."""
         if record.room is not None:
             raise OSError(28, "No space left on device")
@@ -226,14 +182,14 @@ class FullDiskLedger(SessionLedger):
 
 
 async def test_record_update_failure_still_ends_the_session(tmp_path: Path) -> None:
-    """If the room cannot be written down, the session is ended at once and the start fails as internal."""
+    """If the room cannot be written down, the session is ended at once and the start fails as ``state_dir``."""
     ledger = FullDiskLedger(tmp_path)
     broker = ScriptedBroker(ledger)
     keeper = SessionKeeper(broker=broker, ledger=ledger, end_timeout_s=1.0, end_retry_max_s=0.2)
     async with asyncio.timeout(5):
-        with pytest.raises(BrokerError) as caught:
+        with pytest.raises(StateDirError) as caught:
             await keeper.start()
-    assert caught.value.reason == FailureReason.INTERNAL and "No space left" in str(caught.value)
+    assert caught.value.reason == FailureReason.STATE_DIR and "is full (No space left" in str(caught.value)
     assert broker.ended == ["room-0"] and ledger.pending() == []
 
 
@@ -256,9 +212,9 @@ async def test_end_retries_give_up_after_a_bound_naming_the_session(
         broker=broker, ledger=ledger, end_timeout_s=1.0, end_retry_max_s=0.05, first_retry_s=0.01, end_give_up_s=0.3
     )
     async with asyncio.timeout(10):
-        async with keeper.session():
+        async with keeper_session(keeper):
             pass
-        await eventually(lambda: keeper.retrying == 0)
+        await until(lambda: keeper.retrying == 0, 5, "the retries to stop", step=0.02)
     [warning] = [r for r in caplog.records if "giving up" in r.getMessage()]
     assert "room-0" in warning.getMessage() and warning.levelname == "WARNING"
     assert len(keeper.ledger.pending()) == 1, "the record stays, so the next start tries again"
@@ -277,3 +233,34 @@ async def test_a_start_the_broker_refused_leaves_no_record_and_no_warning(
             await keeper.start()
     assert keeper.ledger.pending() == [] and broker.ended == []
     assert "never arrived" not in caplog.text
+
+
+async def test_an_end_retried_after_an_outage_uses_short_attempts_so_it_lands_soon_after_the_link_returns(
+    tmp_path: Path,
+) -> None:
+    """Ends retried in the first two minutes are bounded to PROMPT_ATTEMPT_S each: one sent into an outage is given up
+    quickly and a fresh one follows, so a paid session ends within seconds of the broker being reachable again."""
+    ledger = SessionLedger(tmp_path)
+    broker = ScriptedBroker(ledger)
+    keeper = SessionKeeper(broker=broker, ledger=ledger, end_timeout_s=3.5, end_retry_max_s=300.0, first_retry_s=0.01)
+    budgets: list[float] = []
+    back = asyncio.Event()
+    answer = broker.end
+
+    async def end(session: ConnectionDetails | EndTicket, *, deadline: float | None = None) -> None:
+        assert deadline is not None
+        budgets.append(deadline - asyncio.get_running_loop().time())
+        if not back.is_set():
+            await asyncio.Event().wait()  # sent into the outage: never answered
+        await answer(session, deadline=deadline)
+
+    broker.end = end  # type: ignore[method-assign]
+    async with asyncio.timeout(30):
+        started = await keeper.start()
+        assert not await keeper.end(started)  # the first attempt, with the whole broker.timeout_s, is lost
+        await until(lambda: len(budgets) >= 2, 10, "a second end attempt", step=0.02)
+        back.set()
+        await until(lambda: not ledger.pending(), 10, "the ledger to empty", step=0.02)
+    assert budgets[0] > PROMPT_ATTEMPT_S
+    assert all(budget <= PROMPT_ATTEMPT_S for budget in budgets[1:]), budgets
+    await keeper.aclose()

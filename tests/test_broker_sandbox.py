@@ -16,31 +16,13 @@ import httpx
 import pytest
 from livekit import rtc
 
-from kiosk.broker import Broker, Grant, SessionKeeper, SessionLedger, make_broker
-from kiosk.config import KioskConfig
+from kiosk.broker import Broker, ConnectionDetails, SessionKeeper, SessionLedger, make_broker
 from kiosk.errors import BrokerError
 from kiosk.reasons import FailureReason
 from kiosk.secret import SecretSource
+from tests.fixtures.broker import SANDBOX_AGENT as AGENT
+from tests.fixtures.broker import env_secret, sandbox_config
 from tests.fixtures.sandbox import SandboxHandle
-from tests.test_broker_support import env_secret, make_config
-
-AGENT = "sandbox-agent"
-
-
-def sandbox_config(sandbox: SandboxHandle, dialect: str, state_dir: Path, **broker: Any) -> KioskConfig:
-    """A config pointing ``dialect`` at the sandbox."""
-    if dialect in {"lyzr", "oshara"}:
-        broker = {"url": sandbox.http_url, "agent_id": AGENT, **broker}
-    elif dialect == "livekit":
-        broker = {"url": f"{sandbox.http_url}/api/token", "agent_name": AGENT, **broker}
-    else:
-        broker = {
-            "livekit_url": sandbox.ws_url,
-            "livekit_api_key": sandbox.livekit_api_key,
-            "agent_name": AGENT,
-            **broker,
-        }
-    return make_config(dialect, state_dir, **broker)
 
 
 def sandbox_secret(sandbox: SandboxHandle, dialect: str) -> SecretSource:
@@ -55,7 +37,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         yield shared
 
 
-async def join_and_leave(grant: Grant) -> None:
+async def join_and_leave(grant: ConnectionDetails) -> None:
     """Join the granted room with the official SDK, then leave it."""
     room = rtc.Room()
     async with asyncio.timeout(15):

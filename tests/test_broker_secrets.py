@@ -16,10 +16,19 @@ import stamina
 
 from kiosk.broker import SessionKeeper, SessionLedger, make_broker
 from kiosk.errors import BrokerError
+from tests.fixtures.broker import (
+    API_KEY,
+    FakeBroker,
+    env_secret,
+    keeper_session,
+    lyzr_ok,
+    make_config,
+    reply,
+    sandbox_config,
+    token,
+    write_sandbox_config,
+)
 from tests.fixtures.sandbox import SandboxHandle
-from tests.test_broker_sandbox import sandbox_config
-from tests.test_broker_support import API_KEY, FakeBroker, env_secret, lyzr_ok, make_config, reply, token
-from tests.test_doctor import write_config
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +54,7 @@ async def test_logs_and_errors_hold_no_key_and_no_token(
         config = sandbox_config(sandbox, "lyzr", tmp_path)
         broker = make_broker(config, client=client, secret=env_secret(sandbox.api_key))
         keeper = SessionKeeper(broker=broker, ledger=SessionLedger(tmp_path), end_timeout_s=3, end_retry_max_s=3)
-        async with asyncio.timeout(15), keeper.session() as grant:
+        async with asyncio.timeout(15), keeper_session(keeper) as grant:
             tokens = [grant.token.get_secret_value()]
             seen += [repr(grant), str(grant), repr(broker), repr(keeper), repr(grant.ticket)]
             seen += [path.read_text() for path in (tmp_path / "sessions").glob("*.json")]
@@ -84,7 +93,7 @@ async def test_logs_and_errors_hold_no_key_and_no_token(
 
 def test_doctor_output_holds_no_key_and_no_token(sandbox: SandboxHandle, tmp_path: Path) -> None:
     """``kiosk doctor -v`` (debug logs on stderr), passing and failing, prints neither key nor token."""
-    config = write_config(sandbox, "lyzr", tmp_path)
+    config = write_sandbox_config(sandbox, "lyzr", tmp_path)
     outputs = []
     for key in (sandbox.api_key, "sk_wrong_key_0123456789abcdef"):
         env = {**os.environ, "DOCTOR_KEY": key}

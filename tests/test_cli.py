@@ -64,6 +64,31 @@ def test_closed_pipe_ends_quietly(argv: list[str]) -> None:
     assert process.returncode in {0, 141}
 
 
+#: Runs the ``kiosk`` entry point (kiosk.cli:main) with argv[2:] in an interpreter where module argv[1] is absent.
+WITHOUT_MODULE = "import sys; sys.modules[sys.argv[1]] = None; from kiosk.cli import main; sys.exit(main(sys.argv[2:]))"
+
+
+@pytest.mark.parametrize("missing", ["kiosk_sandbox", "aiortc"])
+@pytest.mark.parametrize("argv", [["sandbox", "--port", "0"], ["demo", "--sessions", "1"]], ids=["sandbox", "demo"])
+def test_sandbox_commands_name_the_extra_when_the_sandbox_is_missing(argv: list[str], missing: str) -> None:
+    """Without the sandbox package or its extra's aiortc, ``kiosk sandbox`` / ``kiosk demo`` print one line naming the
+    extra and its install command, and exit 1 without a traceback."""
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_MODULE, missing, *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"kiosk {argv[0]} needs the sandbox extra ({missing} is not installed): "
+        "in the kiosk checkout run .venv/bin/pip install -e '.[sandbox]'\n"
+    )
+
+
 def test_events_read_as_text() -> None:
     """``kiosk events`` prints people's lines; --json keeps the daemon's objects."""
     assert format_event({"type": "state", "state": "live", "session": 3, "agent": "listening"}) == (
@@ -96,7 +121,7 @@ def test_status_rounds_levels() -> None:
 async def test_press_and_say_print_text_and_json_on_request(tmp_path: Path, capsys: Any) -> None:
     """``kiosk press`` and ``kiosk say`` answer in words; ``--json`` gives the daemon's object."""
     from kiosk.commands import control
-    from kiosk.daemon.control import ControlServer, EventBus
+    from kiosk.daemon.control_socket import ControlServer, EventBus
 
     class Daemon:
         def status(self) -> dict[str, Any]:

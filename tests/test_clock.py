@@ -14,7 +14,7 @@ from aiohttp import web
 from livekit import rtc
 
 from kiosk.broker import ServerClock, decode_token, make_client
-from kiosk.broker.grant import EndTicket, Grant, clock_problem
+from kiosk.broker.connection import ConnectionDetails, EndTicket, clock_problem
 from kiosk.commands.doctor import _check_expiry
 from kiosk.config import BrokerConfig
 from kiosk.daemon.sessionrun import connect_failure
@@ -43,11 +43,11 @@ def sandbox_token(sandbox: SandboxHandle, room: str, *, nbf: float, exp: float) 
     return jwt.encode(claims, sandbox.livekit_api_secret, algorithm="HS256")
 
 
-def grant_for(token: str, now: float) -> Grant:
+def grant_for(token: str, now: float) -> ConnectionDetails:
     """A grant as the broker client builds it, with its local clock problem noted."""
     claims = decode_token(token, dialect="self")
     ticket = EndTicket(dialect="self", url=None, room=claims.room or "r", identity="kiosk-clock")
-    return Grant(
+    return ConnectionDetails(
         dialect="self",
         server_url="ws://127.0.0.1",
         token=token,  # type: ignore[arg-type]
@@ -145,13 +145,15 @@ def test_doctor_judges_the_token_by_the_brokers_clock_and_the_local_one() -> Non
     stale = jwt.encode({"exp": int(now - 120), "nbf": int(now - 720), "video": {"room": "r"}}, KEY, algorithm="HS256")
     in_sync = ServerClock(now=lambda: now)
     in_sync.note(http_date(0, now=now))
-    assert "valid until" in _check_expiry(grant_for(fresh, now), decode_token(fresh, dialect="self"), in_sync, now=now)
+    assert "valid until" in _check_expiry(
+        grant_for(fresh, now), decode_token(fresh, dialect="self"), in_sync, connect_s=10.0, now=now
+    )
     with pytest.raises(BrokerError, match="not valid even by the broker's own clock") as stale_error:
-        _check_expiry(grant_for(stale, now), decode_token(stale, dialect="self"), in_sync, now=now)
+        _check_expiry(grant_for(stale, now), decode_token(stale, dialect="self"), in_sync, connect_s=10.0, now=now)
     assert stale_error.value.reason == FailureReason.BROKER_MALFORMED
     # The local clock three minutes ahead: the broker minted the token by its own clock.
     skewed = ServerClock(now=lambda: now)
     skewed.note(http_date(-180, now=now))
     minted = jwt.encode({"exp": int(now + 420), "nbf": int(now - 180), "video": {"room": "r"}}, KEY, algorithm="HS256")
     with pytest.raises(ClockError, match=r"ahead of the broker's by 18[01] s"):
-        _check_expiry(grant_for(minted, now), decode_token(minted, dialect="self"), skewed, now=now)
+        _check_expiry(grant_for(minted, now), decode_token(minted, dialect="self"), skewed, connect_s=10.0, now=now)

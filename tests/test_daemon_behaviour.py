@@ -21,7 +21,8 @@ from kiosk.demo.wavio import WavStreamFactory
 from tests.fixtures.audio import PulseServer, SpeechClip
 from tests.fixtures.daemon import NotifySocket, daemon_config
 from tests.fixtures.kiosk_process import DEVICES, kiosk_run, wait_until
-from tests.fixtures.sandbox import SandboxHandle, until
+from tests.fixtures.sandbox import SandboxHandle
+from tests.fixtures.waiting import until
 
 KEY_ENV = "KIOSK_TEST_BROKER_KEY"
 
@@ -47,9 +48,11 @@ class Daemon:
 
     async def wait_state(self, state: str, within: float = 20.0) -> None:
         """Poll until the daemon is in ``state``."""
-        async with asyncio.timeout(within):
-            while await self.state() != state:
-                await asyncio.sleep(0.05)
+
+        async def reached() -> bool:
+            return await self.state() == state
+
+        await until(reached, within, f"state {state}")
 
 
 @contextlib.asynccontextmanager
@@ -78,7 +81,7 @@ async def daemon(
         task=task, stop=stop, config=config, socket=tmp_path / "control.sock", audio=audio, summaries=summaries
     )
     try:
-        await until(lambda: handle.socket.exists() or task.done(), within=20)
+        await until(lambda: handle.socket.exists() or task.done(), 20, "the control socket")
         assert not task.done(), "the daemon exited at start"
         yield handle
     finally:
@@ -153,11 +156,13 @@ async def test_watchdog_stops_when_the_loop_stalls(
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
     monkeypatch.setenv("WATCHDOG_USEC", "400000")
     async with daemon(sandbox, tmp_path, speech):
-        await until(lambda: len(notify_socket.times_of("WATCHDOG=1")) >= 3, within=20)
+        await until(lambda: len(notify_socket.times_of("WATCHDOG=1")) >= 3, 20, "3 watchdog pings")
         before = len(notify_socket.times_of("WATCHDOG=1"))
         time.sleep(1.5)  # noqa: ASYNC251 - the point: the whole event loop stalls here
         during = len(notify_socket.times_of("WATCHDOG=1")) - before
-        await until(lambda: len(notify_socket.times_of("WATCHDOG=1")) > before + during, within=20)
+        await until(
+            lambda: len(notify_socket.times_of("WATCHDOG=1")) > before + during, 20, "the watchdog pings to resume"
+        )
     assert during <= 1, f"{during} pings arrived while the loop was blocked"
 
 
@@ -166,7 +171,7 @@ async def test_max_duration_ends_the_session(sandbox: SandboxHandle, tmp_path: P
     async with daemon(sandbox, tmp_path, speech, silence_s=3.0, session="max_duration_s = 4.0\n") as d:
         d.audio.cue()
         await d.ask({"cmd": "press"})
-        await until(lambda: bool(d.summaries), within=30)
+        await until(lambda: bool(d.summaries), 30, "a session summary")
     [summary] = d.summaries
     assert summary.end_reason == "max_duration"
     record = sandbox.session(summary.room or "")
@@ -175,8 +180,13 @@ async def test_max_duration_ends_the_session(sandbox: SandboxHandle, tmp_path: P
 
 def _capture_threads() -> int:
     """Native audio-source capture threads alive in this process (Linux thread names)."""
-    tasks = Path("/proc/self/task")
-    return sum(1 for t in tasks.iterdir() if (t / "comm").read_text().startswith("AudioSourceCapt"))
+    names = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            names.append((task / "comm").read_text())
+        except FileNotFoundError:
+            continue  # a thread that ended while the list was read
+    return sum(1 for name in names if name.startswith("AudioSourceCapt"))
 
 
 async def test_sessions_leave_no_native_threads_behind(

@@ -13,13 +13,14 @@ from gpiozero.pins.mock import MockFactory
 
 from kiosk.commands.control import request_once
 from kiosk.daemon.app import run
-from kiosk.daemon.controls import STATE_FILE
 from kiosk.daemon.sessionrun import SessionSummary
+from kiosk.daemon.volume_mute import STATE_FILE
 from kiosk.demo.wavio import WavStreamFactory
 from tests.fixtures.audio import SpeechClip
 from tests.fixtures.daemon import daemon_config
 from tests.fixtures.ring import RingProbe, pixels
-from tests.fixtures.sandbox import SandboxHandle, until
+from tests.fixtures.sandbox import SandboxHandle
+from tests.fixtures.waiting import until
 
 KEY_ENV = "KIOSK_TEST_BROKER_KEY"
 PINS = "[trigger]\nbutton_pin = 17\nvolume_up_pin = 22\nvolume_down_pin = 23\nmute_pin = 24\nbounce_time_ms = 0\n\n"
@@ -92,7 +93,7 @@ async def test_volume_and_mute_buttons_ring_and_restart(
         )
     )
     try:
-        await until(lambda: socket.exists() or task.done(), within=20)
+        await until(lambda: socket.exists() or task.done(), 20, "the control socket")
         first = await status(socket)
         # The control socket answers before the metrics listener is up (READY comes after both).
         async with asyncio.timeout(20):
@@ -130,7 +131,7 @@ async def test_volume_and_mute_buttons_ring_and_restart(
             while (await status(socket))["state"] != "live":
                 await asyncio.sleep(0.05)
         audio.cue()
-        await until(lambda: len(summaries) == 1 or task.done(), within=60)
+        await until(lambda: len(summaries) == 1 or task.done(), 60, "a session summary")
         [summary] = summaries
         record = await sandbox.wait_session(summary.room or "", lambda r: r["ended_at"] is not None)
         assert record["heard"]["speech_seconds"] == 0.0, record["heard"]
@@ -147,7 +148,7 @@ async def test_volume_and_mute_buttons_ring_and_restart(
         run(config, pin_factory=mock_pins, stream_factory=audio, configure_logging=False, stop=stop)
     )
     try:
-        await until(lambda: socket.exists() or task.done(), within=20)
+        await until(lambda: socket.exists() or task.done(), 20, "the control socket")
         again = await status(socket)
     finally:
         stop.set()

@@ -16,16 +16,9 @@ from kiosk.commands.control import request_once
 from tests.fixtures.audio import PulseServer, SpeechClip
 from tests.fixtures.daemon import NotifySocket, daemon_config
 from tests.fixtures.sandbox import SandboxHandle
+from tests.fixtures.waiting import until_sync
 
 KEY_ENV = "KIOSK_TEST_BROKER_KEY"
-
-
-def _wait(condition: object, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_sigterm_mid_call_ends_the_broker_session(
@@ -62,14 +55,16 @@ def test_sigterm_mid_call_ends_the_broker_session(
         player = pulse_server.play(speech.wav, "mic")
         answer = request_once(socket_path, {"cmd": "press"})
         assert answer["ok"] and answer["did"] == "started a session"
-        _wait(lambda: request_once(socket_path, {"cmd": "status"})["state"] == "live", 20, "live")
+        until_sync(lambda: request_once(socket_path, {"cmd": "status"})["state"] == "live", 20, "live")
         player.wait(timeout=30)
         status = request_once(socket_path, {"cmd": "status"})
         room = status["session"]["room"]
         # a device glitch on a loaded machine is reopened at once; the call must have working audio again
-        _wait(lambda: request_once(socket_path, {"cmd": "status"})["audio"]["ok"], 10, "audio ok")
-        _wait(lambda: sandbox.session(room)["heard"].get("speech_seconds", 0) > 1.0, 20, "the agent to hear speech")
-        _wait(lambda: speaker_raw.exists() and speaker_raw.stat().st_size > 48000 * 2 * 2, 20, "speaker audio")
+        until_sync(lambda: request_once(socket_path, {"cmd": "status"})["audio"]["ok"], 10, "audio ok")
+        until_sync(
+            lambda: sandbox.session(room)["heard"].get("speech_seconds", 0) > 1.0, 20, "the agent to hear speech"
+        )
+        until_sync(lambda: speaker_raw.exists() and speaker_raw.stat().st_size > 48000 * 2 * 2, 20, "speaker audio")
         sent = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(timeout=10)

@@ -20,7 +20,8 @@ from kiosk.daemon.sessionrun import SessionSummary
 from kiosk.demo.wavio import WavStreamFactory
 from tests.fixtures.audio import SpeechClip
 from tests.fixtures.daemon import NotifySocket, daemon_config
-from tests.fixtures.sandbox import SandboxHandle, until
+from tests.fixtures.sandbox import SandboxHandle
+from tests.fixtures.waiting import until
 
 KEY_ENV = "KIOSK_TEST_BROKER_KEY"
 SILENCE_S = 3.0
@@ -56,7 +57,7 @@ async def test_press_talk_silence_end(
         )
     )
     try:
-        await until(lambda: "READY=1" in notify_socket.lines() or daemon.done(), within=20)
+        await until(lambda: "READY=1" in notify_socket.lines() or daemon.done(), 20, "READY=1")
         assert not daemon.done(), "the daemon exited before it was ready"
         audio.cue()  # the visitor starts speaking as they press
         pins.pin(17).drive_low()
@@ -77,6 +78,7 @@ async def test_press_talk_silence_end(
     assert record["end_reason"] == "broker_end"
     heard = record["heard"]
     assert heard["preconnect_seconds"] > 0.1
+    assert heard["preconnect_mime_type"] == "audio/ogg;codecs=opus", heard  # the scripted agent decoded Opus
     assert heard["speech_seconds"] + heard["preconnect_seconds"] >= 2.0, heard
 
     # The agent's greeting reached the speaker.

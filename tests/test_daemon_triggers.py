@@ -16,7 +16,8 @@ from kiosk.leds import pattern_for
 from kiosk.session import Snapshot, State
 from tests.fixtures.audio import SpeechClip
 from tests.fixtures.daemon import daemon_config
-from tests.fixtures.sandbox import SandboxHandle, until
+from tests.fixtures.sandbox import SandboxHandle
+from tests.fixtures.waiting import until
 
 KEY_ENV = "KIOSK_TEST_BROKER_KEY"
 
@@ -37,7 +38,7 @@ async def test_voice_wake_keeps_the_words_that_woke_it(
     task = asyncio.create_task(
         run(config, stream_factory=audio, max_sessions=1, on_summary=summaries.append, configure_logging=False)
     )
-    await until(lambda: (tmp_path / "control.sock").exists() or task.done(), within=20)
+    await until(lambda: (tmp_path / "control.sock").exists() or task.done(), 20, "the control socket")
     await asyncio.sleep(0.5)
     audio.cue()
     assert await asyncio.wait_for(task, timeout=60) == 0
@@ -71,7 +72,7 @@ async def test_agent_no_show_is_a_named_failure(
     stop = asyncio.Event()
     task = asyncio.create_task(run(config, pin_factory=pins, stream_factory=audio, configure_logging=False, stop=stop))
     try:
-        await until(lambda: socket.exists() or task.done(), within=20)
+        await until(lambda: socket.exists() or task.done(), 20, "the control socket")
         await asyncio.to_thread(request_once, socket, {"cmd": "press"})
         async with asyncio.timeout(20):
             while (status := await asyncio.to_thread(request_once, socket, {"cmd": "status"}))["state"] != "error":
@@ -108,7 +109,7 @@ async def test_holding_the_button_restarts_the_daemon(
         run(config, pin_factory=pins, stream_factory=audio, on_summary=summaries.append, configure_logging=False)
     )
     try:
-        await until(lambda: (tmp_path / "control.sock").exists() or task.done(), within=20)
+        await until(lambda: (tmp_path / "control.sock").exists() or task.done(), 20, "the control socket")
         pins.pin(17).drive_low()
         code = await asyncio.wait_for(task, timeout=30)
     finally:
@@ -130,7 +131,7 @@ async def test_a_bloated_daemon_recycles_itself_between_visitors(
     summaries: list[SessionSummary] = []
     audio = WavStreamFactory(mic_wav=speech.wav, speaker_wav=None)
     task = asyncio.create_task(run(config, stream_factory=audio, on_summary=summaries.append, configure_logging=False))
-    await until(lambda: (tmp_path / "control.sock").exists() or task.done(), within=20)
+    await until(lambda: (tmp_path / "control.sock").exists() or task.done(), 20, "the control socket")
     await asyncio.to_thread(request_once, tmp_path / "control.sock", {"cmd": "press"})
     assert await asyncio.wait_for(task, timeout=60) == 75
     [summary] = summaries

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,11 @@ from kiosk.audio.frames import MicFrame
 from kiosk.audio.recovery import Direction
 from kiosk.commands.control import request_once
 from kiosk.config import AudioConfig
-from tests.fixtures.audio import PulseServer, until
+from tests.fixtures.audio import PulseServer
 from tests.fixtures.daemon import NotifySocket, daemon_config
 from tests.fixtures.kiosk_process import DEVICES, KEY_ENV, ended_at_broker, kiosk_run, wait_until
 from tests.fixtures.sandbox import SandboxHandle
+from tests.fixtures.waiting import until
 
 PULSE = {"input_device": "kiosk_pulse_mic", "output_device": "kiosk_pulse_spk"}
 ZERO = np.zeros(480, np.int16)
@@ -123,10 +125,12 @@ async def test_no_sound_server_or_no_stream_of_ours_is_not_a_fault() -> None:
         await w.stop()
 
 
-async def test_digital_silence_while_live_reopens_once_then_reports_audio_device() -> None:
-    """Zeros for the limit: reopen (failed set); zeros again on the new stream: an audio_device report, no reopen."""
+async def test_digital_silence_while_live_reopens_once_then_is_the_devices_own_mute() -> None:
+    """Zeros for the limit: reopen (failed set); zeros again on the new stream, its blocks on time: the device's own
+    mute, shown as muted and never reported as a failure; the first sound ends it."""
     engine, clock = FakeEngine(), Clock()
-    w = watch(engine, None, clock, silence_s=5.0)
+    mutes: list[bool] = []
+    w = DeafnessWatch(engine=engine, probe=None, digital_silence_s=5.0, clock=clock, on_device_mute=mutes.append)  # type: ignore[arg-type]
     await w.check()
     w.arm()
     engine.feed(ZERO, clock.now)
@@ -139,10 +143,14 @@ async def test_digital_silence_while_live_reopens_once_then_reports_audio_device
     # The supervisor reopened it: a new stream, still zeros.
     engine.input.failed, engine.input.stream = None, object()  # type: ignore[assignment]
     await w.check()
-    clock.now += 5.1
-    await w.check()
-    assert engine.input.failed is None
-    assert [(r.ok, r.reason) for r in engine.reports] == [(False, "audio_device")]
+    for _ in range(4):  # the agent's 25 s answer and more: never a failure
+        clock.now += 5.1
+        engine.feed(ZERO, clock.now)
+        await w.check()
+    assert engine.input.failed is None and engine.reports == []
+    assert w.device_muted and mutes == [True]
+    engine.feed(NOISE, clock.now)
+    assert not w.device_muted and mutes == [True, False]
     await w.stop()
 
 
@@ -178,12 +186,17 @@ async def test_the_real_probe_sees_a_moved_stream_and_the_engine_reopens_the_con
     await engine.start()
     w.start(asyncio.get_running_loop())
     try:
-        await until(lambda: w.expected_source is not None, 15)
+        await until(lambda: w.expected_source is not None, 15, "the expected source", step=0.005)
         assert w.expected_source == "mic.monitor"
         outputs = pulse_server.pactl("list", "short", "source-outputs").splitlines()
         assert len(outputs) == 1, outputs
         pulse_server.pactl("move-source-output", outputs[0].split()[0], "spk.monitor")
-        await until(lambda: engine.input.reopens == 1 and engine.input.stream is not None, 15)
+        await until(
+            lambda: engine.input.reopens == 1 and engine.input.stream is not None,
+            15,
+            "one reopen of the capture stream",
+            step=0.005,
+        )
         assert "moved the capture stream to source 'spk.monitor'" in str(engine.input.last_error)
         # A probe of its own: a pulsectl connection is used from one thread at a time (the watch's).
         own = PulseProbe(server=pulse_server.env["PULSE_SERVER"])
@@ -234,28 +247,34 @@ def test_kiosk_run_ends_a_session_whose_mic_moved_to_the_speaker_monitor(
 
 
 @pytest.mark.pulse
-def test_kiosk_run_ends_a_session_whose_mic_delivers_only_zeros(
+def test_kiosk_run_keeps_a_session_whose_mic_is_muted_at_the_device(
     sandbox: SandboxHandle, pulse_server: PulseServer, notify_socket: NotifySocket, tmp_path: Path
 ) -> None:
-    """Nothing plays into the null-sink mic, so it delivers exact zeros: one reopen, then audio_device, at the
-    broker, well before the 60 s silence timeout."""
-    extra = DEVICES.replace("[audio]\n", "[audio]\ndigital_silence_s = 1.5\n")
-    config = daemon_config(http_url=sandbox.http_url, tmp_path=tmp_path, key_env=KEY_ENV, silence_s=60, extra=extra)
+    """The issue's case: the speakerphone's own mute sends exact zeros (nothing plays into the null-sink mic, whose
+    stream runs on time). 25 s into the session it is still live (it ended as audio_device 15 s in before), status
+    shows the microphone muted at the device, and the session then ends by silence, with no failure."""
+    extra = DEVICES.replace("[audio]\n", "[audio]\ndigital_silence_s = 6.0\n")
+    config = daemon_config(http_url=sandbox.http_url, tmp_path=tmp_path, key_env=KEY_ENV, silence_s=35, extra=extra)
     socket = tmp_path / "control.sock"
     log = tmp_path / "daemon.log"
     with kiosk_run(config, sandbox=sandbox, pulse=pulse_server, notify=notify_socket, log=log) as daemon:
         assert request_once(socket, {"cmd": "press"})["did"] == "started a session"
         wait_until(lambda: request_once(socket, {"cmd": "status"})["state"] == "live", 30, "live", log)
+        live_t = time.monotonic()
         room = request_once(socket, {"cmd": "status"})["session"]["room"]
+        wait_until(lambda: request_once(socket, {"cmd": "status"})["audio"]["input_muted_by_device"], 30, "muted", log)
+        # Hold until 25 s into the session: the agent's answer, which the visitor muted to listen to.
+        wait_until(lambda: time.monotonic() - live_t > 25, 30, "25 s live")
+        during = request_once(socket, {"cmd": "status"})
+        assert during["state"] == "live", during.get("last_end")
+        assert during["audio"]["input"]["ok"] is True and during["audio"]["input_muted_by_device"] is True
         last_end = wait_until(lambda: request_once(socket, {"cmd": "status"})["last_end"], 40, "the end", log)
         wait_until(lambda: ended_at_broker(sandbox, room), 20, "the broker end", log)
-        status = request_once(socket, {"cmd": "status"})["audio"]["input"]
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=20) == 0
     output = log.read_text()
-    assert last_end["failure"] == "audio_device", output[-3000:]
-    assert status["reopens"] >= 1 and "digital silence" in str(status["last_error"])
-    assert "also after reopening it" in output and sandbox.api_key not in output
+    assert last_end["reason"] == "silence" and last_end["failure"] is None, output[-3000:]
+    assert "muted at the device" in output and sandbox.api_key not in output
 
 
 def _capture_sources(pulse: PulseServer) -> list[str]:

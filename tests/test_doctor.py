@@ -11,26 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.broker import write_sandbox_config
 from tests.fixtures.sandbox import SandboxHandle
 
 DIALECTS = ["lyzr", "oshara", "livekit", "self"]
-
-
-def write_config(sandbox: SandboxHandle, dialect: str, tmp_path: Path, *, url: str | None = None) -> Path:
-    """A kiosk.toml for ``dialect`` against the sandbox; the key comes from ``$DOCTOR_KEY``."""
-    base = url or sandbox.http_url
-    lines = ["[device]", 'identity = "kiosk-doc"', "[broker]", f'dialect = "{dialect}"', 'api_key_env = "DOCTOR_KEY"']
-    if dialect in {"lyzr", "oshara"}:
-        lines += [f'url = "{base}"', 'agent_id = "sandbox-agent"']
-    elif dialect == "livekit":
-        lines += [f'url = "{base}/api/token"', 'agent_name = "sandbox-agent"']
-    else:
-        lines += [f'livekit_url = "{sandbox.ws_url}"', f'livekit_api_key = "{sandbox.livekit_api_key}"']
-        lines += ['agent_name = "sandbox-agent"']
-    lines += ["timeout_s = 3.0", "[daemon]", f'state_dir = "{tmp_path / "state"}"']
-    path = tmp_path / f"{dialect}.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def doctor(config: Path, key: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -49,7 +33,7 @@ def key_for(sandbox: SandboxHandle, dialect: str) -> str:
 def test_doctor_passes_for_every_dialect(sandbox: SandboxHandle, tmp_path: Path, dialect: str) -> None:
     """Every step prints ok with its time; the agent is seen in the room; nothing is left recorded."""
     key = key_for(sandbox, dialect)
-    result = doctor(write_config(sandbox, dialect, tmp_path), key, "--room")
+    result = doctor(write_sandbox_config(sandbox, dialect, tmp_path), key, "--room")
     assert result.returncode == 0, result.stdout + result.stderr
     for step in ["config", "api key", "broker start", "server url", "token", "clock", "room join", "broker end"]:
         assert re.search(rf"^\[ok\]\s+{step}\s.*\d+ ms$", result.stdout, re.MULTILINE), (step, result.stdout)
@@ -61,7 +45,7 @@ def test_doctor_passes_for_every_dialect(sandbox: SandboxHandle, tmp_path: Path,
 
 def test_doctor_lyzr_session_is_ended_at_the_broker(sandbox: SandboxHandle, tmp_path: Path) -> None:
     """The doctor's Lyzr session shows as ended by the broker call in the sandbox."""
-    result = doctor(write_config(sandbox, "lyzr", tmp_path), sandbox.api_key)
+    result = doctor(write_sandbox_config(sandbox, "lyzr", tmp_path), sandbox.api_key)
     assert result.returncode == 0, result.stdout + result.stderr
     room = re.search(r"broker start\s+room (\S+)", result.stdout)
     assert room is not None
@@ -70,7 +54,7 @@ def test_doctor_lyzr_session_is_ended_at_the_broker(sandbox: SandboxHandle, tmp_
 
 def test_doctor_names_an_unauthorized_key(sandbox: SandboxHandle, tmp_path: Path) -> None:
     """A wrong key fails the broker start step with broker_unauthorized and a non-zero exit."""
-    result = doctor(write_config(sandbox, "lyzr", tmp_path), "sk_wrong_key_0123456789abc")
+    result = doctor(write_sandbox_config(sandbox, "lyzr", tmp_path), "sk_wrong_key_0123456789abc")
     assert result.returncode == 1
     assert re.search(r"^\[FAIL\]\s+broker start\s+broker_unauthorized: .*\d+ ms$", result.stdout, re.MULTILINE)
     assert "doctor: FAILED (broker_unauthorized)" in result.stdout
@@ -79,14 +63,14 @@ def test_doctor_names_an_unauthorized_key(sandbox: SandboxHandle, tmp_path: Path
 
 def test_doctor_names_an_unreachable_broker(sandbox: SandboxHandle, tmp_path: Path) -> None:
     """A closed port fails with broker_unreachable."""
-    result = doctor(write_config(sandbox, "oshara", tmp_path, url="http://127.0.0.1:9"), sandbox.api_key)
+    result = doctor(write_sandbox_config(sandbox, "oshara", tmp_path, url="http://127.0.0.1:9"), sandbox.api_key)
     assert result.returncode == 1
     assert "doctor: FAILED (broker_unreachable)" in result.stdout
 
 
 def test_doctor_names_a_missing_key(sandbox: SandboxHandle, tmp_path: Path) -> None:
     """An empty key source fails the api key step with secret_unreadable."""
-    result = doctor(write_config(sandbox, "lyzr", tmp_path), "")
+    result = doctor(write_sandbox_config(sandbox, "lyzr", tmp_path), "")
     assert result.returncode == 1
     assert re.search(r"^\[FAIL\]\s+api key\s+secret_unreadable: .*DOCTOR_KEY", result.stdout, re.MULTILINE)
 
@@ -124,3 +108,26 @@ def test_doctor_reads_the_credential_file_outside_systemd(tmp_path: Path) -> Non
     assert step["result"] == "FAIL"
     assert "/etc/kiosk/kiosk-test-no-such-credential does not exist" in step["detail"]
     assert lines[-1] == {"result": "failed", "failure": "secret_unreadable"}
+
+
+@pytest.mark.parametrize(("ttl_s", "says"), [(-2, "not valid even by the broker's own clock"), (5, "too short")])
+def test_doctor_fails_a_token_expired_on_arrival_or_too_short_lived(
+    sandbox: SandboxHandle, tmp_path: Path, ttl_s: float, says: str
+) -> None:
+    """A broker whose token expired 2 s before it arrived (or lives 5 s, under connect_timeout_s's 10 s): the clock
+    step fails by the broker's own Date header, not "[ok] ... (in -2 s)", and the session is still ended."""
+    from tests.fixtures.matrixbroker import Fault, serving
+
+    with serving(sandbox.http_url) as broker:
+
+        def expired(answer: dict[str, object]) -> dict[str, object]:
+            token = sandbox.mint_token("kiosk-doc", str(answer["roomName"]), ttl_s=ttl_s)
+            return {**answer, "userToken": token}
+
+        broker.fault = Fault(forward=True, mutate=expired)
+        result = doctor(write_sandbox_config(sandbox, "lyzr", tmp_path, url=broker.url), sandbox.api_key)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert re.search(r"^\[FAIL\]\s+clock\s+broker_malformed: .*" + says, result.stdout, re.MULTILINE), result.stdout
+        assert "all checks passed" not in result.stdout
+        assert broker.ends == broker.opened and len(broker.opened) == 1, result.stdout
+    assert sandbox.session(broker.opened[0])["ended_at"] is not None

@@ -12,7 +12,7 @@ from kiosk.audio.frames import FRAME_SAMPLES, dbfs
 from kiosk.audio.processing import ECHO_TAIL_MS, GATE_OFF_DBFS, Processor
 from kiosk.config import AudioConfig
 from tests.fixtures.audio import SpeechClip
-from tests.test_audio_engine import Clock, settle
+from tests.fixtures.engine import Clock, settle
 
 RNG = np.random.default_rng(7)
 

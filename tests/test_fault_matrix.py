@@ -5,7 +5,7 @@ clock and control-socket case in turn, in front of a scriptable broker (:mod:`te
 passes real starts and ends on to the sandbox. Each session case asserts the named reason, the state sequence the
 daemon published, the broker end of every session the broker opened, the return to idle, and that the broker key
 appears nowhere in what the daemon logged meanwhile. Config cases go through ``kiosk run``'s own loader; process,
-state-directory, audio and GPIO cases live in :mod:`tests.test_fault_matrix_process`. README: "The fault matrix".
+state-directory, audio and GPIO cases live in :mod:`tests.test_fault_matrix_process`. docs/development.md: "The fault matrix".
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ BROKER_CASES: list[tuple[str, Fault, str]] = [
         Fault(body=_json({"userToken": 7, "livekitUrl": "ws://127.0.0.1:9", "roomName": "r"})),
         "broker_malformed",
     ),
-    ("late-and-malformed", Fault(delay_s=4.5), "broker_malformed"),
+    ("late-and-malformed", Fault(delay_s=4.5), "broker_timeout"),  # given up at the deadline, read on
     ("die-before-headers", Fault(die="before_headers"), "broker_unreachable"),
     ("die-mid-body", Fault(body=_json({"userToken": "abc"}), die="mid_body"), "broker_unreachable"),
     ("stall-opened", Fault(forward=True, delay_s=4.5), "broker_timeout"),

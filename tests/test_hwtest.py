@@ -15,24 +15,15 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from kiosk.audio.vad import VoiceActivity
 from kiosk.commands import hwtest
 from kiosk.config import TriggerConfig
-from kiosk.daemon.control import ControlServer, EventBus
+from kiosk.daemon.control_socket import ControlServer, EventBus
 from kiosk.hwtest import ledcycle
 from kiosk.hwtest.button import watch
 from kiosk.hwtest.meter import LevelMeter
 from kiosk.leds import FAILURE_CODES, PATTERNS
-from tests.fixtures.audio import until
+from tests.fixtures.hwtest import write_config
+from tests.fixtures.waiting import until
 
 LEDS = '[leds]\nkind = "single"\npin = 18\n'
-
-
-def write_config(tmp_path: Path, extra: str = "") -> Path:
-    """A valid config whose control socket lives in ``tmp_path`` (no daemon there unless a test starts one)."""
-    path = tmp_path / "kiosk.toml"
-    path.write_text(
-        '[broker]\ndialect = "livekit"\nurl = "http://127.0.0.1:9"\n'
-        f'[control]\nsocket = "{tmp_path / "control.sock"}"\n' + extra
-    )
-    return path
 
 
 @pytest.fixture
@@ -160,19 +151,19 @@ async def test_button_presses_holds_and_bounces() -> None:
         watch(config=config, seconds=60, on_line=lines.append, max_presses=2, pin_factory=factory)
     )
     try:
-        await until(lambda: pin.pull == "up", 10)
+        await until(lambda: pin.pull == "up", 10, "the pull-up", step=0.005)
         pin.drive_low()
         pin.drive_high()
         pin.drive_low()
-        await until(lambda: len(lines) >= 3, 10)
+        await until(lambda: len(lines) >= 3, 10, "3 lines", step=0.005)
         await asyncio.sleep(0.25)  # longer than the bounce window, so the release is not a bounce
         pin.drive_high()
         pin.drive_low()  # the release bounces: not a press
         pin.drive_high()
-        await until(lambda: len(lines) >= 6, 10)
+        await until(lambda: len(lines) >= 6, 10, "6 lines", step=0.005)
         await asyncio.sleep(0.25)
         pin.drive_low()
-        await until(lambda: any(line["edge"] == "held" for line in lines), 10)
+        await until(lambda: any(line["edge"] == "held" for line in lines), 10, "a held edge", step=0.005)
         pin.drive_high()
         record = await asyncio.wait_for(task, 10)
     finally:

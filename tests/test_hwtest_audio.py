@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.fixtures.audio import AUDIO_DIR, PulseServer, SpeechClip
-from tests.test_hwtest import write_config
+from tests.fixtures.hwtest import write_config
 
 pytestmark = pytest.mark.pulse
 REPO = Path(__file__).resolve().parents[1]

@@ -11,9 +11,9 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from kiosk.commands import hwtest
-from tests.fixtures.audio import until
+from tests.fixtures.hwtest import write_config
 from tests.fixtures.ring import RingProbe, pixels
-from tests.test_hwtest import write_config
+from tests.fixtures.waiting import until
 
 RING = '[leds]\nkind = "apa102"\n\n[leds.ring]\ncount = 4\nspi_port = 0\nspi_device = 0\n'
 BUTTONS = "[trigger]\nbutton_pin = 17\nvolume_up_pin = 22\nvolume_down_pin = 23\nmute_pin = 24\n"
@@ -56,7 +56,7 @@ async def test_button_check_watches_the_mute_button(
         )
     )
     # The trigger logs once its button is built and its callbacks are set: a press before that would be lost.
-    await until(lambda: "button on GPIO24" in caplog.text, 10)
+    await until(lambda: "button on GPIO24" in caplog.text, 10, "the button's log line", step=0.005)
     pin.drive_low()
     await asyncio.sleep(0.1)  # held longer than bounce_time_ms, so the release is not taken for a bounce
     pin.drive_high()

@@ -58,7 +58,7 @@ def flash_groups(values: list[float], pause_ticks: int) -> list[int]:
 
 def test_every_state_and_failure_has_a_pattern() -> None:
     """The table covers every state, every live agent state and every failure reason, with distinct codes."""
-    for state in (State.IDLE, State.CONNECTING, State.ENDING):
+    for state in (State.IDLE, State.CONNECTING, State.RECONNECTING, State.ENDING):
         assert pattern_for(Snapshot(state=state))
     for agent in AgentState:
         assert pattern_for(Snapshot(state=State.LIVE, agent=agent))
@@ -208,3 +208,33 @@ def test_rgb_without_pwm_shows_full_colours() -> None:
     finally:
         leds.close()
         pwm.reset()
+
+
+def test_a_missing_microphone_shows_the_audio_code_while_idle_only() -> None:
+    """Idle with the microphone missing shows the audio_device code (1 flash), not the ready green; a live session
+    (the microphone lost mid-call) keeps its own pattern."""
+    idle = Snapshot(state=State.IDLE)
+    code = pattern_for(idle, mic_missing=True)
+    assert code.kind == "code" and code.count == FAILURE_CODES[FailureReason.AUDIO_DEVICE][0] == 1
+    assert pattern_for(idle) != code
+    live = Snapshot(state=State.LIVE, agent=AgentState.SPEAKING)
+    assert pattern_for(live, mic_missing=True) == pattern_for(live)
+
+
+def test_reconnecting_has_a_pattern_of_its_own(factory: MockFactory) -> None:
+    """Reconnecting looks like no other state (whatever the agent last did); per-state LEDs show it on connecting."""
+    for agent in AgentState:
+        shown = pattern_for(Snapshot(state=State.RECONNECTING, agent=agent))
+        assert shown == PATTERNS[(State.RECONNECTING, None)]
+    others = [p for key, p in PATTERNS.items() if key != (State.RECONNECTING, None)]
+    mine = PATTERNS[(State.RECONNECTING, None)]
+    assert all((p.kind, p.on_s, p.off_s, p.color) != (mine.kind, mine.on_s, mine.off_s, mine.color) for p in others)
+    per_state = LedConfig(kind="per-state", per_state={"idle": 5, "connecting": 6, "live": 13, "error": 19})
+    leds = StatusLeds(config=per_state, pin_factory=factory)
+    try:
+        leds.update(Snapshot(state=State.RECONNECTING))
+        devices = leds.devices
+        assert devices[State.CONNECTING].source is not None
+        assert devices[State.LIVE].source is None and devices[State.LIVE].value == 0
+    finally:
+        leds.close()

@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from kiosk import session as sm
 from kiosk.audio import AudioHealth, DeviceHealth
@@ -24,27 +23,11 @@ from kiosk.reasons import FailureReason
 from kiosk.wakeguard import Refusal, WakeGate
 from tests.fixtures.audio import SpeechClip
 from tests.fixtures.daemon import daemon_config
-from tests.fixtures.sandbox import SandboxHandle, until
+from tests.fixtures.metrics import Samples, parse, value
+from tests.fixtures.sandbox import SandboxHandle
+from tests.fixtures.waiting import until
 
 KEY_ENV = "KIOSK_TEST_BROKER_KEY"
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    """Every sample of an exposition, keyed by (name, labels); the parser raises on malformed text."""
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """One sample's value; KeyError names what is missing."""
-    key = (name, frozenset(labels.items()))
-    if key not in samples:
-        raise KeyError(f"{name}{labels} not in {sorted(n for n, _ in samples)}")
-    return samples[key]
 
 
 def _check_one_session(samples: Samples) -> None:
@@ -90,7 +73,7 @@ async def test_a_session_is_counted_over_http_and_in_the_textfile(
         run(config, stream_factory=audio, on_summary=summarised, configure_logging=False, stop=stop)
     )
     try:
-        await until(lambda: control.exists() or daemon.done(), within=20)
+        await until(lambda: control.exists() or daemon.done(), 20, "the control socket")
         status = await asyncio.to_thread(request_once, control, {"cmd": "status"})
         url = status["metrics"]
         assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
@@ -189,3 +172,22 @@ async def test_a_busy_port_is_logged_and_the_kiosk_goes_on(tmp_path: Path, caplo
     assert "pick a free port in metrics.listen" in caplog.text
     text = await asyncio.to_thread((tmp_path / "k.prom").read_text)
     assert value(parse(text), "kiosk_sessions_started_total", trigger="button") == 0
+
+
+def test_reconnects_are_counted_and_timed() -> None:
+    """Each drop counts once in kiosk_reconnects_total; its length, back or ended, goes to kiosk_reconnect_seconds;
+    kiosk_state names the reconnecting state."""
+    metrics = KioskMetrics(versions={"kiosk": "test"})
+    live = sm.Snapshot(state=sm.State.LIVE, session=1)
+    down = sm.Snapshot(state=sm.State.RECONNECTING, session=1)
+    ending = sm.Snapshot(state=sm.State.ENDING, session=1, failure=FailureReason.NETWORK_LOST)
+    metrics.changed(live, down)
+    samples = parse(generate_latest(metrics.registry).decode())
+    assert value(samples, "kiosk_state", kiosk_state="reconnecting") == 1
+    metrics.changed(down, live)
+    metrics.changed(live, down)
+    metrics.changed(down, ending)
+    samples = parse(generate_latest(metrics.registry).decode())
+    assert value(samples, "kiosk_reconnects_total") == 2
+    assert value(samples, "kiosk_reconnect_seconds_count") == 2
+    assert value(samples, "kiosk_session_failures_total", reason="network_lost") == 1

@@ -11,6 +11,7 @@ from kiosk.config import KioskConfig
 from kiosk.configfile import parse_config
 from kiosk.daemon.policy import EX_TEMPFAIL, Policy, current_rss_mb
 from kiosk.daemon.sessionsummary import SessionSummary
+from kiosk.reasons import FailureReason
 from kiosk.trigger import ButtonEvent
 
 BROKER = '[broker]\ndialect = "livekit"\nurl = "https://b.example"\n'
@@ -30,10 +31,13 @@ class FakeDriver:
     sessions_done: int = 0
     presses: int = 0
     events: list[sm.Event] = field(default_factory=list)
+    #: The ``at`` of each press.
+    pressed_at: list[float | None] = field(default_factory=list)
 
-    def press(self, source: sm.Source) -> None:
+    def press(self, source: sm.Source, *, at: float | None = None) -> None:
         """Start a session when idle, otherwise end it."""
         self.presses += 1
+        self.pressed_at.append(at)
         state = sm.State.CONNECTING if self.snapshot.state == sm.State.IDLE else sm.State.ENDING
         self.snapshot = sm.Snapshot(state=state, session=1)
 
@@ -49,6 +53,13 @@ def summary() -> SessionSummary:
     )
 
 
+def test_a_button_press_reaches_the_driver_with_its_edge_time() -> None:
+    """The press starts where the visitor pressed (the GPIO edge's time), not where the loop handled it."""
+    driver = FakeDriver()
+    Policy(driver=driver).button(ButtonEvent.PRESS, 12.5)
+    assert driver.pressed_at == [12.5]
+
+
 def test_a_hold_after_the_press_that_started_the_session_keeps_it() -> None:
     """The visitor pressed and keeps the button down: the session stays."""
     driver = FakeDriver()
@@ -62,7 +73,7 @@ def test_a_hold_on_a_press_during_a_session_ends_it() -> None:
     """A press while live that is held ends the session (hold_action = "end")."""
     driver = FakeDriver(snapshot=sm.Snapshot(state=sm.State.LIVE, session=1))
     policy = Policy(driver=driver)
-    driver.press = lambda source: setattr(driver, "presses", driver.presses + 1)  # type: ignore[method-assign]
+    driver.press = lambda source, at=None: setattr(driver, "presses", driver.presses + 1)  # type: ignore[method-assign]
     policy.button(ButtonEvent.PRESS)
     policy.button(ButtonEvent.HOLD)
     assert driver.presses == 2 and not driver.events
@@ -101,3 +112,19 @@ def test_a_session_limit_stops_cleanly() -> None:
 def test_this_process_memory_is_read() -> None:
     """VmRSS of a running Python is tens of MB at least."""
     assert current_rss_mb() > 10
+
+
+def test_a_press_while_the_microphone_is_missing_fails_as_audio_device_without_a_session() -> None:
+    """The microphone is missing: a press dispatches an audio_device failure and starts nothing; once it is back, a
+    press starts a session; a press during a session still ends it."""
+    driver = FakeDriver()
+    missing: list[str | None] = ["the microphone is missing"]
+    policy = Policy(driver=driver, audio_missing=lambda: missing[0])
+    policy.button(ButtonEvent.PRESS)
+    assert driver.presses == 0 and driver.events == [sm.Failure(FailureReason.AUDIO_DEVICE)]
+    missing[0] = None
+    policy.press(sm.Source.CONTROL)
+    assert driver.presses == 1 and driver.snapshot.state == sm.State.CONNECTING
+    missing[0] = "gone again"
+    policy.press(sm.Source.CONTROL)
+    assert driver.presses == 2 and driver.snapshot.state == sm.State.ENDING

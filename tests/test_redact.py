@@ -10,9 +10,9 @@ import pytest
 
 from kiosk.broker import make_broker
 from kiosk.errors import SecretError
-from kiosk.redact import redact
+from kiosk.redact import is_sensitive_key, mask_userinfo, redact
 from kiosk.secret import SecretSource
-from tests.test_broker_support import FakeBroker, make_config, reply
+from tests.fixtures.broker import FakeBroker, make_config, reply
 
 KEY = "sk_live_0123456789abcdefXYZ"
 
@@ -88,3 +88,30 @@ async def test_a_key_file_an_http_header_cannot_carry_is_refused_before_sending(
     message = str(caught.value)
     assert words in message and str(key_file) in message
     assert "0123456789" not in message and fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:pw@broker.example/v1", "https://***@broker.example/v1"),
+        ("wss://token@lk.example", "wss://***@lk.example"),
+        ("https://broker.example/v1/a@b", "https://broker.example/v1/a@b"),
+        ("https://broker.example", "https://broker.example"),
+    ],
+)
+def test_one_userinfo_mask_serves_urls_and_free_text(url: str, shown: str) -> None:
+    """``mask_userinfo`` (used by ``check-config``) and ``redact`` (logs, errors) mask a URL's user info alike."""
+    assert mask_userinfo(url) == shown
+    assert redact(f"GET {url} failed") == f"GET {shown} failed"
+
+
+@pytest.mark.parametrize("name", ["api_key", "x-api-key", "livekit_api_secret", "Password", "passwd", "cookie"])
+def test_sensitive_key_names(name: str) -> None:
+    """One rule names secret fields for check-config and for config error messages."""
+    assert is_sensitive_key(name)
+
+
+@pytest.mark.parametrize("name", ["url", "identity", "room_prefix", "timeout_s"])
+def test_ordinary_key_names(name: str) -> None:
+    """Keys that hold no secret are shown."""
+    assert not is_sensitive_key(name)

@@ -8,63 +8,23 @@ visitor's), typed text read from ``lk.chat``; an avatar worker joins as kind age
 from __future__ import annotations
 
 import asyncio
-import datetime
 import secrets
 import subprocess
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import numpy as np
 import pytest
 from livekit import api, rtc
 
 from kiosk import session as sm
-from kiosk.audio.preroll import UPLINK_BUDGET_BITS, PreConnectAudio, for_uplink
+from kiosk.audio import opus
+from kiosk.audio.preroll import PCM_MIME, UPLINK_BUDGET_BITS, PreConnectAudio, encode_for_uplink, for_uplink
 from kiosk.daemon.captions import Caption, CaptionBook
-from kiosk.daemon.room import AgentRoom, _within
+from kiosk.daemon.room import _within
+from kiosk.reasons import FailureReason
+from tests.fixtures.room import Kiosk, participant, token
 from tests.fixtures.sandbox import SandboxHandle
-
-
-def token(sandbox: SandboxHandle, identity: str, room: str, **attributes: str) -> str:
-    """A token for ``room``; ``kind="agent"`` makes it an agent's, other keyword arguments become attributes."""
-    kind = attributes.pop("kind", "standard")
-    return (
-        api.AccessToken(sandbox.livekit_api_key, sandbox.livekit_api_secret)
-        .with_identity(identity)
-        .with_kind(kind)  # type: ignore[arg-type]
-        .with_attributes(attributes)
-        .with_ttl(datetime.timedelta(minutes=5))
-        .with_grants(api.VideoGrants(room_join=True, room=room, agent=kind == "agent"))
-        .to_jwt()
-    )
-
-
-@asynccontextmanager
-async def participant(sandbox: SandboxHandle, room: str, identity: str, **attributes: str) -> AsyncIterator[rtc.Room]:
-    """A participant of the test in ``room``, connected until the block ends."""
-    peer = rtc.Room()
-    async with asyncio.timeout(10):
-        await peer.connect(sandbox.ws_url, token(sandbox, identity, room, **attributes))
-    try:
-        yield peer
-    finally:
-        async with asyncio.timeout(5):
-            await peer.disconnect()
-
-
-class Kiosk:
-    """An :class:`AgentRoom` with its events and captions collected."""
-
-    def __init__(self) -> None:
-        self.events: list[sm.Event] = []
-        self.captions: list[Caption] = []
-        self.room = AgentRoom(on_event=self.events.append, on_audio=lambda *_: None, on_caption=self.captions.append)
-
-    async def until(self, predicate: object, within: float = 10.0) -> None:
-        """Wait until ``predicate()`` holds."""
-        async with asyncio.timeout(within):
-            while not predicate():  # type: ignore[operator]
-                await asyncio.sleep(0.02)
+from tests.fixtures.waiting import until
 
 
 @pytest.fixture
@@ -85,7 +45,7 @@ async def test_the_agent_is_not_its_avatar(kiosk: tuple[Kiosk, str], sandbox: Sa
     avatar = participant(sandbox, room, "avatar-1", kind="agent", **{"lk.publish_on_behalf": "agent-1"})
     async with avatar, participant(sandbox, room, "agent-1", kind="agent", **{"lk.agent.state": "listening"}):
         assert await k.room.wait_for_agent(10)
-        await k.until(lambda: k.room.agent_state == sm.AgentState.LISTENING)
+        await until(lambda: k.room.agent_state == sm.AgentState.LISTENING, 10, "the agent listening", step=0.02)
     assert sum(isinstance(e, sm.AgentJoined) for e in k.events) == 1
 
 
@@ -100,7 +60,12 @@ async def test_silence_counts_from_when_the_agent_stopped_thinking(
         for state in ("thinking", "listening"):
             async with asyncio.timeout(5):
                 await agent.local_participant.set_attributes({"lk.agent.state": state})
-            await k.until(lambda s=state: k.room.agent_state == sm.AgentState.parse(s))  # type: ignore[misc]
+            await until(
+                lambda s=state: k.room.agent_state == sm.AgentState.parse(s),  # type: ignore[misc]
+                10,
+                f"agent state {state}",
+                step=0.02,
+            )
         assert k.room.last_agent_busy > 0.0
 
 
@@ -131,7 +96,9 @@ async def test_captions_from_transcription_streams_and_typed_text_on_lk_chat(
             await writer.aclose(attributes={"lk.transcription_final": "true"})
             await k.room.say("thanks")
             assert await typed == "thanks"
-        await k.until(lambda: any(c.segment_id == "SG_a" and c.final for c in k.captions))
+        await until(
+            lambda: any(c.segment_id == "SG_a" and c.final for c in k.captions), 10, "the final caption SG_a", step=0.02
+        )
     visitor = [c for c in k.captions if c.segment_id == "SG_v"]
     assert [(c.text, c.final, c.role) for c in visitor] == [
         ("where is", False, "visitor"),
@@ -158,21 +125,29 @@ def test_caption_book_rules() -> None:
 
 
 @pytest.mark.parametrize(("seconds", "rate"), [(2.0, 16000), (7.5, 16000), (10.0, 8000), (15.0, 8000)])
-def test_first_words_fit_the_agents_window_on_a_1_mbit_uplink(seconds: float, rate: int) -> None:
-    """Up to 15 s of first words take at most 2 s of a 1 Mbit/s uplink, at the best rate that fits."""
+def test_first_words_as_pcm_fit_the_agents_window_on_a_1_mbit_uplink(
+    seconds: float, rate: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without Opus, up to 15 s of first words take at most 2 s of a 1 Mbit/s uplink, at the best rate that fits."""
+
+    def missing() -> None:
+        raise opus.OpusUnavailableError("no libsndfile here")
+
+    monkeypatch.setattr(opus, "_soundfile", missing)
     t = np.arange(int(48000 * seconds)) / 48000
     pcm = (np.sin(2 * np.pi * 300 * t) * 8000).astype(np.int16)
-    audio = for_uplink(PreConnectAudio(pcm=pcm.tobytes(), duration_s=seconds))
-    assert audio.sample_rate == rate
-    assert audio.duration_s == pytest.approx(seconds, abs=0.02)
-    assert len(audio.pcm) * 8 <= UPLINK_BUDGET_BITS
-    assert len(audio.pcm) * 8 / 1_000_000 < 3.0  # seconds on a 1 Mbit/s uplink, inside the agent's 3 s
+    buffer = encode_for_uplink(for_uplink(PreConnectAudio(pcm=pcm.tobytes(), duration_s=seconds)))
+    assert buffer.mime_type == PCM_MIME and buffer.sample_rate == rate
+    assert buffer.duration_s == pytest.approx(seconds, abs=0.02)
+    assert len(buffer.payload) * 8 <= UPLINK_BUDGET_BITS
+    assert len(buffer.payload) * 8 / 1_000_000 < 3.0  # seconds on a 1 Mbit/s uplink, inside the agent's 3 s
 
 
 async def test_the_room_server_dying_is_a_disconnect_not_the_agent_leaving(
     private_sandbox: tuple[SandboxHandle, subprocess.Popen[str]],
 ) -> None:
-    """kill -9 of the server mid-call: after the SDK's own reconnect attempts, the session hears Disconnected only."""
+    """kill -9 of the server mid-call: the SDK reconnects, gives up, and the session hears network_lost, never the
+    agent leaving."""
     server, process = private_sandbox
     room = f"room-{secrets.token_hex(4)}"
     k = Kiosk()
@@ -181,11 +156,13 @@ async def test_the_room_server_dying_is_a_disconnect_not_the_agent_leaving(
         async with participant(server, room, "agent-1", kind="agent", **{"lk.agent.state": "listening"}):
             assert await k.room.wait_for_agent(10)
             process.kill()
-            await k.until(lambda: any(isinstance(e, sm.Disconnected) for e in k.events), within=90)
+            await until(lambda: any(isinstance(e, sm.Failure) for e in k.events), 90, "a Failure event", step=0.02)
             await asyncio.sleep(0)
     finally:
         await k.room.close(budget_s=5)
     assert not any(isinstance(e, sm.AgentLeft) for e in k.events), k.events
+    assert [type(e) for e in k.events if isinstance(e, sm.Reconnecting | sm.Failure)] == [sm.Reconnecting, sm.Failure]
+    assert sm.Failure(FailureReason.NETWORK_LOST) in k.events
 
 
 async def test_a_shutdown_that_arrives_as_the_agent_joins_is_not_lost() -> None:
@@ -198,3 +175,75 @@ async def test_a_shutdown_that_arrives_as_the_agent_joins_is_not_lost() -> None:
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
+
+
+@pytest.mark.parametrize(
+    "scenario", [rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT, rtc.SimulateScenarioKind.SIMULATE_SIGNAL_RECONNECT]
+)
+async def test_a_reconnect_is_reported_and_the_agent_is_followed_not_lost(
+    kiosk: tuple[Kiosk, str], sandbox: SandboxHandle, scenario: int
+) -> None:
+    """The SDK reconnecting the kiosk (its own simulate_scenario) gives Reconnecting then Reconnected, never the
+    agent leaving; after a full reconnect the room follows the agent and the republished microphone."""
+    k, room = kiosk
+    async with participant(sandbox, room, "agent-1", kind="agent", **{"lk.agent.state": "listening"}) as agent:
+        assert await k.room.wait_for_agent(10)
+        before = k.room.mic_sid
+        async with asyncio.timeout(15):
+            await k.room.room.simulate_scenario(scenario)
+        await until(lambda: any(isinstance(e, sm.Reconnected) for e in k.events), 30, "a Reconnected event", step=0.02)
+        kinds = [type(e) for e in k.events]
+        assert kinds.index(sm.Reconnecting) < kinds.index(sm.Reconnected)
+        assert k.room.link_up and k.room.reconnects == 1
+        # The agent is followed: its state changes still arrive, and it is not reported gone after the reconnect.
+        async with asyncio.timeout(5):
+            await agent.local_participant.set_attributes({"lk.agent.state": "speaking"})
+        await until(lambda: k.room.agent_state == sm.AgentState.SPEAKING, 10, "the agent speaking", step=0.02)
+        await asyncio.sleep(1.0)  # longer than the agent-left confirmation and the after-reconnect check
+        mic = k.room.mic_sid
+        attributes = {"lk.segment_id": "SG_after", "lk.transcribed_track_id": mic, "lk.transcription_final": "true"}
+        async with asyncio.timeout(5):
+            await agent.local_participant.send_text(
+                "after the reconnect", topic="lk.transcription", attributes=attributes
+            )
+        await until(lambda: any(c.segment_id == "SG_after" for c in k.captions), 10, "the caption SG_after", step=0.02)
+    assert not any(isinstance(e, sm.AgentLeft) for e in k.events), k.events
+    assert sum(isinstance(e, sm.AgentJoined) for e in k.events) == 1
+    assert [c.role for c in k.captions if c.segment_id == "SG_after"] == ["visitor"]
+    if scenario == rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT:
+        assert mic != before, "a full reconnect republishes the microphone under a new sid"
+
+
+@pytest.mark.parametrize(
+    ("spoke", "expected"), [(True, sm.AgentEnded()), (False, sm.Failure(FailureReason.ROOM_CLOSED))]
+)
+async def test_the_room_deleted_is_the_agent_ending_the_call_once_it_spoke(
+    kiosk: tuple[Kiosk, str], sandbox: SandboxHandle, spoke: bool, expected: sm.Event
+) -> None:
+    """RoomService DeleteRoom (livekit-agents' EndCallTool) after the agent spoke is AgentEnded; before, room_closed."""
+    k, room = kiosk
+    state = "speaking" if spoke else "initializing"
+    async with (
+        participant(sandbox, room, "agent-1", kind="agent", **{"lk.agent.state": state}),
+        api.LiveKitAPI(sandbox.ws_url, sandbox.livekit_api_key, sandbox.livekit_api_secret) as lk,
+    ):
+        assert await k.room.wait_for_agent(10)
+        async with asyncio.timeout(10):
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+        await until(
+            lambda: any(isinstance(e, sm.AgentEnded | sm.Failure | sm.Disconnected) for e in k.events),
+            10,
+            "the end of the call",
+            step=0.02,
+        )
+    assert [e for e in k.events if isinstance(e, sm.AgentEnded | sm.Failure | sm.Disconnected)] == [expected]
+
+
+async def test_a_second_participant_with_the_kiosks_identity_is_named(
+    kiosk: tuple[Kiosk, str], sandbox: SandboxHandle
+) -> None:
+    """Another kiosk joining with the same identity removes this one: failure duplicate_identity."""
+    k, room = kiosk
+    async with participant(sandbox, room, "kiosk-1"):
+        await until(lambda: any(isinstance(e, sm.Failure) for e in k.events), 10, "a Failure event", step=0.02)
+    assert [e for e in k.events if isinstance(e, sm.Failure)] == [sm.Failure(FailureReason.DUPLICATE_IDENTITY)]

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from kiosk.configfile import parse_config
-from kiosk.sandbox.cli import banner, write_key_files
+from kiosk_sandbox.cli import banner, write_key_files
 
 
 def _sandbox(tmp_path: Path, agent_mode: str = "scripted") -> SimpleNamespace:

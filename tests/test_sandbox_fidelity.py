@@ -12,9 +12,10 @@ from livekit import api, rtc
 from livekit.protocol import metrics, models
 from livekit.rtc._proto.track_pb2 import TF_NO_DTX, TF_PRECONNECT_BUFFER
 
-from kiosk.sandbox.rooms import Room
-from kiosk.sandbox.sfu_rules import Sender, route_data
-from tests.fixtures.sandbox import RATE, SandboxHandle, until
+from kiosk_sandbox.rooms import Room
+from kiosk_sandbox.sfu_rules import Sender, route_data
+from tests.fixtures.sandbox import RATE, SandboxHandle
+from tests.fixtures.waiting import until
 
 _AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 
@@ -61,7 +62,7 @@ async def test_track_info_carries_what_the_publisher_asked_for(
         remote = agent.remote_participants.get("kiosk")
         return list(remote.track_publications.values()) if remote else []
 
-    await until(seen)
+    await until(seen, 5, "the published track")
     publication = seen()[0]
     assert publication.sid == published.sid
     assert publication.name == "kiosk-mic"
@@ -77,7 +78,7 @@ async def test_track_info_carries_what_the_publisher_asked_for(
 async def test_kinds_and_attributes_reach_the_others(kiosk_and_agent: tuple[rtc.Room, rtc.Room, rtc.Room]) -> None:
     """Agents are of kind agent with their token's attributes; attribute updates reach the others as they happen."""
     kiosk, agent, _ = kiosk_and_agent
-    await until(lambda: {"agent-1", "avatar-1"} <= set(kiosk.remote_participants))
+    await until(lambda: {"agent-1", "avatar-1"} <= set(kiosk.remote_participants), 5, "the agent and the avatar")
     seen_agent, seen_avatar = kiosk.remote_participants["agent-1"], kiosk.remote_participants["avatar-1"]
     assert seen_agent.kind == _AGENT and seen_avatar.kind == _AGENT
     assert seen_avatar.attributes["lk.publish_on_behalf"] == "agent-1"
@@ -87,7 +88,7 @@ async def test_kinds_and_attributes_reach_the_others(kiosk_and_agent: tuple[rtc.
     kiosk.on("participant_attributes_changed", lambda changed, who: changes.append(changed.get("lk.agent.state", "")))
     async with asyncio.timeout(5):
         await agent.local_participant.set_attributes({"lk.agent.state": "thinking"})
-    await until(lambda: "thinking" in changes)
+    await until(lambda: "thinking" in changes, 5, "the thinking state")
     assert kiosk.remote_participants["agent-1"].attributes["lk.agent.state"] == "thinking"
 
 
@@ -121,7 +122,11 @@ async def test_text_and_byte_streams_reach_their_destinations_intact(
     kiosk.register_text_stream_handler("lk.transcription", on_text("kiosk"))
     avatar.register_text_stream_handler("lk.transcription", on_text("avatar"))
     agent.register_byte_stream_handler("lk.agent.pre-connect-audio-buffer", on_bytes)
-    await until(lambda: "kiosk" in agent.remote_participants and "avatar-1" in agent.remote_participants)
+    await until(
+        lambda: "kiosk" in agent.remote_participants and "avatar-1" in agent.remote_participants,
+        5,
+        "the kiosk and the avatar",
+    )
     attributes = {"lk.transcribed_track_id": "TR_x", "lk.segment_id": "SG_1", "lk.transcription_final": "true"}
     async with asyncio.timeout(5):
         await agent.local_participant.send_text(
@@ -140,7 +145,11 @@ async def test_text_and_byte_streams_reach_their_destinations_intact(
             destination_identities=["agent-1"],
             attributes={"sampleRate": "48000", "channels": "1"},
         )
-    await until(lambda: len(texts["kiosk"]) == 2 and len(texts["avatar"]) == 1 and sum(map(len, chunks)) == 16384)
+    await until(
+        lambda: len(texts["kiosk"]) == 2 and len(texts["avatar"]) == 1 and sum(map(len, chunks)) == 16384,
+        5,
+        "the texts and the byte stream",
+    )
     assert texts["kiosk"][0] == ("agent-1", "hello there", attributes)
     assert texts["kiosk"][1] == ("kiosk", "what the visitor said", attributes)
     assert texts["avatar"] == [("kiosk", "what the visitor said", attributes)]

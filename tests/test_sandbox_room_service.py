@@ -9,7 +9,7 @@ import httpx
 import pytest
 from livekit import api, rtc
 
-from kiosk.sandbox import Sandbox
+from kiosk_sandbox import Sandbox
 
 TIMEOUT_S = 10.0
 

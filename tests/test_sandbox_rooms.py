@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from livekit import rtc
 
-from tests.fixtures.sandbox import RATE, SandboxHandle, speak, until, visitor_speech
+from tests.fixtures.sandbox import RATE, SandboxHandle, speak, visitor_speech
+from tests.fixtures.waiting import until
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ async def _loudest_from(room: rtc.Room, speaker: str, seconds: float) -> int:
             if pub.track is not None
         ]
 
-    await until(tracks)
+    await until(tracks, 5, "the speaker's track")
     peak = 0
     with_deadline = asyncio.get_running_loop().time() + seconds
     async with asyncio.timeout(seconds + 2):
@@ -96,7 +97,9 @@ async def test_data_respects_destinations_and_streams_pass(
             await alice.local_participant.publish_data(b"for bob", topic="t", destination_identities=["bob"])
             await alice.local_participant.publish_data(b"for all", topic="t")
             await alice.local_participant.send_text("a longer line " * 400, topic="chat")
-        await until(lambda: len(got["carol"]) >= 1 and len(got["bob"]) >= 2 and bool(texts))
+        await until(
+            lambda: len(got["carol"]) >= 1 and len(got["bob"]) >= 2 and bool(texts), 5, "the data packets and the text"
+        )
         assert got["bob"] == [b"for bob", b"for all"]
         assert got["carol"] == [b"for all"]
         assert texts == ["a longer line " * 400]
@@ -117,7 +120,7 @@ async def test_broker_end_disconnects_everyone(sandbox: SandboxHandle) -> None:
         await visitor.connect(start["livekitUrl"], start["userToken"])
         await guest.connect(sandbox.ws_url, sandbox.mint_token("guest", start["roomName"]))
     agent = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-    await until(lambda: any(p.kind == agent for p in visitor.remote_participants.values()))
+    await until(lambda: any(p.kind == agent for p in visitor.remote_participants.values()), 5, "the agent to join")
     async with asyncio.timeout(5):
         ended = await sandbox.post("/v1/sessions/end", {"roomName": start["roomName"]})
         await asyncio.gather(gone["visitor"].wait(), gone["guest"].wait())

@@ -13,7 +13,7 @@ import pytest
 from livekit import api, rtc
 from livekit.protocol import agent, models
 
-from kiosk.sandbox import Sandbox
+from kiosk_sandbox import Sandbox
 
 TIMEOUT_S = 10.0
 

@@ -28,6 +28,7 @@ def test_every_led_state_has_a_view_and_every_failure_plain_words() -> None:
         "listening",
         "thinking",
         "speaking",
+        "reconnecting",
         "ending",
         "failure",
     }

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kiosk.reasons import EndReason, FailureReason
 from kiosk.session import (
+    AgentEnded,
     AgentJoined,
     AgentLeft,
     AgentState,
@@ -21,8 +24,11 @@ from kiosk.session import (
     Exit,
     Failure,
     Granted,
+    Hurry,
     MaxDuration,
     Press,
+    Reconnected,
+    Reconnecting,
     Shutdown,
     Silence,
     Snapshot,
@@ -37,6 +43,7 @@ from kiosk.session import (
 )
 
 I, C, L, E, X = State.IDLE, State.CONNECTING, State.LIVE, State.ENDING, State.ERROR  # noqa: E741
+R = State.RECONNECTING
 
 TABLE: list[tuple[State, Event, State]] = [
     (I, Press(), C),
@@ -63,6 +70,29 @@ TABLE: list[tuple[State, Event, State]] = [
     (L, Failure(FailureReason.AGENT_NO_SHOW), E),
     (L, Connected(), L),
     (L, Wake(), L),
+    (L, AgentEnded(), E),
+    (L, Reconnecting(), R),
+    (L, Reconnected(), L),
+    (C, Reconnecting(), C),
+    (C, Reconnected(), C),
+    (I, Reconnecting(), I),
+    (E, Reconnecting(), E),
+    (E, Reconnected(), E),
+    (R, Reconnected(), L),
+    (R, Reconnecting(), R),
+    (R, Silence(), R),
+    (R, MaxDuration(), R),
+    (R, WakeGuardEnd(), R),
+    (R, AgentStateChanged(AgentState.LISTENING), R),
+    (R, Connected(), R),
+    (R, Press(), E),
+    (R, Press(Source.CONTROL), E),
+    (R, Failure(FailureReason.NETWORK_LOST), E),
+    (R, Failure(FailureReason.DUPLICATE_IDENTITY), E),
+    (R, AgentLeft(), E),
+    (R, AgentEnded(), E),
+    (R, Disconnected(), E),
+    (R, Shutdown(), E),
     (E, Press(), E),
     (E, Silence(), E),
     (E, Failure(FailureReason.INTERNAL), E),
@@ -126,6 +156,16 @@ def test_shutdown_while_live_ends_then_exits() -> None:
     assert (snap.state, effects) == (State.IDLE, [])
 
 
+def test_shutdown_while_ending_hurries_the_end_once() -> None:
+    """A stop while the session is being ended asks the driver to make its close quick, once; Exit after Ended."""
+    ending = Snapshot(state=State.ENDING, session=4, end_reason=EndReason.SILENCE)
+    snap, effects = transition(ending, Shutdown())
+    assert (snap.state, snap.stopping, effects) == (State.ENDING, True, [Hurry(session=4)])
+    snap, effects = transition(snap, Shutdown())
+    assert effects == []
+    assert transition(snap, Ended()) == (dataclasses.replace(snap, state=State.IDLE), [Exit()])
+
+
 def test_agent_state_parse_is_lenient() -> None:
     """Unknown or missing agent states count as initializing."""
     assert AgentState.parse("speaking") == AgentState.SPEAKING
@@ -145,6 +185,9 @@ EVENTS = st.one_of(
             MaxDuration(),
             AgentLeft(),
             Disconnected(),
+            AgentEnded(),
+            Reconnecting(),
+            Reconnected(),
             Ended(),
             ErrorElapsed(),
             Granted("room"),
@@ -158,7 +201,8 @@ EVENTS = st.one_of(
 @settings(max_examples=400, deadline=None)
 @given(st.lists(EVENTS, max_size=60), st.booleans())
 def test_properties_over_random_sequences(events: list[Event], shut: bool) -> None:
-    """Never two sessions at once; CONNECTING/LIVE leave only through ENDING; ENDING reaches IDLE; shutdown ends first."""
+    """Never two sessions at once; an open session (connecting, live, reconnecting) leaves only through ENDING or
+    between LIVE and RECONNECTING; ENDING reaches IDLE; shutdown ends first."""
     snap = Snapshot()
     open_sessions: set[int] = set()
     if shut:
@@ -172,7 +216,8 @@ def test_properties_over_random_sequences(events: list[Event], shut: bool) -> No
                 open_sessions.add(effect.session)
             if isinstance(effect, Teardown):
                 assert effect.session in open_sessions
-        if before.state in {State.CONNECTING, State.LIVE} and snap.state not in {State.CONNECTING, State.LIVE}:
+        opened = {State.CONNECTING, State.LIVE, State.RECONNECTING}
+        if before.state in opened and snap.state not in opened:
             assert snap.state == State.ENDING
             assert any(isinstance(e, Teardown) for e in effects)
         if before.state == State.ENDING and snap.state != State.ENDING:
@@ -181,7 +226,7 @@ def test_properties_over_random_sequences(events: list[Event], shut: bool) -> No
         if any(isinstance(e, Exit) for e in effects):
             assert not open_sessions, "exit while a session was still open"
     # Draining: from wherever we are, an end, its teardown and the error timer bring the machine to IDLE.
-    for event in (Silence(), Ended(), ErrorElapsed()):
+    for event in (Reconnected(), Silence(), Ended(), ErrorElapsed()):
         snap, _ = transition(snap, event)
     assert snap.state == State.IDLE
     if shut:
@@ -197,3 +242,39 @@ def test_the_snapshot_says_what_started_the_session_and_the_wake_guard_ends_it()
     ending, effects = transition(live, WakeGuardEnd())
     assert ending.state == State.ENDING and ending.end_reason == EndReason.WAKE_GUARD
     assert effects == [Teardown(session=1, reason=EndReason.WAKE_GUARD, failure=None)]
+
+
+def test_the_room_reconnecting_keeps_the_session_and_the_agents_last_state() -> None:
+    """LIVE -> RECONNECTING -> LIVE keeps session, room and agent state; no effect, so no teardown and no new start."""
+    live = Snapshot(state=State.LIVE, session=4, room="r", agent=AgentState.SPEAKING)
+    down, effects = transition(live, Reconnecting())
+    assert (down.state, down.agent, down.room, effects) == (State.RECONNECTING, AgentState.SPEAKING, "r", [])
+    assert down.in_session
+    back, effects = transition(down, Reconnected())
+    assert (back, effects) == (live, [])
+
+
+@pytest.mark.parametrize(
+    ("event", "reason", "failure"),
+    [
+        (Failure(FailureReason.NETWORK_LOST), EndReason.FAILURE, FailureReason.NETWORK_LOST),
+        (Press(), EndReason.BUTTON, None),
+        (Shutdown(), EndReason.SHUTDOWN, None),
+        (AgentEnded(), EndReason.AGENT_ENDED, None),
+    ],
+)
+def test_ends_while_reconnecting_tear_down_with_their_reason(
+    event: Event, reason: EndReason, failure: FailureReason | None
+) -> None:
+    """A session ended while its room reconnects is torn down (the broker end) with the end's own reason."""
+    snap, effects = transition(Snapshot(state=State.RECONNECTING, session=7), event)
+    assert snap.state == State.ENDING
+    assert effects == [Teardown(session=7, reason=reason, failure=failure)]
+
+
+def test_the_agent_ending_the_call_is_an_orderly_end() -> None:
+    """AgentEnded ends with reason agent_ended and no failure: back to IDLE (normal LED), not ERROR."""
+    snap, effects = transition(Snapshot(state=State.LIVE, session=2), AgentEnded())
+    assert effects == [Teardown(session=2, reason=EndReason.AGENT_ENDED, failure=None)]
+    snap, effects = transition(snap, Ended())
+    assert (snap.state, effects, snap.failure) == (State.IDLE, [], None)

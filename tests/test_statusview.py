@@ -37,6 +37,7 @@ def test_status_in_words() -> None:
                 "output": {"device": None, "ok": False, "last_error": "no audio for 2 s"},
                 "input_overflows": 3,
                 "output_underruns": 1,
+                "output_starved_blocks": 2,
                 "noise_floor_dbfs": -61.73,
             },
             "uptime_s": 11533,
@@ -49,10 +50,40 @@ def test_status_in_words() -> None:
     assert "the broker did not answer in time" in lines[0]
     assert "nobody was listening to the agent" in text and "1 min 15 s ago" in text
     assert "noise floor -62 dBFS" in text and "-61.7" not in text
-    assert "speaker (default) FAILING: no audio for 2 s" in text and "4 xruns" in text
+    assert (
+        "speaker (default) FAILING: no audio for 2 s" in text and "4 xruns" in text and "2 speaker blocks late" in text
+    )
     assert "resting 4 min 5 s" in text and "refused 7 while resting" in text
     assert "uptime:      3 h 12 min" in text
     sessions = lines[lines.index("last sessions (newest first):") + 1 :]
     assert [line.split()[0] for line in sessions] == ["#6", "#5", "#4", "#3", "#2"]
     assert "agent_no_show" in sessions[1] and "the agent did not join the room" in sessions[1]
     assert "10 min ago" in sessions[0] and "36 s" in sessions[0]
+
+
+def test_reconnecting_and_the_new_ends_in_words() -> None:
+    """Reconnecting says for how long and when it gives up; network_lost, duplicate_identity and agent_ended have
+    words."""
+    text = format_status(
+        {
+            "state": "reconnecting",
+            "session": {"id": 3, "room": "r", "duration_s": 42.0, "live": True, "reconnects": 2}
+            | {"reconnecting_s": 4.2, "network_lost_s": 20.0},
+            "last_end": {"session": 2, "reason": "failure", "failure": "network_lost", "at": NOW - 30},
+            "recent": [
+                {"id": 2, "trigger": "button", "end_reason": "failure", "failure": "duplicate_identity"}
+                | {"ended_at": NOW - 30, "duration_s": 5.0},
+                {"id": 1, "trigger": "button", "end_reason": "agent_ended", "failure": None}
+                | {"ended_at": NOW - 90, "duration_s": 25.0},
+            ],
+        },
+        now=NOW,
+    )
+    lines = text.splitlines()
+    assert lines[0] == (
+        "state:       reconnecting: the network dropped 4.2 s ago; the SDK is reconnecting, "
+        "ends as network_lost after 20 s"
+    )
+    assert "2 reconnects" in lines[1]
+    assert "network_lost): the network to the room was lost" in text
+    assert "same identity" in text and "agent_ended: the agent ended the call" in text

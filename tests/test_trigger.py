@@ -29,7 +29,9 @@ async def test_press_and_hold_reach_the_loop(factory: MockFactory) -> None:
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[ButtonEvent] = asyncio.Queue()
     config = TriggerConfig(button_pin=17, hold_time_s=0.2, bounce_time_ms=0)
-    trigger = ButtonTrigger(config=config, loop=loop, on_event=events.put_nowait, pin_factory=factory)
+    trigger = ButtonTrigger(
+        config=config, loop=loop, on_event=lambda event, _t: events.put_nowait(event), pin_factory=factory
+    )
     pin = factory.pin(17)
     try:
         pin.drive_low()
@@ -50,7 +52,9 @@ async def test_bounce_is_filtered(factory: MockFactory) -> None:
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[ButtonEvent] = asyncio.Queue()
     config = TriggerConfig(button_pin=4, bounce_time_ms=100, hold_time_s=5)
-    trigger = ButtonTrigger(config=config, loop=loop, on_event=events.put_nowait, pin_factory=factory)
+    trigger = ButtonTrigger(
+        config=config, loop=loop, on_event=lambda event, _t: events.put_nowait(event), pin_factory=factory
+    )
     pin = factory.pin(4)
     try:
         for _ in range(3):
@@ -70,7 +74,11 @@ async def test_release_bounce_is_not_a_second_press(factory: MockFactory) -> Non
     now = [0.0]
     config = TriggerConfig(button_pin=5, bounce_time_ms=30, hold_time_s=5)
     trigger = ButtonTrigger(
-        config=config, loop=loop, on_event=events.put_nowait, pin_factory=factory, clock=lambda: now[0]
+        config=config,
+        loop=loop,
+        on_event=lambda event, _t: events.put_nowait(event),
+        pin_factory=factory,
+        clock=lambda: now[0],
     )
     pin = factory.pin(5)
     # (time of the edge in s, drive low = pressed): a press, a release 1 s later that bounces, a real second press.
@@ -87,7 +95,27 @@ async def test_release_bounce_is_not_a_second_press(factory: MockFactory) -> Non
         trigger.close()
 
 
+async def test_each_event_carries_the_time_of_its_edge(factory: MockFactory) -> None:
+    """The press and the hold come with the time their edge was seen on gpiozero's thread, not the loop's later time."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[ButtonEvent, float]] = asyncio.Queue()
+    config = TriggerConfig(button_pin=6, bounce_time_ms=0, hold_time_s=0.1)
+    trigger = ButtonTrigger(
+        config=config,
+        loop=loop,
+        on_event=lambda event, t: events.put_nowait((event, t)),
+        pin_factory=factory,
+        clock=lambda: 1234.5,
+    )
+    try:
+        factory.pin(6).drive_low()
+        assert await asyncio.wait_for(events.get(), 5) == (ButtonEvent.PRESS, 1234.5)
+        assert await asyncio.wait_for(events.get(), 5) == (ButtonEvent.HOLD, 1234.5)
+    finally:
+        trigger.close()
+
+
 def test_pin_is_required() -> None:
     """A trigger without a pin is refused with the key to set."""
     with pytest.raises(ValueError, match=r"trigger\.button_pin"):
-        ButtonTrigger(config=TriggerConfig(), loop=asyncio.new_event_loop(), on_event=print)
+        ButtonTrigger(config=TriggerConfig(), loop=asyncio.new_event_loop(), on_event=lambda *_: None)

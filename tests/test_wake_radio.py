@@ -26,8 +26,9 @@ from kiosk.daemon.sessionrun import SessionSummary
 from kiosk.wakeguard import Refusal
 from tests.fixtures.audio import AUDIO_DIR, PulseServer, SpeechClip
 from tests.fixtures.daemon import daemon_config
-from tests.fixtures.sandbox import SandboxHandle, until
-from tests.test_metrics import parse, value
+from tests.fixtures.metrics import parse, value
+from tests.fixtures.sandbox import SandboxHandle
+from tests.fixtures.waiting import until
 
 KEY_ENV = "KIOSK_TEST_BROKER_KEY"
 RATE = 48_000
@@ -137,7 +138,7 @@ async def test_a_radio_cannot_hold_the_kiosk_in_session(
     stop = asyncio.Event()
     daemon = asyncio.create_task(run(config, on_summary=summaries.append, configure_logging=False, stop=stop))
     try:
-        await until(lambda: socket.exists() or daemon.done(), within=30)
+        await until(lambda: socket.exists() or daemon.done(), 30, "the control socket")
         assert not daemon.done(), "the daemon exited before it was ready"
         player = pulse_server.play(radio, "mic")
         await asyncio.wait_for(asyncio.to_thread(player.wait), timeout=seconds + 60)

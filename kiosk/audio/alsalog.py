@@ -76,6 +76,31 @@ def unload_unused_alsa_plugins() -> bool:
 
 
 _fd_lock = threading.Lock()
+#: The redirect under way: (the saved fd 2, the pipe's write end, Python's sys.stderr before it), or None.
+_active: list[tuple[int, int, object]] = []
+
+
+def _undo(saved: int, write_end: int, python_stderr: object) -> None:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(write_end)
+    sys.stderr.close()
+    sys.stderr = python_stderr
+
+
+def abandon_native_stderr() -> None:
+    """Give file descriptor 2 back now, from any thread: the call inside :func:`native_stderr_to_log` hung.
+
+    Left redirected, every later log line written to stderr would go into a pipe nobody reads and, once its 64 KB
+    fill, block the writer (the event loop); and the next redirect would wait for good on the lock.
+    """
+    if not _active:
+        return
+    saved, write_end, python_stderr = _active.pop()
+    with contextlib.suppress(OSError, ValueError):
+        _undo(saved, write_end, python_stderr)
+    with contextlib.suppress(RuntimeError):
+        _fd_lock.release()
 
 
 @contextlib.contextmanager
@@ -83,33 +108,37 @@ def native_stderr_to_log() -> Iterator[None]:
     """Send what native code writes to file descriptor 2 inside the block to the debug log, line by line.
 
     Python's own ``sys.stderr`` keeps writing to the real stderr meanwhile. Meant for short calls that print a few
-    lines at most (the pipe holds 64 KB; nothing reads it until the block ends).
+    lines at most (the pipe holds 64 KB; nothing reads it until the block ends). A call that hangs inside the block
+    gives fd 2 back through :func:`abandon_native_stderr`; while a redirect is busy, another block runs without one.
     """
+    if not _fd_lock.acquire(timeout=1.0):
+        yield
+        return
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError):
+        _fd_lock.release()
         yield
         return
     read_end, write_end = os.pipe()
     os.set_blocking(read_end, False)
-    python_stderr = sys.stderr
-    with _fd_lock:
-        try:
-            sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, closefd=True)
-            os.dup2(write_end, 2)
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            os.close(write_end)
-            sys.stderr.close()
-            sys.stderr = python_stderr
-            chunks = []
-            with contextlib.suppress(BlockingIOError):
-                while chunk := os.read(read_end, 65536):
-                    chunks.append(chunk)
-            os.close(read_end)
+    entry = (saved, write_end, sys.stderr)
+    try:
+        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, closefd=True)
+        os.dup2(write_end, 2)
+        _active.append(entry)
+        yield
+    finally:
+        if entry in _active:  # not abandoned meanwhile
+            _active.remove(entry)
+            _undo(*entry)
+            _fd_lock.release()
+        chunks = []
+        with contextlib.suppress(BlockingIOError, OSError):
+            while chunk := os.read(read_end, 65536):
+                chunks.append(chunk)
+        os.close(read_end)
     for line in b"".join(chunks).decode(errors="replace").splitlines():
         if line.strip():
             log.debug("native: %s", line)

@@ -20,8 +20,12 @@ hears it: the watch holds it to the sink it opened on (sink inputs), with the sa
 Digital silence. A live microphone always carries some noise; a capture that delivers only zero samples is
 muted or broken. (Raw samples are judged, within ``DIGITAL_ZERO``: the echo canceller and noise suppressor add a
 little noise even to zeros.) While a session is live (:meth:`DeafnessWatch.arm`), a zero run longer than
-``audio.digital_silence_s`` makes the watch reopen the input once; a second run in the same session is reported as an
-input failure (``audio_device``) without another reopen.
+``audio.digital_silence_s`` makes the watch reopen the input once (a wedged capture comes back with its noise). A
+second run in the same session, on a stream that still delivers its blocks on time (a stream that does not is
+failed by the supervisor's stall check), is the device's own mute: a USB speakerphone's mute button sends exact
+zeros. That visitor chose not to be heard, so it is shown as muted (:attr:`DeafnessWatch.device_muted`, the
+``on_device_mute`` callback: LEDs, ``kiosk status``), never as a failed device; the session's silence end still
+applies. The first sample above ``DIGITAL_ZERO`` ends it.
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from kiosk.audio.health import AudioHealthEvent
-from kiosk.reasons import FailureReason
 
 if TYPE_CHECKING:
     from kiosk.audio.frames import MicFrame
@@ -74,8 +77,15 @@ class SourceProbe(Protocol):
 class WatchedEngine(Protocol):
     """What the watch needs of the audio engine."""
 
-    input: Direction
-    output: Direction
+    @property
+    def input(self) -> Direction:
+        """The microphone's direction (its stream, device and state)."""
+        ...
+
+    @property
+    def output(self) -> Direction:
+        """The speaker's direction."""
+        ...
 
     def subscribe_raw_frames(self, callback: Callable[[MicFrame], None]) -> Callable[[], None]:
         """Get every raw (unprocessed) mic frame on the loop; returns the unsubscribe function."""
@@ -154,7 +164,9 @@ class DeafnessWatch:
         digital_silence_s: float,
         interval_s: float = CHECK_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        on_device_mute: Callable[[bool], None] | None = None,
     ) -> None:
+        """``on_device_mute(muted)`` is called on the loop when the device's own mute is noticed or ends."""
         self._engine = engine
         self._probe = probe
         self._digital_silence_s = digital_silence_s
@@ -171,6 +183,9 @@ class DeafnessWatch:
         self._unsubscribe: Callable[[], None] | None = None
         self._sound_t = 0.0
         self._silence_reopened = False
+        self._on_device_mute = on_device_mute
+        #: Whether the microphone sends exact zeros on time after a reopen: muted at the device (see above).
+        self.device_muted = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start checking (the first check at once: the source the stream opened on is learned from it)."""
@@ -200,10 +215,20 @@ class DeafnessWatch:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self._set_device_muted(False)
 
     def _on_frame(self, frame: MicFrame) -> None:
         if np.any(np.abs(frame.pcm) > DIGITAL_ZERO):
             self._sound_t = frame.t
+            self._set_device_muted(False)
+
+    def _set_device_muted(self, muted: bool) -> None:
+        if muted == self.device_muted:
+            return
+        self.device_muted = muted
+        log.info("the microphone %s", "is muted at the device (exact zeros)" if muted else "sends sound again")
+        if self._on_device_mute is not None:
+            self._on_device_mute(muted)
 
     async def _run(self) -> None:
         while True:
@@ -261,9 +286,11 @@ class DeafnessWatch:
             self._silence_reopened = True
             direction.failed = problem
             return
-        message = f"audio input device {direction.device!r} failed: {problem}, also after reopening it"
-        log.warning("%s", message)
-        direction.last_error = problem
-        self._engine.report(
-            AudioHealthEvent(direction="input", ok=False, message=message, reason=FailureReason.AUDIO_DEVICE)
-        )
+        if not self.device_muted:
+            log.warning(
+                "audio input device %r: %s, also after reopening it, while its blocks arrive on time: taken as the "
+                "device's own mute (a speakerphone's mute button), not a failure",
+                direction.device,
+                problem,
+            )
+        self._set_device_muted(True)

@@ -31,18 +31,23 @@ class AudioHealth:
     output: DeviceHealth
     input_overflows: int
     input_dropped_blocks: int
+    #: PortAudio's output underflows: the device ran dry (ALSA's underrun, an xrun).
     output_underruns: int
-    output_underflows: int
+    #: Speaker blocks the kiosk's queue had not filled when the callback came (played as silence).
+    output_starved_blocks: int
     reverse_dropped_blocks: int
     processing_errors: int
     stream_delay_ms: int
     speaking: bool
     noise_floor_dbfs: float
-    mixer_underruns: dict[str, int] = field(default_factory=dict)
+    #: Per mixer input: times a streaming input ran dry while playing.
+    mixer_starved: dict[str, int] = field(default_factory=dict)
     #: The microphone privacy mute, the output volume (0..1) and whether software echo cancellation runs.
     muted: bool = False
     output_volume: float = 0.0
     echo_cancellation: bool = True
+    #: The microphone sends exact zeros on time: muted at the device itself (see kiosk.audio.deafness).
+    input_muted_by_device: bool = False
 
     @property
     def ok(self) -> bool:

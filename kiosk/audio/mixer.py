@@ -37,7 +37,7 @@ class MixerInput:
         self._chunks: deque[Pcm] = deque()
         self._queued = 0
         self._playing = False
-        self.underruns = 0
+        self.starved = 0
         self.overflow_samples = 0
         # The last frame taken (never changed afterwards), for :attr:`level`; None while silent.
         self._last: Pcm | None = None
@@ -86,7 +86,7 @@ class MixerInput:
         self._playing = False
 
     def take(self, n: int) -> Pcm | None:
-        """Up to ``n`` samples, zero-padded; None while silent or priming. Counts streaming underruns."""
+        """Up to ``n`` samples, zero-padded; None while silent or priming. Counts a streaming input running dry (``starved``)."""
         if not self._playing:
             if self._queued == 0 or self._queued < self._prime:
                 self._last = None
@@ -108,7 +108,7 @@ class MixerInput:
         if filled < n:
             # Ran dry while playing: re-prime before playing again so the gap is not a crackle.
             self._playing = False
-            self.underruns += self.streaming
+            self.starved += self.streaming
         return out if filled else None
 
 

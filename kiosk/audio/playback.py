@@ -36,7 +36,11 @@ MAX_REVERSE_BLOCKS = 100
 
 
 class Playback:
-    """One output stream fed from the mixer; counts underruns (the callback found nothing queued)."""
+    """One output stream fed from the mixer.
+
+    Counts ``underruns``, PortAudio's output underflow flag (the device ran dry: ALSA's underrun, an xrun), and
+    ``starved`` blocks (the kiosk's own queue was empty when the callback came: it played silence).
+    """
 
     def __init__(
         self,
@@ -78,9 +82,9 @@ class Playback:
         self._consumed = 0
         # Loop side: nothing to play and no reverse stream wanted; the callback then plays silence on its own.
         self._quiet = False
-        self.underruns = 0
+        self.starved = 0
         # Written by the callback only.
-        self.underflows = 0
+        self.underruns = 0
         self.blocks = 0
         #: Blocks handed to the loop (each one wakes it).
         self.posted = 0
@@ -146,7 +150,7 @@ class Playback:
         self.blocks += 1
         self.last_block_t = self._clock()
         if underflow:
-            self.underflows += 1
+            self.underruns += 1
         if self._quiet and not self._queue and len(self._carry) == 0:
             out.fill(0)
             if self._pending:  # the last played blocks still go over: the echo canceller's span may include them
@@ -170,7 +174,7 @@ class Playback:
         self._carry = chunk
         self._consumed += filled
         if filled < n and not self._quiet:
-            self.underruns += 1
+            self.starved += 1
         out[:] = mono[:, None]
         self._pending.append((mono, self.last_block_t))
         # Hand off early when the queue runs low (PortAudio catching up after an underflow calls back in a burst).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from livekit import rtc
 
+from kiosk.audio import opus
 from kiosk.audio.frames import FRAME_MS, SAMPLE_RATE, MicFrame
 
 log = logging.getLogger(__name__)
@@ -21,9 +23,14 @@ LIVE_QUEUE_FRAMES = 200
 #: A LiveKit agent drops a pre-connect buffer it has not received completely within 3 s of its first byte
 #: (livekit-agents ``pre_connect_audio_timeout``): the buffer may take at most 2 s of a 1 Mbit/s uplink.
 UPLINK_BUDGET_BITS = 2_000_000
-#: Rates for the buffer, best first: 16 kHz is what speech recognisers work at, 8 kHz the telephone band.
+#: Rates for raw PCM, best first: 16 kHz is what speech recognisers work at, 8 kHz the telephone band.
 #: 16-bit PCM at 16 kHz fits the budget up to 7.8 s of speech, at 8 kHz up to 15.6 s.
 UPLINK_RATES = (16000, 8000)
+#: The rate the buffer goes at (Opus is encoded at 16 kHz whatever the length: at 24 kbit/s it fits the budget for
+#: 83 s of speech).
+UPLINK_RATE = UPLINK_RATES[0]
+#: Mime type of raw 16-bit little-endian PCM in a pre-connect stream (what livekit-agents reads when not Opus).
+PCM_MIME = "application/octet-stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,19 +44,81 @@ class PreConnectAudio:
     dropped_s: float = 0.0
 
 
-def for_uplink(audio: PreConnectAudio) -> PreConnectAudio:
-    """The buffer at the best rate of :data:`UPLINK_RATES` that fits :data:`UPLINK_BUDGET_BITS` (LiveKit's
-    resampler, high quality). Takes a few milliseconds per second of audio.
-    """
-    if not audio.pcm:
-        return audio
-    rate = next((r for r in UPLINK_RATES if audio.duration_s * r * 16 <= UPLINK_BUDGET_BITS), UPLINK_RATES[-1])
-    if rate == audio.sample_rate:
+@dataclass(frozen=True, slots=True)
+class UplinkBuffer:
+    """The pre-connect buffer as it is sent: ``payload`` of ``mime_type`` (Ogg Opus, or raw PCM as a fallback)
+    that decodes to ``duration_s`` of audio at ``sample_rate`` Hz with ``num_channels`` channels (the stream's
+    ``sampleRate`` and ``channels`` attributes)."""
+
+    payload: bytes
+    mime_type: str
+    sample_rate: int
+    num_channels: int
+    duration_s: float
+    encode_ms: float = 0.0
+
+    @property
+    def codec(self) -> str:
+        """``opus`` or ``pcm``, for logs."""
+        return "opus" if self.mime_type == opus.OGG_OPUS_MIME else "pcm"
+
+
+def _resample(audio: PreConnectAudio, rate: int) -> PreConnectAudio:
+    """``audio`` at ``rate`` Hz (LiveKit's resampler, high quality; a few ms per second of audio)."""
+    if not audio.pcm or rate == audio.sample_rate:
         return audio
     resampler = rtc.AudioResampler(audio.sample_rate, rate, num_channels=1, quality=rtc.AudioResamplerQuality.HIGH)
     frames = [*resampler.push(bytearray(audio.pcm)), *resampler.flush()]
     pcm = b"".join(bytes(f.data) for f in frames)
     return dataclasses.replace(audio, pcm=pcm, sample_rate=rate, duration_s=len(pcm) / 2 / rate)
+
+
+def for_uplink(audio: PreConnectAudio) -> PreConnectAudio:
+    """The buffer at :data:`UPLINK_RATE` (16 kHz), the rate speech recognisers work at."""
+    return _resample(audio, UPLINK_RATE)
+
+
+def encode_for_uplink(audio: PreConnectAudio) -> UplinkBuffer:
+    """The buffer compressed as Ogg Opus (:mod:`kiosk.audio.opus`, 24 kbit/s), or raw PCM when that cannot be done
+    here, logged as a warning; PCM goes at the best rate of :data:`UPLINK_RATES` that fits
+    :data:`UPLINK_BUDGET_BITS` (about ten times the bytes of Opus: it may miss the agent's 3 s window on a lossy
+    link). Empty audio goes as empty PCM.
+
+    Blocking, CPU bound (about 15 ms of CPU per second of speech on x86-64, see
+    :func:`kiosk.audio.opus.encode_ogg_opus`): run it in a thread.
+    """
+    started = time.perf_counter()
+    if audio.pcm:
+        try:
+            payload = opus.encode_ogg_opus(audio.pcm, audio.sample_rate, audio.num_channels)
+        except (ValueError, RuntimeError, OSError) as exc:  # OpusUnavailableError, libsndfile's errors
+            log.warning("first words go as raw PCM (%d kB), not Opus: %s", len(audio.pcm) // 1024, exc)
+        else:
+            return UplinkBuffer(
+                payload=payload,
+                mime_type=opus.OGG_OPUS_MIME,
+                sample_rate=audio.sample_rate,
+                num_channels=audio.num_channels,
+                duration_s=audio.duration_s,
+                encode_ms=(time.perf_counter() - started) * 1000,
+            )
+    return pcm_for_uplink(audio, started=started)
+
+
+def pcm_for_uplink(audio: PreConnectAudio, *, started: float | None = None) -> UplinkBuffer:
+    """The buffer as raw PCM at the best rate of :data:`UPLINK_RATES` that fits :data:`UPLINK_BUDGET_BITS` (no Opus:
+    where it cannot be encoded here, or not in time). ``started`` (``time.perf_counter()``) dates ``encode_ms``."""
+    started = time.perf_counter() if started is None else started
+    fits = next((r for r in UPLINK_RATES if audio.duration_s * r * 16 <= UPLINK_BUDGET_BITS), UPLINK_RATES[-1])
+    pcm = _resample(audio, min(fits, audio.sample_rate))
+    return UplinkBuffer(
+        payload=pcm.pcm,
+        mime_type=PCM_MIME,
+        sample_rate=pcm.sample_rate,
+        num_channels=pcm.num_channels,
+        duration_s=pcm.duration_s,
+        encode_ms=(time.perf_counter() - started) * 1000,
+    )
 
 
 class PreRoll:

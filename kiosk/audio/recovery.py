@@ -1,4 +1,15 @@
-"""Keeping a device direction alive: failure bookkeeping and jittered exponential backoff."""
+"""Keeping a device direction alive: failure bookkeeping and jittered exponential backoff.
+
+Why this backoff is not stamina's (which the broker's HTTP retries use): stamina wraps one operation in a loop that
+sleeps between attempts. A device reopen is not such a loop. The supervisor's single tick checks both directions for
+stalls, deafness and due reopens, so each direction only keeps *when* its next attempt is due
+(:meth:`Direction.schedule_retry`). The delay depends on what the last failure was (a device that is only absent is
+looked for every ``poll_s``; one whose PortAudio call hung waits the full maximum, see :mod:`kiosk.audio.worker`),
+after a few attempts the supervisor rescans the devices between them, and the count starts again with each new
+failure and each reopen. The curve starts as stamina's does (0.1 s, doubling, capped at
+``audio.reopen_backoff_max_s``), with jitter as a share of the delay (50-100 %) instead of stamina's added second,
+which would swamp the first, short delays.
+"""
 
 from __future__ import annotations
 
@@ -46,6 +57,8 @@ class Direction:
     failures: int = 0
     reopens: int = 0
     last_error: str | None = None
+    #: PortAudio calls on this direction that hung and were abandoned (see kiosk.audio.worker).
+    hung: int = 0
     device: str | None = None
     samplerate: int | None = None
     channels: int | None = None
@@ -65,9 +78,16 @@ class Direction:
             return now - self.opened_t > max(timeout_s, FIRST_BLOCK_GRACE_S)
         return now - last > timeout_s
 
-    def schedule_retry(self, now: float, *, max_s: float, rng: Callable[[], float]) -> float:
-        """Plan the next reopen attempt and return its delay."""
+    def schedule_retry(
+        self, now: float, *, max_s: float, rng: Callable[[], float], poll_s: float | None = None
+    ) -> float:
+        """Plan the next reopen attempt and return its delay: the backoff, at most ``poll_s`` when given (a device
+        that is only absent costs nothing to look for), and the full ``max_s`` after a hung call."""
         delay = backoff_delay(self.attempts, max_s=max_s, rng=rng)
+        if self.hung:
+            delay = max_s
+        elif poll_s is not None:
+            delay = min(delay, poll_s)
         self.attempts += 1
         self.next_attempt_t = now + delay
         return delay

@@ -7,8 +7,11 @@ Wiring (once, in the daemon's ``run()``)::
     keeper = SessionKeeper(broker=broker, ledger=SessionLedger(config.daemon.state_dir),
                            end_timeout_s=config.broker.timeout_s, end_retry_max_s=config.broker.end_retry_max_s)
     await keeper.recover()                                   # end sessions a crash left open
-    async with keeper.session(deadline=time.monotonic() + config.session.connect_timeout_s) as grant:
-        ...                                                  # join grant.room at grant.server_url
+    started = await keeper.start(deadline=time.monotonic() + config.session.connect_timeout_s)
+    try:
+        ...                                                  # join started.grant.room at started.grant.server_url
+    finally:
+        await keeper.end(started)                            # ended at the broker on every exit path
     await keeper.aclose(); await client.aclose()
 """
 
@@ -16,23 +19,23 @@ from __future__ import annotations
 
 from .base import Broker, OnRoom
 from .clock import ServerClock
+from .connection import ConnectionDetails, EndTicket, TokenClaims, clock_problem, decode_token
 from .factory import make_broker
-from .grant import EndTicket, Grant, TokenClaims, clock_problem, decode_token
 from .http import BrokerHttpError, make_client
 from .keeper import BrokerSession, SessionKeeper
-from .ledger import SessionLedger, SessionRecord
+from .ledger import LedgerEntry, SessionLedger
 
 __all__ = [
     "Broker",
     "BrokerHttpError",
     "BrokerSession",
+    "ConnectionDetails",
     "EndTicket",
-    "Grant",
+    "LedgerEntry",
     "OnRoom",
     "ServerClock",
     "SessionKeeper",
     "SessionLedger",
-    "SessionRecord",
     "TokenClaims",
     "clock_problem",
     "decode_token",

@@ -14,7 +14,7 @@ from kiosk.config import Dialect
 from kiosk.errors import BrokerError
 from kiosk.reasons import FailureReason
 
-from .grant import EndTicket, Grant, clock_problem, decode_token
+from .connection import ConnectionDetails, EndTicket, clock_problem, decode_token
 from .policy import insecure_url_problem, url_for_log
 
 log = logging.getLogger(__name__)
@@ -41,18 +41,18 @@ class Broker(Protocol):
         """The participant identity sessions are started for."""
         ...
 
-    async def start(self, *, deadline: float | None = None, on_room: OnRoom | None = None) -> Grant:
+    async def start(self, *, deadline: float | None = None, on_room: OnRoom | None = None) -> ConnectionDetails:
         """Ask for a grant; ``deadline`` is a ``time.monotonic()`` value bounding every attempt and retry."""
         ...
 
-    async def end(self, session: Grant | EndTicket, *, deadline: float | None = None) -> None:
+    async def end(self, session: ConnectionDetails | EndTicket, *, deadline: float | None = None) -> None:
         """End the session at the broker; return only once the broker confirmed it (or there is nothing to call)."""
         ...
 
 
-def ticket_of(session: Grant | EndTicket) -> EndTicket:
+def ticket_of(session: ConnectionDetails | EndTicket) -> EndTicket:
     """The end ticket of a grant, or the ticket itself."""
-    return session.ticket if isinstance(session, Grant) else session
+    return session.ticket if isinstance(session, ConnectionDetails) else session
 
 
 def room_name(prefix: str, identity: str) -> str:
@@ -75,7 +75,7 @@ def build_grant(
     identity: str,
     on_room: OnRoom | None,
     url: str | None,
-) -> Grant:
+) -> ConnectionDetails:
     """Decode the token, report the room, check the scheme, note the clock, return the grant (never logs the token)."""
     if ticket is None and room:
         # Record the room before anything else can fail, so the session can still be ended.
@@ -101,7 +101,7 @@ def build_grant(
     if local_problem is not None:
         # Not refused here: the LiveKit server judges the token, and the local clock may be what is wrong.
         log.warning("%s: %s; trying it anyway (the LiveKit server judges the token)", dialect, local_problem)
-    grant = Grant(
+    grant = ConnectionDetails(
         dialect=dialect,
         server_url=server_url,
         token=SecretStr(token),

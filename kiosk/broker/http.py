@@ -4,6 +4,10 @@ Retries (stamina) happen only on transport errors, 5xx and 429 (waiting what ``R
 the budget), never on another 4xx, and never past the caller's deadline. A request that may already have reached
 the broker (a read timeout, a dropped connection) is retried only when the caller says repeating it is harmless:
 a repeated *start* could open a second paid session whose room the kiosk never learns.
+
+Such a request, once sent, is read on past the caller's deadline (up to :data:`READ_ON_S` more, however slowly the
+answer trickles in): the caller may stop waiting (see :class:`kiosk.broker.keeper.SessionKeeper`), but the answer
+names the room a session may have been opened in, and only with it can that session be ended.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import random
 import ssl
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import stamina
@@ -26,6 +32,7 @@ from kiosk.reasons import FailureReason
 from kiosk.secret import SecretSource
 
 from .clock import ServerClock
+from .dns import HostLookup, describe_gaierror, gaierror_in
 from .policy import scrub, url_for_log
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,15 @@ stamina.instrumentation.set_on_retry_hooks([log_retry])
 API_KEY_HEADER = "x-api-key"
 #: Longest pause between two attempts of one request (the deadline bounds the whole anyway).
 RETRY_WAIT_MAX_S = 2.0
+#: An attempt is not started with less than this left before the deadline: the last answer is reported instead.
+MIN_ATTEMPT_S = 0.25
+#: After a connect timeout, how long a fresh lookup of the broker's name may take before DNS counts as down: a
+#: working resolver answers a name it was just asked in milliseconds (and this fits in MIN_ATTEMPT_S).
+DNS_CHECK_S = 0.2
+#: How long past its deadline the answer to a sent request that must not be repeated (a vendor's start) is still
+#: read, whether it stalls or trickles in a byte at a time. Vendors answer a start within seconds; a minute more is
+#: far past any real answer and still bounds the background request (TCP itself bounds nothing here).
+READ_ON_S = 60.0
 
 
 class BrokerHttpError(BrokerError):
@@ -137,6 +153,7 @@ class BrokerHttp:
         self._dialect = dialect
         self._timeout_s = timeout_s
         self._secret = secret
+        self._lookup = HostLookup()
 
     def __repr__(self) -> str:
         return f"BrokerHttp(dialect={self._dialect!r}, secret={self._secret!r})"
@@ -144,16 +161,22 @@ class BrokerHttp:
     async def post(self, url: str, body: Mapping[str, Any], *, deadline: float, repeatable: bool, what: str) -> Any:
         """POST ``body`` to ``url``; retry what may be retried until ``deadline`` (``time.monotonic()``)."""
         last: list[BrokerError] = []
+        failures = [0]
 
         def retry_hook(exc: Exception) -> bool | float:
+            """The wait before the next attempt (s), or False when no attempt fits before the deadline any more.
+
+            Stopping early hands the broker's own answer (a 503, a refusal) to the caller before its deadline,
+            rather than a bare timeout at it.
+            """
             if not isinstance(exc, BrokerHttpError) or not exc.retryable:
                 return False
-            remaining = deadline - time.monotonic()
-            if remaining <= 0.05:
-                return False
-            if exc.retry_after is not None:
-                return exc.retry_after if exc.retry_after < remaining else False
-            return True
+            failures[0] += 1
+            wait = exc.retry_after
+            if wait is None:
+                # stamina's own backoff (initial 0.1 s, doubling, capped, with up to 0.5 s of jitter).
+                wait = min(RETRY_WAIT_MAX_S, 0.1 * 2 ** (failures[0] - 1)) + random.uniform(0.0, 0.5)  # noqa: S311
+            return wait if wait + MIN_ATTEMPT_S < deadline - time.monotonic() else False
 
         async def attempts() -> Any:
             async for attempt in stamina.retry_context(
@@ -181,9 +204,9 @@ class BrokerHttp:
                 f"{self._dialect}: no time left in the budget for the {what}", reason=FailureReason.BROKER_TIMEOUT
             )
         # An answer to a request that must not be repeated (a vendor's start, which may have opened a paid session)
-        # is read to its end even past the deadline, for up to one more broker.timeout_s: cut off, its room would be
-        # lost and the session could not be ended. The caller ends a session whose start came too late.
-        hard_deadline = deadline if repeatable else deadline + self._timeout_s
+        # is read to its end even past the deadline, for up to READ_ON_S more: cut off, its room would be lost and
+        # the session could not be ended. The caller ends a session whose start came too late.
+        hard_deadline = deadline if repeatable else deadline + READ_ON_S
         loop_deadline = asyncio.get_running_loop().time() + (hard_deadline - time.monotonic())
         try:
             async with asyncio.timeout_at(loop_deadline):
@@ -196,6 +219,11 @@ class BrokerHttp:
                 reason=FailureReason.BROKER_TIMEOUT,
             ) from None
 
+    async def _dns_problem(self, url: str, deadline: float) -> str | None:
+        """After a connect that timed out: whether the broker's name resolves now (within :data:`DNS_CHECK_S`)."""
+        within = min(DNS_CHECK_S, max(0.05, deadline - time.monotonic() - 0.05))
+        return await self._lookup.check(url, within_s=within)
+
     def _key(self) -> str | None:
         return None if self._secret is None else self._secret.get().get_secret_value()
 
@@ -207,10 +235,13 @@ class BrokerHttp:
         if key is not None:
             headers[API_KEY_HEADER] = key
         now = time.monotonic()
-        budget = max(0.05, min(self._timeout_s, deadline - now))
+        # The connect gives up a moment before the deadline, so that its own verdict (unresolvable, unreachable)
+        # reaches a caller that stops waiting at the deadline.
+        budget = max(0.05, min(self._timeout_s, deadline - now - MIN_ATTEMPT_S))
         # Connecting is bounded by the deadline; once a start that must not be repeated was sent, its answer is
-        # awaited until ``read_deadline``: a vendor may have opened a paid session that only the answer names.
-        read_budget = max(budget, min(self._timeout_s, read_deadline - now))
+        # awaited until ``read_deadline`` however long each byte takes: a vendor may have opened a paid session
+        # that only the answer names.
+        read_budget = budget if repeatable else max(budget, read_deadline - now)
         timeout = httpx.Timeout(read_budget, connect=budget, pool=budget)
         where = url_for_log(url)
         secrets = [key] if key else []
@@ -218,12 +249,23 @@ class BrokerHttp:
             response = await self._client.post(url, json=dict(body), headers=headers, timeout=timeout)
         except httpx.TimeoutException as exc:
             unsent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+            if isinstance(exc, httpx.ConnectTimeout) and (dns := await self._dns_problem(url, deadline)):
+                raise BrokerHttpError(
+                    f"{self._dialect}: {dns}", reason=FailureReason.BROKER_UNRESOLVABLE, retryable=True
+                ) from None
             raise BrokerHttpError(
                 f"{self._dialect}: the broker at {where} did not answer the {what} within {read_budget:.1f} s",
                 reason=FailureReason.BROKER_TIMEOUT,
                 retryable=unsent or repeatable,
             ) from None
         except httpx.ConnectError as exc:
+            if (error := gaierror_in(exc)) is not None:
+                host = urlsplit(url).hostname or where
+                raise BrokerHttpError(
+                    f"{self._dialect}: {describe_gaierror(host, error)}",
+                    reason=FailureReason.BROKER_UNRESOLVABLE,
+                    retryable=True,
+                ) from None
             detail = scrub(str(exc) or type(exc).__name__, secrets=secrets)
             hint = " (check broker.ca_file and the system clock)" if "CERTIFICATE" in detail.upper() else ""
             raise BrokerHttpError(

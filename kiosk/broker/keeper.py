@@ -1,10 +1,12 @@
 """No session left open: every session is recorded before it starts and ended at the broker on every exit path.
 
-:meth:`SessionKeeper.session` is the guard the daemon uses::
+:meth:`SessionKeeper.start` and :meth:`SessionKeeper.end` are the pair the daemon's session run uses::
 
-    async with keeper.session(deadline=connect_deadline) as grant:
-        ...  # join grant.room at grant.server_url, converse
-    # normal end, failure after start, cancellation (SIGTERM) or exception: the session is ended here
+    started = await keeper.start(deadline=connect_deadline)
+    try:
+        ...  # join started.grant.room at started.grant.server_url, converse
+    finally:
+        await keeper.end(started)  # normal end, failure after start, cancellation (SIGTERM) or exception
 
 An end that fails is retried in a background task with jittered backoff (capped at ``broker.end_retry_max_s``)
 while no session is running, and never blocks the next visitor. :meth:`SessionKeeper.recover` ends, at daemon start,
@@ -14,28 +16,36 @@ every session a crash or power loss left recorded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import stamina
 
-from kiosk.errors import BrokerError
+from kiosk.errors import BrokerError, StateDirError
 from kiosk.reasons import FailureReason
 
 from .base import Broker
-from .grant import EndTicket, Grant
-from .ledger import SessionLedger, SessionRecord
+from .connection import ConnectionDetails, EndTicket
+from .http import READ_ON_S
+from .ledger import LedgerEntry, SessionLedger, state_dir_problem
 
 log = logging.getLogger(__name__)
 
 #: Dialects whose end calls nothing: a record of theirs can be dropped by any keeper.
 NOTHING_TO_CALL = frozenset({"oshara", "livekit", "self"})
 FIRST_RETRY_S = 1.0
+#: For this long after an end first failed (s), it is retried about every ``PROMPT_WAIT_S``, each attempt bounded to
+#: ``PROMPT_ATTEMPT_S``: a lobby's access point that reboots is back within a minute or two, and the paid session it
+#: held should end within seconds of that. Each attempt opens a fresh connection, so the end does not wait on a request
+#: sent into the outage (TCP retransmits a lost SYN after 1, 3, 7, 15 s). After it, the backoff grows to
+#: ``broker.end_retry_max_s``, so a broker that is down for long is not hammered.
+PROMPT_RETRY_S = 120.0
+PROMPT_WAIT_S = 1.0
+PROMPT_ATTEMPT_S = 3.0
 #: How long a session's end is retried in the background before the keeper gives up until the next start (1 h: an
 #: operator's alert on a pending end fires after that long). The record stays on disk, so a restart tries again.
 END_GIVE_UP_S = 3600.0
@@ -53,12 +63,24 @@ class _EndNotConfirmed(Exception):
     """One background end attempt failed (stamina retries on it)."""
 
 
+async def _cancel_all(tasks: list[asyncio.Future[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _quietly(task: asyncio.Task[BrokerSession]) -> None:
+    """Done callback of a start nobody waits for any more: its failure was handled, only note it."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.info("a start the kiosk had stopped waiting for failed: %s", exc)
+
+
 @dataclasses.dataclass
 class BrokerSession:
     """A started session: its grant and the record that keeps it from being forgotten."""
 
-    grant: Grant
-    record: SessionRecord
+    grant: ConnectionDetails
+    record: LedgerEntry
 
 
 class SessionKeeper:
@@ -85,7 +107,12 @@ class SessionKeeper:
         self._idle = asyncio.Event()
         self._idle.set()
         self._background: dict[str, asyncio.Task[None]] = {}
-        self._waiting: dict[str, SessionRecord] = {}
+        self._waiting: dict[str, LedgerEntry] = {}
+        #: Records whose end failed at least once (later failures are logged at debug).
+        self._failed_once: set[str] = set()
+        self._starts: dict[str, asyncio.Task[BrokerSession]] = {}
+        #: Starts the caller stopped waiting for, and when it did (``time.monotonic()``).
+        self._abandoned: dict[str, float] = {}
         #: Told of every broker call: ``on_call(operation "start" | "end", seconds, ok)`` (metrics observe this).
         self.on_call: Callable[[str, float, bool], None] | None = None
 
@@ -106,25 +133,60 @@ class SessionKeeper:
         if self.on_call is not None:
             self.on_call(operation, time.monotonic() - started, ok)
 
-    @contextlib.asynccontextmanager
-    async def session(self, *, deadline: float | None = None) -> AsyncIterator[Grant]:
-        """Start a session (``deadline``: ``time.monotonic()`` bound of the start) and end it on every exit path."""
-        started = await self.start(deadline=deadline)
-        try:
-            yield started.grant
-        finally:
-            await self.end(started)
-
     async def start(self, *, deadline: float | None = None) -> BrokerSession:
-        """Record, then start a session; if the start fails after the room is known, end it before re-raising."""
+        """Record, then start a session; wait for it until ``deadline`` (``time.monotonic()``) at most.
+
+        The start runs as a task of the keeper's own: when the caller stops waiting (the deadline passed, or it
+        was cancelled: a teardown, the visitor pressing again, SIGTERM), the request goes on in the background,
+        bounded by the broker's own limits (:data:`kiosk.broker.http.READ_ON_S`), and a session it turns out to
+        have opened is recorded and ended. Raises :class:`BrokerError` (``broker_timeout`` at the deadline,
+        ``state_dir`` when the record cannot be written, or the broker's failure).
+        """
+        record = self._begin()
+        task = asyncio.get_running_loop().create_task(self._start(record, deadline), name=f"start-{record.id}")
+        self._starts[record.id] = task
         try:
-            record = self.ledger.begin(dialect=self.broker.dialect, url=self.broker.url, identity=self.broker.identity)
-        except OSError as exc:
+            await asyncio.wait({task}, timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except asyncio.CancelledError:
+            self._abandon(record, task)
+            raise
+        if not task.done():
+            self._abandon(record, task)
             raise BrokerError(
-                f"cannot write the session record in {self.ledger.directory} ({exc.strerror or exc}); "
-                "not starting a session that a crash could leave open: check daemon.state_dir",
-                reason=FailureReason.INTERNAL,
+                f"{self.broker.dialect}: the broker did not answer the start by the connect deadline; the request "
+                "goes on in the background and a session it opens is ended",
+                reason=FailureReason.BROKER_TIMEOUT,
+            )
+        return task.result()
+
+    @property
+    def starting(self) -> int:
+        """How many broker starts are still under way (including ones the kiosk stopped waiting for)."""
+        return sum(1 for task in self._starts.values() if not task.done())
+
+    def _begin(self) -> LedgerEntry:
+        try:
+            return self.ledger.begin(dialect=self.broker.dialect, url=self.broker.url, identity=self.broker.identity)
+        except OSError as exc:
+            raise StateDirError(
+                f"{state_dir_problem(exc, self.ledger.directory)}; not starting a session that a crash could leave open"
             ) from None
+
+    def _abandon(self, record: LedgerEntry, task: asyncio.Task[BrokerSession]) -> None:
+        """The caller stopped waiting for ``task``: from now on it ends whatever session it opens."""
+        if task.done():
+            return
+        self._abandoned[record.id] = time.monotonic()
+        log.warning(
+            "session %s: stopped waiting for the broker's start; it goes on in the background (for %.0f s at "
+            "most) and a session it opens is ended",
+            record.id,
+            READ_ON_S,
+        )
+        task.add_done_callback(_quietly)
+
+    async def _start(self, record: LedgerEntry, deadline: float | None) -> BrokerSession:
+        """The start request itself; a failure after the room is known, or an abandoned success, ends the session."""
         current = [record]
 
         def on_room(ticket: EndTicket) -> None:
@@ -133,35 +195,63 @@ class SessionKeeper:
             try:
                 self.ledger.save(current[0])
             except OSError as exc:
-                raise BrokerError(
-                    f"cannot update the session record in {self.ledger.directory} ({exc.strerror or exc}); "
-                    "ending the session rather than risk leaving it open",
-                    reason=FailureReason.INTERNAL,
+                raise StateDirError(
+                    f"{state_dir_problem(exc, self.ledger.directory)}; ending the session rather than risk leaving "
+                    "it open"
                 ) from None
 
         self._active.add(record.id)
         self._idle.clear()
         asked = time.monotonic()
         try:
-            grant = await self.broker.start(deadline=deadline, on_room=on_room)
-        except BaseException as exc:
-            self._report("start", asked, ok=False)
-            if current[0].ticket() is None and isinstance(exc, BrokerError) and exc.reason in _ANSWERED:
-                # The broker answered with a refusal: no session was opened, the record has nothing to end.
-                self.ledger.remove(current[0].id)
-                self._release(current[0].id)
-            else:
-                await self._finish(current[0])
-            raise
-        self._report("start", asked, ok=True)
-        return BrokerSession(grant=grant, record=current[0])
+            try:
+                grant = await self.broker.start(deadline=deadline, on_room=on_room)
+            except BaseException as exc:
+                self._report("start", asked, ok=False)
+                if current[0].ticket() is None and isinstance(exc, BrokerError) and exc.reason in _ANSWERED:
+                    # The broker answered with a refusal: no session was opened, the record has nothing to end.
+                    self.ledger.remove(current[0].id)
+                    self._release(current[0].id)
+                else:
+                    await self._finish(current[0])
+                raise
+            self._report("start", asked, ok=True)
+            started = BrokerSession(grant=grant, record=current[0])
+            if (stopped := self._abandoned.get(record.id)) is not None:
+                now = time.monotonic()
+                if deadline is not None and now > deadline:
+                    when = f"{now - deadline:.1f} s after the connect deadline"
+                else:
+                    when = f"{now - stopped:.1f} s after the session was torn down"
+                log.warning(
+                    "session %s: the broker's start answer came %s, when the kiosk had stopped waiting; ending room %s",
+                    record.id,
+                    when,
+                    grant.room,
+                )
+                await self._finish(started.record)
+            return started
+        finally:
+            self._starts.pop(record.id, None)
+            self._abandoned.pop(record.id, None)
 
-    async def end(self, session: BrokerSession) -> bool:
-        """End ``session`` at the broker; True if confirmed now, False if handed to the background retries."""
-        return await self._finish(session.record)
+    async def end(self, session: BrokerSession, *, timeout_s: float | None = None) -> bool:
+        """End ``session`` at the broker; True if confirmed now, False if handed to the background retries.
+
+        ``timeout_s`` bounds this first attempt (default ``broker.timeout_s``): a session that ended because the
+        network was lost tries briefly and leaves the rest to the retries, so the kiosk is ready for the next visitor.
+        """
+        return await self._finish(session.record, timeout_s=timeout_s)
 
     async def recover(self) -> int:
-        """End every session left recorded by an earlier run; return how many were confirmed ended now."""
+        """End every session left recorded by an earlier run; return how many were confirmed ended now.
+
+        First says (once, as an error naming the fix) when the state directory cannot take new records: every
+        press would then fail as ``state_dir``.
+        """
+        problem = await asyncio.to_thread(self.ledger.problem)
+        if problem is not None:
+            log.error("%s; until then every session start is refused", problem)
         records = [
             record
             for record in self.ledger.pending()
@@ -185,17 +275,31 @@ class SessionKeeper:
                 self._retry_later(record)
         return sum(results)
 
-    async def aclose(self) -> None:
-        """Stop background retries and detached ends (their records stay on disk for the next start)."""
-        tasks: list[asyncio.Future[Any]] = [*self._background.values(), *self._detached]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async def aclose(self, *, wait_starts_s: float = 0.0) -> None:
+        """Stop background retries and detached ends (their records stay on disk for the next start).
+
+        Starts still under way are first given ``wait_starts_s`` (s) to answer, so that a session they open is
+        ended now rather than at the next start (or, its room never learned, not at all).
+        """
+        starts = [task for task in self._starts.values() if not task.done()]
+        if starts and wait_starts_s > 0:
+            log.info("waiting up to %.1f s for %d broker start(s) still under way", wait_starts_s, len(starts))
+            _, late = await asyncio.wait(starts, timeout=wait_starts_s)
+            if late:
+                log.warning(
+                    "%d broker start(s) did not answer within %.1f s of stopping; their records stay for the next "
+                    "start (a session whose room was never learned cannot be ended from here)",
+                    len(late),
+                    wait_starts_s,
+                )
+        # The starts first: a cancelled one may still hand its end to the background or detach it.
+        await _cancel_all(list(self._starts.values()))
+        await _cancel_all([*self._background.values(), *self._detached])
         self._background.clear()
 
-    async def _finish(self, record: SessionRecord) -> bool:
+    async def _finish(self, record: LedgerEntry, *, timeout_s: float | None = None) -> bool:
         try:
-            ending = asyncio.ensure_future(self._end_once(record))
+            ending = asyncio.ensure_future(self._end_once(record, timeout_s=timeout_s))
             try:
                 ended = await asyncio.shield(ending)
             except asyncio.CancelledError:
@@ -214,13 +318,16 @@ class SessionKeeper:
         if not self._active:
             self._idle.set()
 
-    def _after_detached_end(self, record: SessionRecord, task: asyncio.Future[bool]) -> None:
+    def _after_detached_end(self, record: LedgerEntry, task: asyncio.Future[bool]) -> None:
         self._detached.discard(task)
         if task.cancelled() or task.exception() is not None or not task.result():
             self._retry_later(record)
 
-    async def _end_once(self, record: SessionRecord) -> bool:
-        """One bounded attempt to end ``record``'s session; True once the record could be removed."""
+    async def _end_once(self, record: LedgerEntry, *, timeout_s: float | None = None) -> bool:
+        """One attempt to end ``record``'s session, bounded to ``timeout_s`` (default ``broker.timeout_s``).
+
+        True once the record could be removed.
+        """
         ticket = record.ticket()
         if ticket is None:
             log.warning(
@@ -245,20 +352,43 @@ class SessionKeeper:
             self.ledger.remove(record.id)
             return True
         started = time.monotonic()
+        budget = self._end_timeout_s if timeout_s is None else min(timeout_s, self._end_timeout_s)
         try:
-            async with asyncio.timeout(self._end_timeout_s + 1.0):
-                await self.broker.end(ticket, deadline=started + self._end_timeout_s)
-        except Exception:
-            # Supervisor boundary of one end attempt: whatever failed, the record stays and the end is retried.
+            async with asyncio.timeout(budget + 1.0):
+                await self.broker.end(ticket, deadline=started + budget)
+        except Exception as exc:
+            # Supervisor boundary of one end attempt: whatever failed, the record stays and the end is retried. The
+            # first failure of a session's end is a warning; the retries through an outage are logged at debug.
             self._report("end", started, ok=False)
-            log.warning("ending room %s failed; will retry", ticket.room, exc_info=True)
+            if record.id in self._failed_once:
+                log.debug("ending room %s failed again; will retry", ticket.room, exc_info=True)
+            else:
+                self._failed_once.add(record.id)
+                log.warning("ending room %s failed (%s); retrying in the background", ticket.room, exc)
+                log.debug("the end of room %s failed", ticket.room, exc_info=True)
             return False
         self._report("end", started, ok=True)
+        self._failed_once.discard(record.id)
         self.ledger.remove(record.id)
         log.info("session %s ended (room %s) in %.0f ms", record.id, ticket.room, (time.monotonic() - started) * 1e3)
         return True
 
-    def _retry_later(self, record: SessionRecord) -> None:
+    async def _retry(self, record: LedgerEntry, *, for_s: float, wait_s: float, attempt_s: float | None = None) -> None:
+        """Retry the end while no session runs, backing off to ``wait_s``, for ``for_s``; raises _EndNotConfirmed."""
+        async for attempt in stamina.retry_context(
+            on=_EndNotConfirmed,
+            attempts=None,
+            timeout=max(for_s, self._first_retry_s),
+            wait_initial=self._first_retry_s,
+            wait_max=max(wait_s, self._first_retry_s),
+            wait_jitter=self._first_retry_s,
+        ):
+            with attempt:
+                await self._idle.wait()
+                if not await self._end_once(record, timeout_s=attempt_s):
+                    raise _EndNotConfirmed(record.id)
+
+    def _retry_later(self, record: LedgerEntry) -> None:
         existing = self._background.get(record.id)
         if existing is not None and not existing.done():
             return
@@ -267,22 +397,15 @@ class SessionKeeper:
             self._retry_until_ended(record), name=f"end-{record.id}"
         )
 
-    async def _retry_until_ended(self, record: SessionRecord) -> None:
+    async def _retry_until_ended(self, record: LedgerEntry) -> None:
         """Retry the end while no session runs, backing off to ``end_retry_max_s``, for ``end_give_up_s`` at most."""
         await asyncio.sleep(self._first_retry_s)  # the attempt that failed was just made
+        prompt_s = min(PROMPT_RETRY_S, self._end_give_up_s)
         try:
-            async for attempt in stamina.retry_context(
-                on=_EndNotConfirmed,
-                attempts=None,
-                timeout=self._end_give_up_s,
-                wait_initial=self._first_retry_s,
-                wait_max=self._end_retry_max_s,
-                wait_jitter=self._first_retry_s,
-            ):
-                with attempt:
-                    await self._idle.wait()
-                    if not await self._end_once(record):
-                        raise _EndNotConfirmed(record.id)
+            try:
+                await self._retry(record, for_s=prompt_s, wait_s=PROMPT_WAIT_S, attempt_s=PROMPT_ATTEMPT_S)
+            except _EndNotConfirmed:
+                await self._retry(record, for_s=self._end_give_up_s - prompt_s, wait_s=self._end_retry_max_s)
             self._waiting.pop(record.id, None)
         except _EndNotConfirmed:
             ticket = record.ticket()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import logging
 import os
 import secrets
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kiosk.config import Dialect
 
-from .grant import EndTicket
+from .connection import EndTicket
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,37 @@ def current_boot_id() -> str:
         return ""
 
 
-class SessionRecord(BaseModel):
-    """One started (or starting) session, as kept on disk."""
+#: errno values that mean "no room left" on the state directory's file system (ENOSPC) or in the user's quota.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: errno values that mean the file system is mounted read-only.
+_READ_ONLY = frozenset({errno.EROFS})
+#: errno values that mean the service user may not write there.
+_DENIED = frozenset({errno.EACCES, errno.EPERM})
+
+
+def state_dir_problem(exc: OSError, directory: Path) -> str:
+    """What is wrong with the state directory, and what to do about it, from an ``OSError`` writing into it."""
+    where = f"the state directory {directory.parent} (daemon.state_dir)"
+    if exc.errno in _FULL:
+        return (
+            f"{where} is full ({exc.strerror}): free space on its file system (`df -h {directory.parent}`) or "
+            "point daemon.state_dir at one with room"
+        )
+    if exc.errno in _READ_ONLY:
+        return (
+            f"{where} is on a read-only file system ({exc.strerror}): remount it read-write or point "
+            "daemon.state_dir at a writable directory (systemd's StateDirectory=kiosk gives /var/lib/kiosk)"
+        )
+    if exc.errno in _DENIED:
+        return (
+            f"{where} is not writable by the service user ({exc.strerror}): `chown -R kiosk: {directory.parent}` "
+            "or point daemon.state_dir at the service's own directory"
+        )
+    return f"{where} cannot be written ({exc.strerror or type(exc).__name__}): check the directory and its disk"
+
+
+class LedgerEntry(BaseModel):
+    """One broker session started (or starting) and not yet ended, as kept on disk until its end lands."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -62,7 +92,7 @@ class SessionRecord(BaseModel):
             return True
         return True
 
-    def with_ticket(self, ticket: EndTicket) -> SessionRecord:
+    def with_ticket(self, ticket: EndTicket) -> LedgerEntry:
         """This record with the room (and address and identity) from ``ticket``."""
         return self.model_copy(update={"room": ticket.room, "url": ticket.url, "identity": ticket.identity})
 
@@ -82,9 +112,9 @@ class SessionLedger:
     def __repr__(self) -> str:
         return f"SessionLedger({str(self.directory)!r})"
 
-    def begin(self, *, dialect: Dialect, url: str | None, identity: str) -> SessionRecord:
+    def begin(self, *, dialect: Dialect, url: str | None, identity: str) -> LedgerEntry:
         """Write a record for a session about to be started (raises OSError if the state dir is unusable)."""
-        record = SessionRecord(
+        record = LedgerEntry(
             id=f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}",
             dialect=dialect,
             url=url,
@@ -96,13 +126,7 @@ class SessionLedger:
         self._write(record)
         return record
 
-    def set_room(self, record: SessionRecord, ticket: EndTicket) -> SessionRecord:
-        """Record the room the broker named for ``record``'s session."""
-        updated = record.with_ticket(ticket)
-        self.save(updated)
-        return updated
-
-    def save(self, record: SessionRecord) -> None:
+    def save(self, record: LedgerEntry) -> None:
         """Write ``record`` atomically (temporary file, fsync, rename, fsync of the directory)."""
         self._write(record)
 
@@ -113,14 +137,35 @@ class SessionLedger:
             path.unlink()
             self._sync_dir()
 
-    def pending(self) -> list[SessionRecord]:
+    def problem(self) -> str | None:
+        """What keeps session records from being written here (see :func:`state_dir_problem`), or None.
+
+        Writes and removes one small probe file, synced like a record (so a full disk shows, not only a read-only
+        one).
+        """
+        probe = LedgerEntry(
+            id=f"probe-{secrets.token_hex(4)}",
+            dialect="self",
+            url=None,
+            identity="probe",
+            started_at=dt.datetime.now(dt.UTC),
+            pid=os.getpid(),
+        )
+        try:
+            self._write(probe)
+            self.remove(probe.id)
+        except OSError as exc:
+            return state_dir_problem(exc, self.directory)
+        return None
+
+    def pending(self) -> list[LedgerEntry]:
         """Every record on disk, oldest first; unreadable ones are set aside (``.bad``) and logged."""
         if not self.directory.is_dir():
             return []
-        records: list[SessionRecord] = []
+        records: list[LedgerEntry] = []
         for path in sorted(self.directory.glob("*.json")):
             try:
-                records.append(SessionRecord.model_validate_json(path.read_bytes()))
+                records.append(LedgerEntry.model_validate_json(path.read_bytes()))
             except (OSError, ValidationError, ValueError) as exc:
                 log.error("session record %s is unreadable (%s); moving it aside", path, type(exc).__name__)
                 with contextlib.suppress(OSError):
@@ -135,7 +180,7 @@ class SessionLedger:
             raise ValueError(f"bad session record id {record_id!r}")
         return self.directory / f"{record_id}.json"
 
-    def _write(self, record: SessionRecord) -> None:
+    def _write(self, record: LedgerEntry) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self._path(record.id)
         temporary = self.directory / f".{record.id}.{secrets.token_hex(4)}.tmp"

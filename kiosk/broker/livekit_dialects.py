@@ -19,7 +19,7 @@ from kiosk.errors import ConfigError
 from kiosk.secret import SecretSource
 
 from .base import OnRoom, build_grant, malformed, room_name, ticket_of
-from .grant import EndTicket, Grant
+from .connection import ConnectionDetails, EndTicket
 from .http import BrokerHttp
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class LiveKitEndpointBroker:
             "room_config": room_config_dict(self._agent_name, self._overrides.room_config),
         }
 
-    async def start(self, *, deadline: float | None = None, on_room: OnRoom | None = None) -> Grant:
+    async def start(self, *, deadline: float | None = None, on_room: OnRoom | None = None) -> ConnectionDetails:
         """Ask the token endpoint for a token into a fresh room."""
         deadline = time.monotonic() + self._timeout_s if deadline is None else deadline
         room = room_name(self._prefix, self.identity)
@@ -159,7 +159,7 @@ class LiveKitEndpointBroker:
             url=self.url,
         )
 
-    async def end(self, session: Grant | EndTicket, *, deadline: float | None = None) -> None:
+    async def end(self, session: ConnectionDetails | EndTicket, *, deadline: float | None = None) -> None:
         """Nothing to call: the room ends when the kiosk (and then the agent) leaves."""
         log.info("livekit: room %s ends by leaving it (the token endpoint has no end call)", ticket_of(session).room)
 
@@ -216,7 +216,7 @@ class SelfMintBroker:
             token = token.with_metadata(self._overrides.metadata)
         return token.to_jwt()
 
-    async def start(self, *, deadline: float | None = None, on_room: OnRoom | None = None) -> Grant:
+    async def start(self, *, deadline: float | None = None, on_room: OnRoom | None = None) -> ConnectionDetails:
         """Mint a token into a fresh room; nothing goes over the network."""
         room = room_name(self._prefix, self.identity)
         ticket = EndTicket(dialect=self.dialect, url=None, room=room, identity=self.identity)
@@ -233,6 +233,6 @@ class SelfMintBroker:
             url=None,
         )
 
-    async def end(self, session: Grant | EndTicket, *, deadline: float | None = None) -> None:
+    async def end(self, session: ConnectionDetails | EndTicket, *, deadline: float | None = None) -> None:
         """Nothing to call: the room on the self-hosted server ends when its participants leave."""
         log.info("self: room %s ends by leaving it", ticket_of(session).room)

@@ -26,7 +26,7 @@ from kiosk.errors import BrokerError, ConfigError
 from kiosk.reasons import FailureReason
 
 from .base import OnRoom, build_grant, malformed, ticket_of
-from .grant import EndTicket, Grant
+from .connection import ConnectionDetails, EndTicket
 from .http import BrokerHttp, BrokerHttpError
 from .policy import scrub
 
@@ -86,7 +86,7 @@ class LyzrBroker(_VendorBroker):
         """The JSON body of the start request."""
         return {"userIdentity": self.identity, "agentId": self._agent_id, "agentConfig": self._overrides}
 
-    async def start(self, *, deadline: float | None = None, on_room: OnRoom | None = None) -> Grant:
+    async def start(self, *, deadline: float | None = None, on_room: OnRoom | None = None) -> ConnectionDetails:
         """Start a Lyzr session; report the room through ``on_room`` as soon as the answer names it."""
         deadline = time.monotonic() + self._timeout_s if deadline is None else deadline
         body = await self._http.post(
@@ -110,7 +110,7 @@ class LyzrBroker(_VendorBroker):
             url=self.url,
         )
 
-    async def end(self, session: Grant | EndTicket, *, deadline: float | None = None) -> None:
+    async def end(self, session: ConnectionDetails | EndTicket, *, deadline: float | None = None) -> None:
         """End the session with ``POST /v1/sessions/end {roomName}`` (a room Lyzr no longer knows counts as ended)."""
         ticket = ticket_of(session)
         deadline = time.monotonic() + self._timeout_s if deadline is None else deadline
@@ -173,7 +173,7 @@ class OsharaBroker(_VendorBroker):
         """The JSON body of the session request: the agent plus any per-session overrides at top level."""
         return {"agent": self._agent_id, **self._overrides}
 
-    async def start(self, *, deadline: float | None = None, on_room: OnRoom | None = None) -> Grant:
+    async def start(self, *, deadline: float | None = None, on_room: OnRoom | None = None) -> ConnectionDetails:
         """Create an Oshara session and return its grant."""
         deadline = time.monotonic() + self._timeout_s if deadline is None else deadline
         body = await self._http.post(
@@ -205,6 +205,6 @@ class OsharaBroker(_VendorBroker):
             url=self.url,
         )
 
-    async def end(self, session: Grant | EndTicket, *, deadline: float | None = None) -> None:
+    async def end(self, session: ConnectionDetails | EndTicket, *, deadline: float | None = None) -> None:
         """Nothing to call: Oshara ends the session when the kiosk leaves the room."""
         log.info("oshara: room %s ends by leaving it (no end call in Oshara's API)", ticket_of(session).room)

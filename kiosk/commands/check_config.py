@@ -9,20 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from kiosk.cliformat import HelpFormatter, describe
 from kiosk.config import KioskConfig
 from kiosk.configfile import EX_CONFIG, find_line, load_config, resolve_path, with_lines
 from kiosk.errors import ConfigError
+from kiosk.redact import MASK, is_sensitive_key, mask_userinfo
 from kiosk.secret import SecretSource
 
-MASK = "***"
-_SENSITIVE = re.compile(r"key|secret|token|password|passwd|authorization|credential|cookie", re.IGNORECASE)
 _SOURCE_KEYS = {"api_key_file", "api_key_credential", "api_key_env"}
 
 
@@ -97,21 +94,13 @@ def masked(data: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in data.items():
         if isinstance(value, Mapping):
             out[key] = masked(value)
-        elif _SENSITIVE.search(key) and key not in _SOURCE_KEYS and not key.endswith("_ttl_s") and value is not None:
+        elif is_sensitive_key(key) and key not in _SOURCE_KEYS and not key.endswith("_ttl_s") and value is not None:
             out[key] = MASK
         elif isinstance(value, str) and "@" in value and "://" in value:
-            out[key] = _without_user_info(value)
+            out[key] = mask_userinfo(value)
         else:
             out[key] = value
     return out
-
-
-def _without_user_info(url: str) -> str:
-    """``url`` with any ``user:password@`` shown as ``***@`` (a password in a URL is a secret too)."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=f"{MASK}@{parts.netloc.rpartition('@')[2]}"))
 
 
 def render_toml(data: Mapping[str, Any], prefix: str = "") -> str:

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from kiosk.cliformat import HelpFormatter, describe
+from kiosk.commands.sandbox import EX_NO_SANDBOX, extra_hint, missing_sandbox_module
 from kiosk.errors import AudioDeviceError, KioskError
 
 NO_AUDIO_HELP = """kiosk demo: no audio {what} found on this machine.
@@ -50,6 +51,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.sessions is not None and args.sessions < 1:
         parser.error("--sessions must be at least 1")
+    missing = missing_sandbox_module()
+    if missing is not None:  # the sandbox runs as a subprocess: say it here, not in its log
+        print(extra_hint("kiosk demo", missing), file=sys.stderr)
+        return EX_NO_SANDBOX
     try:
         return asyncio.run(_demo(args))
     except KioskError as exc:

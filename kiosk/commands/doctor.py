@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kiosk.broker import (
-    Grant,
+    ConnectionDetails,
     ServerClock,
     SessionKeeper,
     SessionLedger,
@@ -96,7 +96,7 @@ class _StepFailed(Exception):
     """A step failed and was reported; the remaining checks are skipped."""
 
 
-def _check_url(grant: Grant) -> str:
+def _check_url(grant: ConnectionDetails) -> str:
     """The LiveKit URL must be wss:// (or ws:// on loopback)."""
     problem = insecure_url_problem(grant.server_url)
     if problem is not None:
@@ -104,7 +104,7 @@ def _check_url(grant: Grant) -> str:
     return url_for_log(grant.server_url)
 
 
-def _check_token(grant: Grant) -> TokenClaims:
+def _check_token(grant: ConnectionDetails) -> TokenClaims:
     """The token must decode as a JWT whose video grant joins the granted room."""
     claims = decode_token(grant.token.get_secret_value(), dialect=grant.dialect)
     if not claims.room_join or claims.room != grant.room:
@@ -116,21 +116,40 @@ def _check_token(grant: Grant) -> TokenClaims:
     return claims
 
 
-def _check_expiry(grant: Grant, claims: TokenClaims, clock: ServerClock, *, now: float | None = None) -> str:
+def _check_expiry(
+    grant: ConnectionDetails, claims: TokenClaims, clock: ServerClock, *, connect_s: float, now: float | None = None
+) -> str:
     """The token's window against the broker's clock (its HTTP ``Date``) and the local one; raises on a problem.
 
+    A token must still be valid for ``connect_s`` (``session.connect_timeout_s``, s) after it arrived, by the broker's
+    clock and by the local one: the LiveKit server refuses an expired token at the join (livekit-server's auth checks
+    ``exp``), and joining may take that long.
+
     Raises:
-        BrokerError: the token had expired (or was not yet valid) by the broker's own clock when it arrived.
+        BrokerError: by the broker's own clock the token had expired (or was not yet valid) when it arrived, or it
+            expires before a session could connect.
         ClockError: the local clock disagrees with the broker's, or the token looks unusable by it.
     """
     local = time.time() if now is None else now
     where = f"local clock {dt.datetime.fromtimestamp(local, dt.UTC).isoformat(timespec='seconds')}"
+    expires = claims.expires_at.isoformat(timespec="seconds")
     if clock.skew_s is not None:
-        server_problem = clock_problem(claims, now=local - clock.skew_s)
+        broker_now = local - clock.skew_s
+        server_problem = clock_problem(claims, now=broker_now)
+        left_s = claims.expires_at.timestamp() - broker_now
+        if server_problem is None and left_s <= 0:
+            server_problem = f"the token expired at {expires}, {-left_s:.0f} s before the broker's own time"
         if server_problem is not None:
             raise BrokerError(
                 f"the token is not valid even by the broker's own clock ({server_problem.replace('local', 'broker')}): "
                 "the broker hands out unusable tokens; ask its operator",
+                reason=FailureReason.BROKER_MALFORMED,
+            )
+        if left_s < connect_s:
+            raise BrokerError(
+                f"by the broker's own clock the token expires {left_s:.0f} s after it arrived (at {expires}), less "
+                f"than the {connect_s:g} s a session may take to connect (session.connect_timeout_s): the broker's "
+                "token lifetime is too short; ask its operator for longer-lived tokens",
                 reason=FailureReason.BROKER_MALFORMED,
             )
         where += f", {abs(clock.skew_s):.0f} s {clock.describe()} the broker's"
@@ -139,12 +158,19 @@ def _check_expiry(grant: Grant, claims: TokenClaims, clock: ServerClock, *, now:
                 f"the local clock is {clock.describe()} the broker's by {abs(clock.skew_s):.0f} s: {TIME_SYNC_HINT}"
             )
     local_problem = clock_problem(claims, now=local)
+    local_left_s = grant.expires_in_s(now=local)
+    if local_problem is None and clock.skew_s is None and local_left_s < connect_s:
+        local_problem = (
+            f"by the local clock the token expires in {local_left_s:.0f} s (at {expires}), less than the {connect_s:g} s "
+            "a session may take to connect (session.connect_timeout_s); the broker sent no Date header to tell "
+            "whether the clock or the token lifetime is wrong"
+        )
     if local_problem is not None:
         raise ClockError(f"{local_problem}: {TIME_SYNC_HINT}")
-    return f"valid until {claims.expires_at.isoformat(timespec='seconds')} (in {grant.expires_in_s(now=local):.0f} s; {where})"
+    return f"valid until {expires} (in {local_left_s:.0f} s; {where})"
 
 
-async def _join_room(grant: Grant, config: KioskConfig) -> str:
+async def _join_room(grant: ConnectionDetails, config: KioskConfig) -> str:
     """Join the granted room, wait briefly for the agent, leave; describe who was seen."""
     from livekit import rtc  # imported only for --room: it loads the native SDK
 
@@ -226,7 +252,7 @@ async def _run(config: KioskConfig, *, join: bool, report: Report) -> None:
                 claims = _check_token(grant)
                 step.detail = f"JWT with a video grant to join {claims.room}, identity {claims.identity or '?'}"
             with report.step("clock") as step:
-                step.detail = _check_expiry(grant, claims, server_clock)
+                step.detail = _check_expiry(grant, claims, server_clock, connect_s=config.session.connect_timeout_s)
             if join:
                 with report.step("room join") as step:
                     step.detail = await _join_room(started.grant, config)

@@ -9,33 +9,17 @@ found a problem, 75 when the daemon or another process holds the device, 78 for 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
-import json
-import signal
 import sys
-import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from kiosk.cliformat import HelpFormatter, describe
-from kiosk.config import KioskConfig, LedConfig, TriggerConfig
+from kiosk.commands.hwtest_common import EXIT_BUSY, EXIT_PROBLEM, CheckFailed, Printer
+from kiosk.config import KioskConfig
 from kiosk.configfile import DEFAULT_PATH, EX_CONFIG, load_config, resolve_path
 from kiosk.errors import AudioDeviceError, ConfigError
 from kiosk.hwtest.holder import busy_message, daemon_message, daemon_state
-
-EXIT_PROBLEM = 1
-EXIT_BUSY = 75
-T = TypeVar("T")
-
-
-class CheckFailed(Exception):
-    """The check cannot go on: the command prints the message to stderr and exits with ``code``."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,57 +146,3 @@ def _sound_factory() -> Any:
         raise CheckFailed(
             EXIT_PROBLEM, f"PortAudio is not available: {exc} (sudo apt-get install libportaudio2)"
         ) from None
-
-
-def run_async(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]]) -> T:
-    """Run ``main(stop)`` on a new loop; Ctrl-C sets ``stop`` so the check ends with its summary."""
-
-    async def wrapper() -> T:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        if threading.current_thread() is threading.main_thread():
-            loop.add_signal_handler(signal.SIGINT, stop.set)
-        return await main(stop)
-
-    return asyncio.run(wrapper())
-
-
-def pin_config(config: LedConfig | TriggerConfig, **update: Any) -> Any:
-    """A config section with ``update`` applied (validated like the file)."""
-    return type(config).model_validate({**config.model_dump(), **update})
-
-
-class Printer:
-    """Text for people, JSON lines for machines; every line is flushed (a live meter over SSH)."""
-
-    def __init__(self, *, as_json: bool, stream: Any = None) -> None:
-        self.as_json = as_json
-        self._stream = stream or sys.stdout
-        self.tty = bool(getattr(self._stream, "isatty", lambda: False)())
-
-    def text(self, line: str) -> None:
-        """A line for people (skipped with --json)."""
-        if not self.as_json:
-            self._stream.write(line + "\n")
-            self._stream.flush()
-
-    def live(self, line: str, *, keep: bool) -> None:
-        """A meter line: redrawn in place on a terminal, kept when ``keep`` (and always when piped)."""
-        if self.as_json:
-            return
-        if self.tty:
-            self._stream.write("\r\x1b[K" + line + ("\n" if keep else ""))
-            self._stream.flush()
-        elif keep:
-            self.text(line)
-
-    def data(self, kind: str, value: Any) -> None:
-        """A JSON line ``{"kind": ..., **value}`` (only with --json)."""
-        if self.as_json:
-            body = (
-                dataclasses.asdict(value)
-                if dataclasses.is_dataclass(value) and not isinstance(value, type)
-                else dict(value)
-            )
-            self._stream.write(json.dumps({"kind": kind, **body}) + "\n")
-            self._stream.flush()

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from kiosk.commands.hwtest import EXIT_PROBLEM, Printer, run_async
+from kiosk.commands.hwtest_common import EXIT_PROBLEM, Printer, run_async
 from kiosk.config import KioskConfig
 from kiosk.hwtest import mic, speaker
 from kiosk.hwtest.meter import Reading, Summary

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kiosk.commands.hwtest import CheckFailed, Printer, pin_config, run_async
+from kiosk.commands.hwtest_common import CheckFailed, Printer, pin_config, run_async
 from kiosk.config import KioskConfig
 from kiosk.configfile import EX_CONFIG
 from kiosk.hwtest import button, ledcycle

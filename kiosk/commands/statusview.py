@@ -16,6 +16,7 @@ END_WORDS = {
     "button": "the button was pressed",
     "control": "ended from the control socket",
     "agent_left": "the agent left the room",
+    "agent_ended": "the agent ended the call",
     "disconnected": "the connection to the room was lost",
     "shutdown": "the daemon was stopping",
     "failure": "something failed",
@@ -38,6 +39,11 @@ FAILURE_WORDS = {
     "internal": "an internal error (see the log)",
     "first_words_timeout": "sending the first words to the agent took too long (network)",
     "uplink_timeout": "the microphone uplink to the room stalled (network)",
+    "state_dir": "the state directory cannot be written: read-only or full (daemon.state_dir; the log names which)",
+    "broker_unresolvable": "the broker's host name does not resolve (DNS, broker.url)",
+    "network_lost": "the network to the room was lost for longer than session.network_lost_s (Wi-Fi, router)",
+    "duplicate_identity": "another kiosk joined with the same identity (device.identity must differ per kiosk)",
+    "room_closed": "the server closed the room before the agent spoke (agent crashed? server restart?)",
 }
 #: Why voice wake was refused, in words.
 REFUSAL_WORDS = {"too_quiet": "too quiet", "backoff": "while resting", "hourly_cap": "over the hourly limit"}
@@ -83,9 +89,13 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
     """A human-readable summary of ``kiosk status --json``."""
     now = time.time() if now is None else now
     lines = [_state_line(status)]
+    if status.get("problem"):
+        lines.append(f"problem:     {status['problem']}")
     session = status.get("session")
     if session:
         live = "" if session.get("live", True) else ", connecting"
+        if session.get("reconnects"):
+            live += f", {session['reconnects']} reconnect{'s' if session['reconnects'] != 1 else ''}"
         lines.append(
             f"session:     #{session.get('id')} room {session.get('room') or '-'}, "
             f"{duration(session.get('duration_s'))}{live}"
@@ -132,6 +142,11 @@ def _state_line(status: dict[str, Any]) -> str:
         return f"state:       error: {FAILURE_WORDS.get(status['failure'], status['failure'])} ({status['failure']})"
     if state == "idle":
         return "state:       idle: ready for a visitor"
+    if state == "reconnecting":
+        session = status.get("session") or {}
+        since, bound = session.get("reconnecting_s"), session.get("network_lost_s")
+        until = f", ends as network_lost after {duration(bound)}" if bound is not None else ""
+        return f"state:       reconnecting: the network dropped {duration(since)} ago; the SDK is reconnecting{until}"
     return f"state:       {state}"
 
 
@@ -152,12 +167,15 @@ def _audio_line(audio: dict[str, Any]) -> str:
         if isinstance(device, dict):
             rate = f", {device['samplerate'] / 1000:g} kHz" if device.get("samplerate") else ""
             state = "ok" if device.get("ok") else f"FAILING: {device.get('last_error') or 'down'}"
+            if key == "input" and device.get("ok") and audio.get("input_muted_by_device"):
+                state = "MUTED at the device (its own mute button: exact zeros)"
             parts.append(f"{name} ({device.get('device') or 'default'}{rate}) {state}")
     if audio.get("noise_floor_dbfs") is not None:
         parts.append(f"noise floor {round(audio['noise_floor_dbfs'])} dBFS")
-    xruns = sum(int(audio.get(k) or 0) for k in ("input_overflows", "output_underruns", "output_underflows"))
+    xruns = sum(int(audio.get(k) or 0) for k in ("input_overflows", "output_underruns"))
     dropped = sum(int(audio.get(k) or 0) for k in ("input_dropped_blocks", "reverse_dropped_blocks"))
-    parts.append(f"{xruns} xruns, {dropped} blocks dropped")
+    starved = int(audio.get("output_starved_blocks") or 0)
+    parts.append(f"{xruns} xruns, {dropped} blocks dropped, {starved} speaker blocks late")
     return "; ".join(parts)
 
 

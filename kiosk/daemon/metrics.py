@@ -16,10 +16,13 @@ kiosk_press_to_live_seconds                   histogram  press (or speech start)
 kiosk_first_words_kept_seconds                histogram  speech before live that reached the agent (pre-connect)
 kiosk_session_duration_seconds                histogram  live to end
 kiosk_agent_join_seconds                      histogram  live to the agent in the room
+kiosk_reconnects_total                        counter    times a live session's room began reconnecting
+kiosk_reconnect_seconds                       histogram  reconnecting to back (or to the end: network_lost)
 kiosk_broker_request_duration_seconds         histogram  operation: start, end; outcome: ok, error
 kiosk_broker_pending_ends                     gauge      ended sessions the broker has not confirmed yet
 kiosk_broker_oldest_pending_end_age_seconds   gauge      age of the oldest of those (0 when none)
-kiosk_audio_xruns_total                       counter    direction, kind: overflow, underrun, underflow
+kiosk_audio_xruns_total                       counter    direction, kind: overflow (input), underrun (output)
+kiosk_audio_output_starved_blocks_total       counter    speaker blocks the loop had not filled (played silence)
 kiosk_audio_dropped_blocks_total              counter    path: input (loop fell behind), reverse (echo ref)
 kiosk_audio_device_failures_total             counter    direction: input, output
 kiosk_audio_device_reopens_total              counter    direction: input, output
@@ -27,7 +30,7 @@ kiosk_audio_device_up                         gauge      direction: 1 when the d
 kiosk_voice_wakes_total                       counter    voice wakes heard while idle (admitted or refused)
 kiosk_wake_guard_refusals_total               counter    reason: too_quiet, backoff, hourly_cap
 kiosk_wake_guard_rest_seconds                 gauge      how long voice wake still rests
-kiosk_state                                   stateset   the session state (idle, connecting, live, ...)
+kiosk_state                                   stateset   the session state (idle, connecting, live, reconnecting, ...)
 kiosk_build_info                              info       version, livekit, python
 ============================================  =========  ====================================================
 """
@@ -52,6 +55,8 @@ PRESS_TO_LIVE_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20
 FIRST_WORDS_BUCKETS = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 15.0)
 DURATION_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 1200.0)
 AGENT_JOIN_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0)
+#: A resume takes well under a second; a full reconnect a second or two; session.network_lost_s is 20 s by default.
+RECONNECT_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 BROKER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
@@ -100,6 +105,15 @@ class KioskMetrics:
         self.agent_join = Histogram(
             "kiosk_agent_join_seconds", "Room connected to the agent joining.", buckets=AGENT_JOIN_BUCKETS, registry=reg
         )
+        self.reconnects = Counter(
+            "kiosk_reconnects", "Times a live session's room began reconnecting (the network dropped).", registry=reg
+        )
+        self.reconnect_time = Histogram(
+            "kiosk_reconnect_seconds",
+            "How long the room was reconnecting: until it was back, or until the session ended.",
+            buckets=RECONNECT_BUCKETS,
+            registry=reg,
+        )
         self.broker = Histogram(
             "kiosk_broker_request_duration_seconds",
             "Broker start and end calls, by operation and outcome.",
@@ -122,15 +136,22 @@ class KioskMetrics:
         self._sampled = _Sampled()
         reg.register(self._sampled)
         self._opened_at: float | None = None
+        self._reconnecting_at: float | None = None
 
     # ---- observers --------------------------------------------------------------------------------------------------
 
     def changed(self, old: sm.Snapshot, new: sm.Snapshot) -> None:
-        """Driver observer: count starts, ends and failures as the state changes."""
+        """SessionDriver observer: count starts, ends and failures as the state changes."""
         if new.state == old.state:
             return
         self.state.state(str(new.state))
         now = time.monotonic()
+        if new.state == sm.State.RECONNECTING:
+            self.reconnects.inc()
+            self._reconnecting_at = now
+        elif self._reconnecting_at is not None:
+            self.reconnect_time.observe(now - self._reconnecting_at)
+            self._reconnecting_at = None
         if new.state == sm.State.CONNECTING:
             self.started.labels(trigger=str(new.trigger or sm.Trigger.BUTTON)).inc()
             self._opened_at = now
@@ -183,8 +204,12 @@ def _audio_families(health: AudioHealth) -> Iterator[Metric]:
     )
     xruns.add_metric(["input", "overflow"], health.input_overflows)
     xruns.add_metric(["output", "underrun"], health.output_underruns)
-    xruns.add_metric(["output", "underflow"], health.output_underflows)
     yield xruns
+    yield CounterMetricFamily(
+        "kiosk_audio_output_starved_blocks",
+        "Speaker blocks the event loop had not filled in time (played as silence).",
+        value=health.output_starved_blocks,
+    )
     dropped = CounterMetricFamily(
         "kiosk_audio_dropped_blocks", "Audio blocks dropped because the event loop fell behind.", labels=["path"]
     )

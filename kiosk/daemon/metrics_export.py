@@ -23,8 +23,8 @@ from kiosk import __version__
 from kiosk.audio import AudioEngine
 from kiosk.broker import SessionKeeper
 from kiosk.config import MetricsConfig, is_loopback, parse_listen
-from kiosk.daemon.driver import Driver
 from kiosk.daemon.metrics import KioskMetrics
+from kiosk.daemon.session_driver import SessionDriver
 from kiosk.wakeguard import WakeGate
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def _bracket(host: str) -> str:
 
 
 def open_metrics(
-    *, config: MetricsConfig, driver: Driver, keeper: SessionKeeper, audio: AudioEngine, wake_gate: WakeGate
+    *, config: MetricsConfig, driver: SessionDriver, keeper: SessionKeeper, audio: AudioEngine, wake_gate: WakeGate
 ) -> tuple[KioskMetrics, MetricsExporter]:
     """Create the metrics, hook them to the driver and the keeper as observers, and the exporter that serves them."""
     from livekit import rtc

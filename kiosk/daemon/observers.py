@@ -1,55 +1,42 @@
-"""Observers of the session: LEDs, chimes, systemd status, the events stream; and the control socket's answers.
+"""Observers of the session: LEDs, chimes, systemd status, the events stream, the log.
 
-Observers only watch: they never dispatch session events, except :meth:`Observers.press` and :meth:`Observers.say`,
-which are the control socket's requests passed on to the driver.
+Observers only show what happened: they never dispatch session events. What the control socket asks is answered by
+:mod:`kiosk.daemon.controller`; what a failed audio device does to a session is decided by :mod:`kiosk.daemon.policy`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
-import platform
-import time
 from typing import Any
 
-from kiosk import __version__
 from kiosk import session as sm
 from kiosk.audio import AudioEngine, AudioHealthEvent, Chime
 from kiosk.daemon.captions import Caption
-from kiosk.daemon.control import EventBus
-from kiosk.daemon.controls import DeviceControls
-from kiosk.daemon.driver import Driver
+from kiosk.daemon.control_socket import EventBus
 from kiosk.daemon.logsetup import fields
 from kiosk.daemon.notify import Notifier
+from kiosk.daemon.session_driver import SessionDriver
 from kiosk.leds import StatusLeds
-from kiosk.reasons import FailureReason
 from kiosk.wakeguard import Refusal
 
 log = logging.getLogger(__name__)
-#: How long a device that failed mid-session may take to come back before the session ends as audio_device (s).
-AUDIO_LOST_GRACE_S = 2.0
 
 
 class Observers:
-    """Wires every observer to the driver and answers the control socket."""
+    """Wires every observer to the driver: it shows the session on the LEDs, in systemd, on the events stream."""
 
     def __init__(
-        self, *, driver: Driver, notifier: Notifier, audio: AudioEngine, leds: StatusLeds, events: EventBus
+        self, *, driver: SessionDriver, notifier: Notifier, audio: AudioEngine, leds: StatusLeds, events: EventBus
     ) -> None:
+        """Observe ``driver``'s snapshot, captions and refused wakes; chimes play on ``audio``."""
         self._driver = driver
         self._notifier = notifier
         self._audio = audio
         self._leds = leds
         self._events = events
-        self._started_at = time.time()
-        self._audio_lost: dict[str, asyncio.TimerHandle] = {}
         self._last_refusal: Refusal | None = None
-        #: Volume and mute (``kiosk status``), once the daemon has opened them.
-        self.controls: DeviceControls | None = None
-        #: Where the metrics are served (``host:port``), once the exporter listens.
-        self.metrics_address: str | None = None
-        driver.observe(self._changed)
+        driver.observe(self._changed, captions=self.caption, wake_refusals=self.wake_refused)
 
     def start(self) -> None:
         """Show the initial state."""
@@ -86,6 +73,8 @@ class Observers:
             return f"live: agent {snap.agent} (session {snap.session}, room {snap.room})"
         if snap.state == sm.State.CONNECTING:
             return f"connecting (session {snap.session})"
+        if snap.state == sm.State.RECONNECTING:
+            return f"reconnecting: the network dropped (session {snap.session}, room {snap.room})"
         if snap.state == sm.State.ENDING:
             return f"ending session {snap.session}: {snap.end_reason}" + (f" ({snap.failure})" if snap.failure else "")
         if snap.state == sm.State.ERROR:
@@ -100,28 +89,16 @@ class Observers:
         self._events.publish({"type": "caption", "session": snap.session, **dataclasses.asdict(caption)})
 
     def audio_health(self, event: AudioHealthEvent) -> None:
-        """Report an audio device failing or coming back; a device still down after a grace ends the session."""
+        """Show an audio device failing or coming back (events stream; the microphone-missing LED pattern)."""
         self._events.publish({"type": "audio", **dataclasses.asdict(event)})
-        pending = self._audio_lost.pop(event.direction, None)
-        if pending is not None:
-            pending.cancel()
-        if event.ok:
-            return
-        reason = event.reason or FailureReason.AUDIO_DEVICE
-        if not self._driver.snapshot.in_session:
-            self._driver.dispatch(sm.Failure(reason))
-            return
-        # Mid-session the supervisor reopens the device at once: a glitch it recovers from keeps the session.
-        loop = asyncio.get_running_loop()
-        self._audio_lost[event.direction] = loop.call_later(
-            AUDIO_LOST_GRACE_S, self._audio_still_lost, event.direction, reason
-        )
+        if event.direction == "input":
+            self._leds.set_mic_missing(self._audio.input.stream is None)
 
-    def _audio_still_lost(self, direction: str, reason: FailureReason) -> None:
-        self._audio_lost.pop(direction, None)
-        if self._driver.snapshot.in_session:
-            log.warning("audio %s still down after %.0f s: ending the session", direction, AUDIO_LOST_GRACE_S)
-            self._driver.dispatch(sm.Failure(reason))
+    def device_muted(self, muted: bool) -> None:
+        """The microphone's own mute (exact zeros on time, see kiosk.audio.deafness): shown as muted, not a fault."""
+        self._audio.input_muted_by_device = muted
+        self._leds.set_device_muted(muted)
+        self._events.publish({"type": "audio", "direction": "input", "ok": True, "muted_by_device": muted})
 
     def controls_changed(self, state: dict[str, Any]) -> None:
         """Stream a volume or mute change to ``kiosk events``."""
@@ -135,45 +112,3 @@ class Observers:
             log.debug("voice wake refused: %s", refusal)
         self._last_refusal = refusal
         self._events.publish({"type": "wake", "refused": str(refusal)})
-
-    # ---- control socket ---------------------------------------------------------------------------------------------
-
-    def status(self) -> dict[str, Any]:
-        """Everything ``kiosk status`` shows."""
-        from livekit import rtc
-
-        out = self._driver.status()
-        out["audio"] = _health_dict(self._audio)
-        out["audio"]["echo_cancellation"] = {"enabled": self._audio.echo.enabled, "why": self._audio.echo.reason}
-        if self.controls is not None:
-            out.update(self.controls.state())
-        out["uptime_s"] = round(time.time() - self._started_at)
-        if self.metrics_address is not None:
-            out["metrics"] = f"http://{self.metrics_address}/metrics"
-        out["versions"] = {"kiosk": __version__, "livekit": rtc.__version__, "python": platform.python_version()}
-        return out
-
-    def press(self) -> dict[str, Any]:
-        """Press the button from the control socket."""
-        before = self._driver.snapshot.state
-        self._driver.press(sm.Source.CONTROL)
-        after = self._driver.snapshot.state
-        did = "started a session" if after == sm.State.CONNECTING and before != after else "ended the session"
-        if before == after:
-            did = f"nothing to do while {after}"
-        return {"state": str(after), "did": did}
-
-    async def say(self, text: str) -> dict[str, Any]:
-        """Send a typed message into the live session."""
-        run = self._driver.run
-        if self._driver.snapshot.state != sm.State.LIVE or run is None or run.room is None:
-            raise ValueError(f"no live session (state {self._driver.snapshot.state}): press first, then say")
-        await run.room.say(text)
-        return {"sent": text}
-
-
-def _health_dict(audio: AudioEngine) -> dict[str, Any]:
-    health = audio.health()
-    out = dataclasses.asdict(health)
-    out["ok"] = health.ok
-    return out

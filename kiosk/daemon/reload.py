@@ -12,8 +12,8 @@ from pathlib import Path
 
 from kiosk.config import KioskConfig
 from kiosk.configfile import load_config
-from kiosk.daemon.driver import Driver
 from kiosk.daemon.notify import Notifier
+from kiosk.daemon.session_driver import SessionDriver
 from kiosk.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class Reloader:
         self,
         *,
         config_path: Path,
-        driver: Driver,
+        driver: SessionDriver,
         notifier: Notifier,
         on_reload: Callable[[KioskConfig], None] | None = None,
     ) -> None:

@@ -7,11 +7,21 @@ hands every remote audio track (the agent's voice, its ``background_audio`` trac
 The agent is the participant of kind agent that does not publish on behalf of another: an avatar worker joins as kind
 agent too, with attribute ``lk.publish_on_behalf`` naming the agent (livekit-agents ``ATTRIBUTE_PUBLISH_ON_BEHALF``).
 
+When the link drops, the SDK first *resumes* (the same participant and tracks, the signal connection and ICE
+restarted) and falls back to a *full reconnect* (rejoin: the server gives new participant objects and the SDK
+republishes the microphone under a new track sid, ``local_track_republished``). Either way it emits
+``connection_state_changed`` (``CONN_RECONNECTING``) and ``reconnecting`` first, and ``reconnected`` once the room is
+back; a full reconnect also removes and re-adds every remote participant on the way (``participant_disconnected`` /
+``participant_connected``), which is not the agent leaving. The room reports :class:`~kiosk.session.Reconnecting` /
+:class:`~kiosk.session.Reconnected`, follows the agent to its new participant object, and maps the reason of a
+final ``disconnected`` to a named end (:mod:`kiosk.daemon.roomends`).
+
 The first words a visitor spoke while the kiosk connected are sent to the agent with LiveKit's pre-connect audio
-buffer protocol: a byte stream on topic ``lk.agent.pre-connect-audio-buffer`` addressed to the agent, raw 16-bit PCM,
-with ``sampleRate``, ``channels`` and ``trackId`` attributes, announced by publishing the microphone with
-``preconnect_buffer`` (audio feature ``TF_PRECONNECT_BUFFER``). Typed text goes on the agent's text channel: a text
-stream on ``lk.chat`` (livekit-agents) or a ``voice.user_text`` data packet (Oshara).
+buffer protocol: a byte stream on topic ``lk.agent.pre-connect-audio-buffer`` addressed to the agent, Ogg Opus
+(raw 16-bit PCM where Opus cannot be encoded), with ``sampleRate``, ``channels`` and ``trackId`` attributes,
+announced by publishing the microphone with ``preconnect_buffer`` (audio feature ``TF_PRECONNECT_BUFFER``). Typed
+text goes on the agent's text channel: a text stream on ``lk.chat`` (livekit-agents) or a ``voice.user_text`` data
+packet (Oshara).
 """
 
 from __future__ import annotations
@@ -20,24 +30,18 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from livekit import rtc
 
-from kiosk.audio.preroll import PreConnectAudio
-from kiosk.daemon.captions import (
-    FINAL_ATTRIBUTE,
-    SEGMENT_ATTRIBUTE,
-    TRACK_ATTRIBUTE,
-    TRANSCRIPTION_TOPIC,
-    Caption,
-    CaptionBook,
-    Role,
-)
-from kiosk.session import AgentJoined, AgentLeft, AgentState, AgentStateChanged, Disconnected, Event
+from kiosk.audio.preroll import PreConnectAudio, encode_for_uplink, pcm_for_uplink
+from kiosk.daemon.captions import Caption, CaptionBook
+from kiosk.daemon.roomends import end_for, reason_name
+from kiosk.daemon.roomtext import RoomText
+from kiosk.session import AgentJoined, AgentLeft, AgentState, AgentStateChanged, Event, Reconnected, Reconnecting
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,6 @@ FRAME = RATE // 100
 AGENT_STATE_ATTRIBUTE = "lk.agent.state"
 PRECONNECT_TOPIC = "lk.agent.pre-connect-audio-buffer"
 PUBLISH_ON_BEHALF_ATTRIBUTE = "lk.publish_on_behalf"
-REPLY_TOPIC = "voice.reply"
 #: Where an agent reads typed text: livekit-agents' chat topic (a text stream), or Oshara's data topic.
 CHAT_TOPIC = "lk.chat"
 USER_TEXT_TOPIC = "voice.user_text"
@@ -55,6 +58,10 @@ _BUSY = frozenset({AgentState.THINKING, AgentState.SPEAKING})
 #: A room that loses its server reports its participants gone before it reports itself disconnected: the agent's
 #: departure counts only if the room is still connected this long after it (s).
 AGENT_LEFT_CONFIRM_S = 0.5
+#: The longest the first words' Opus encoding may take before they go as raw PCM instead (s): about 15 ms of CPU per
+#: second of speech normally (kiosk.audio.opus), so this is only reached on a starved CPU; the agent drops a buffer
+#: not received whole within 3 s of subscribing (livekit-agents' pre_connect_audio_timeout).
+OPUS_BUDGET_S = 1.0
 BACKGROUND_TRACK = "background_audio"
 #: Agent audio louder than this (RMS of int16 samples) counts as the agent speaking, for the silence timeout.
 AUDIBLE_RMS = 120.0
@@ -84,23 +91,45 @@ class AgentRoom:
         self._agent: rtc.RemoteParticipant | None = None
         self._agent_present = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._streams: list[rtc.AudioStream] = []
+        #: Remote audio streams by track sid (a full reconnect subscribes anew: the old ones end).
+        self._streams: dict[str, rtc.AudioStream] = {}
+        #: Every sid the microphone was published under (a full reconnect republishes it), for visitor captions.
+        self._mic_sids: set[str] = set()
         self._closing = False
         self._connecting: asyncio.Future[None] | None = None
         self._agent_leaving: asyncio.TimerHandle | None = None
         self.last_agent_audio = 0.0
         #: Monotonic time the agent last stopped thinking or speaking (0 while it has not).
         self.last_agent_busy = 0.0
+        #: Monotonic time the last frame of the agent's audio arrived, audible or not (0 before the first).
+        self.last_agent_frame = 0.0
+        #: Monotonic time the agent's ``lk.agent.state`` last changed (0 while it has not).
+        self.agent_state_at = 0.0
+        #: True once the agent was heard (audible audio) or said it was speaking.
+        self.agent_spoke = False
         self.agent_state = AgentState.ABSENT
+        #: False from the SDK's ``reconnecting`` to its ``reconnected`` (or the end).
+        self.link_up = True
+        #: How many times the SDK began reconnecting.
+        self.reconnects = 0
         self.room.on("participant_connected", self._participant_connected)
         self.room.on("participant_disconnected", self._participant_disconnected)
         self.room.on("participant_attributes_changed", self._attributes_changed)
         self.room.on("track_subscribed", self._track_subscribed)
-        self.room.on("data_received", self._data_received)
-        self.room.on("transcription_received", self._transcription_received)
+        self._text = RoomText(
+            room=self.room,
+            captions=self.captions,
+            mic_sids=self._mic_sids,
+            closing=lambda: self._closing,
+            spawn=self._spawn,
+        )
         self.room.on("disconnected", self._disconnected)
+        self.room.on("reconnecting", self._reconnecting)
+        self.room.on("reconnected", self._reconnected)
+        self.room.on("connection_state_changed", self._connection_state_changed)
+        self.room.on("track_unsubscribed", self._track_unsubscribed)
         self.room.on("local_track_subscribed", self._mic_subscribed)
-        self.room.register_text_stream_handler(TRANSCRIPTION_TOPIC, self._transcription_stream)
+        self.room.on("local_track_republished", self._mic_republished)
         self._mic_heard = asyncio.Event()
 
     async def connect(self, url: str, token: str, *, budget_s: float) -> None:
@@ -123,6 +152,12 @@ class AgentRoom:
         publish = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, preconnect_buffer=True)
         publication = await self.room.local_participant.publish_track(track, publish)
         self._mic_sid = publication.sid
+        self._mic_sids.add(publication.sid)
+
+    @property
+    def mic_sid(self) -> str:
+        """The microphone's track sid now ("" before it is published); a full reconnect changes it."""
+        return self._mic_sid
 
     async def wait_for_agent(self, within_s: float) -> bool:
         """Wait until the agent is in the room; False when it did not come in time."""
@@ -140,30 +175,49 @@ class AgentRoom:
     async def send_preconnect(self, audio: PreConnectAudio) -> None:
         """Send the audio recorded before the agent listened as its pre-connect buffer (one byte stream).
 
-        Sent even when empty (a press in the first moments after the microphone opened): the track is published
-        with ``TF_PRECONNECT_BUFFER``, and an agent on ``livekit-agents`` waits up to its
-        ``pre_connect_audio_timeout`` (3 s) for the buffer before it reads the live track.
+        Compressed as Ogg Opus (``audio/ogg;codecs=opus``, about 3 kB per second of speech) in a worker thread, or
+        raw PCM when Opus cannot be encoded here (:func:`kiosk.audio.preroll.encode_for_uplink` logs why) or not within
+        :data:`OPUS_BUDGET_S`. Sent even when empty (a press in the first moments after the microphone opened): the
+        track is published with
+        ``TF_PRECONNECT_BUFFER``, and an agent on ``livekit-agents`` waits up to its ``pre_connect_audio_timeout``
+        (3 s) for the buffer before it reads the live track, and drops one not received whole within 3 s.
         """
         if self._agent is None:
             return
+        try:
+            buffer = await asyncio.wait_for(asyncio.to_thread(encode_for_uplink, audio), OPUS_BUDGET_S)
+        except TimeoutError:
+            # A starved CPU (seen: 4.3 s for 4.6 s of speech while an agent's job process started) would make the
+            # buffer miss the agent's 3 s window; raw PCM costs bytes, not time. The encode thread runs out alone.
+            log.warning("encoding the first words as Opus took over %.1f s; sending them as PCM", OPUS_BUDGET_S)
+            buffer = await asyncio.to_thread(pcm_for_uplink, audio)
         attributes = {
-            "sampleRate": str(audio.sample_rate),
-            "channels": str(audio.num_channels),
+            "sampleRate": str(buffer.sample_rate),
+            "channels": str(buffer.num_channels),
             "trackId": self._mic_sid,
         }
-        await self.room.local_participant.send_bytes(
-            audio.pcm,
-            topic=PRECONNECT_TOPIC,
-            name="preconnect",
-            mime_type="application/octet-stream",
-            destination_identities=[self._agent.identity],
-            attributes=attributes,
-        )
+        try:
+            await self.room.local_participant.send_bytes(
+                buffer.payload,
+                topic=PRECONNECT_TOPIC,
+                name="preconnect",
+                mime_type=buffer.mime_type,
+                destination_identities=[self._agent.identity],
+                attributes=attributes,
+            )
+        except rtc.StreamError as exc:
+            # The room went away under the send (the server removed the kiosk, the link died): its disconnect or
+            # reconnect event names what happened; the words are lost with the room either way.
+            log.warning("the first words could not be sent to the agent: %s", exc)
+            return
         log.info(
-            "sent %.2f s of first words to the agent (%d Hz, %d kB)",
-            audio.duration_s,
-            audio.sample_rate,
-            len(audio.pcm) // 1024,
+            "sent %.2f s of first words to the agent (%s, %s, %d Hz, %.1f kB, encoded in %.0f ms)",
+            buffer.duration_s,
+            buffer.codec,
+            buffer.mime_type,
+            buffer.sample_rate,
+            len(buffer.payload) / 1024,
+            buffer.encode_ms,
         )
 
     async def say(self, text: str) -> None:
@@ -210,7 +264,7 @@ class AgentRoom:
         except Exception:  # leaving a room that is already gone is fine, but say so
             log.debug("room teardown was not clean", exc_info=True)
         finally:
-            for stream in self._streams:
+            for stream in self._streams.values():
                 await stream.aclose()
             self._streams.clear()
             await self._source.aclose()
@@ -218,7 +272,16 @@ class AgentRoom:
     # ---- SDK callbacks (on the event loop) ------------------------------------------------------------------------
 
     def _participant_connected(self, participant: rtc.RemoteParticipant) -> None:
-        if self._closing or self._agent is not None or not _is_agent(participant):
+        if self._closing or not _is_agent(participant):
+            return
+        if self._agent is not None:
+            if participant.identity == self._agent.identity and participant is not self._agent:
+                # The same agent after a full reconnect: the SDK made a new participant object for it.
+                log.info("agent %s is back after the reconnect", participant.identity)
+                self._agent = participant
+                state = participant.attributes.get(AGENT_STATE_ATTRIBUTE)
+                if state and AgentState.parse(state) != self.agent_state:
+                    self._agent_state(AgentState.parse(state))
             return
         self._agent = participant
         self._agent_present.set()
@@ -230,8 +293,11 @@ class AgentRoom:
             self._agent_state(AgentState.parse(state))
 
     def _agent_state(self, state: AgentState) -> None:
+        now = time.monotonic()
         if self.agent_state in _BUSY and state not in _BUSY:
-            self.last_agent_busy = time.monotonic()
+            self.last_agent_busy = now
+        self.agent_state_at = now
+        self.agent_spoke = self.agent_spoke or state == AgentState.SPEAKING
         self.agent_state = state
         self._on_event(AgentStateChanged(state))
 
@@ -241,11 +307,22 @@ class AgentRoom:
     def _participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
         if self._agent is None or participant.identity != self._agent.identity or self._closing:
             return
+        if not self.link_up:
+            return  # a full reconnect removes everyone first; whether the agent is back is checked at reconnected
         loop = asyncio.get_running_loop()
-        self._agent_leaving = loop.call_later(AGENT_LEFT_CONFIRM_S, self._agent_left, participant.identity)
+        self._agent_leaving = loop.call_later(
+            AGENT_LEFT_CONFIRM_S, self._agent_left, participant.identity, self.reconnects
+        )
 
-    def _agent_left(self, identity: str) -> None:
-        if self._closing or self.room.connection_state != rtc.ConnectionState.CONN_CONNECTED:
+    def _agent_left(self, identity: str, reconnects: int) -> None:
+        # A full reconnect removes the participants before it reports reconnecting, and may be over within the
+        # confirmation time: a reconnect since the departure, or the agent present again, is not a departure.
+        if (
+            self._closing
+            or self.room.connection_state != rtc.ConnectionState.CONN_CONNECTED
+            or reconnects != self.reconnects
+            or identity in self.room.remote_participants
+        ):
             log.debug("agent %s gone with the room's connection: not counted as leaving", identity)
             return
         log.info("agent %s left", identity)
@@ -265,77 +342,81 @@ class AgentRoom:
         name = "background" if publication.name == BACKGROUND_TRACK else "agent"
         # 30 ms frames: a third of the FFI events of 10 ms ones; the mixer takes any length.
         stream = rtc.AudioStream(track, sample_rate=RATE, num_channels=1, frame_size_ms=30)
-        self._streams.append(stream)
-        task = asyncio.get_running_loop().create_task(self._pump(name, stream))
+        old = self._streams.pop(publication.sid, None)
+        if old is not None:
+            self._spawn(old.aclose())
+        self._streams[publication.sid] = stream
+        self._spawn(self._pump(name, stream))
+        log.debug("playing %s track %s of %s", name, publication.sid, participant.identity)
+
+    def _track_unsubscribed(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        # A full reconnect unsubscribes the agent's tracks and subscribes to them anew: end the old stream's pump,
+        # or two pumps would feed the same mixer input.
+        stream = self._streams.pop(publication.sid, None)
+        if stream is not None:
+            self._spawn(stream.aclose())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        log.debug("playing %s track %s of %s", name, publication.sid, participant.identity)
 
     async def _pump(self, name: str, stream: rtc.AudioStream) -> None:
         async for event in stream:
             if self._closing:
                 break
             samples = np.frombuffer(event.frame.data, dtype=np.int16)
+            if name == "agent":
+                self.last_agent_frame = time.monotonic()
             if name == "agent" and float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) > AUDIBLE_RMS:
                 self.last_agent_audio = time.monotonic()
+                self.agent_spoke = True
             self._on_audio(name, samples)
-
-    def _data_received(self, packet: rtc.DataPacket) -> None:
-        if self._closing or packet.topic != REPLY_TOPIC:
-            return
-        try:
-            message = json.loads(packet.data)
-            text = str(message.get("text") or message.get("message") or "")
-        except (ValueError, AttributeError):
-            log.debug("ignoring a voice.reply packet that is not JSON")
-            return
-        self.captions.line("visitor" if message.get("type") == "user_text" else "agent", text)
-
-    def _transcription_stream(self, reader: rtc.TextStreamReader, participant_identity: str) -> None:
-        if self._closing:
-            return
-        task = asyncio.get_running_loop().create_task(self._read_transcription(reader))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _read_transcription(self, reader: rtc.TextStreamReader) -> None:
-        """One ``lk.transcription`` stream: each chunk updates the segment, the end (with its trailer) finishes it."""
-        attributes = reader.info.attributes or {}
-        segment = attributes.get(SEGMENT_ATTRIBUTE) or reader.info.stream_id
-        role: Role = "visitor" if self._mic_sid and attributes.get(TRACK_ATTRIBUTE) == self._mic_sid else "agent"
-        announced_final = attributes.get(FINAL_ATTRIBUTE) == "true"
-        text = ""
-        try:
-            async for chunk in reader:
-                text += chunk
-                if not announced_final:
-                    self.captions.update(role=role, text=text, segment_id=segment, final=False)
-        except rtc.StreamError as exc:
-            log.debug("a transcription stream ended early: %s", exc)
-            return
-        final = (reader.info.attributes or {}).get(FINAL_ATTRIBUTE) == "true"
-        self.captions.update(role=role, text=text, segment_id=segment, final=final)
-
-    def _transcription_received(
-        self,
-        segments: list[rtc.TranscriptionSegment],
-        participant: rtc.Participant | None,
-        publication: rtc.TrackPublication | None,
-    ) -> None:
-        """The SDK's older transcription packets, for agents that still send them."""
-        if self._closing:
-            return
-        mine = participant is not None and participant.identity == self.room.local_participant.identity
-        role: Role = "visitor" if mine or (publication is not None and publication.sid == self._mic_sid) else "agent"
-        for segment in segments:
-            self.captions.update(role=role, text=segment.text, segment_id=segment.id, final=segment.final)
 
     def _disconnected(self, reason: int) -> None:
         if self._agent_leaving is not None:
             self._agent_leaving.cancel()
+        self.link_up = False
         if not self._closing:
-            log.warning("room disconnected (reason %s)", reason)
-            self._on_event(Disconnected())
+            event = end_for(reason, agent_spoke=self.agent_spoke)
+            log.warning("room disconnected: %s (%s)", reason_name(reason), type(event).__name__)
+            self._on_event(event)
+
+    def _connection_state_changed(self, state: int) -> None:
+        log.debug("room connection state %s", rtc.ConnectionState.Name(state))  # type: ignore[arg-type]
+
+    def _reconnecting(self) -> None:
+        self.link_up = False
+        self.reconnects += 1
+        if not self._closing:
+            log.warning("room connection lost: the SDK is reconnecting (%d in this session)", self.reconnects)
+            self._on_event(Reconnecting())
+
+    def _reconnected(self) -> None:
+        self.link_up = True
+        if self._closing:
+            return
+        log.info("room connection back (microphone track %s)", self._mic_sid)
+        self._on_event(Reconnected())
+        if self._agent is not None:
+            # An agent that left while the link was down is not reported by a full reconnect (the room starts afresh).
+            asyncio.get_running_loop().call_later(AGENT_LEFT_CONFIRM_S, self._agent_still_here, self._agent.identity)
+
+    def _agent_still_here(self, identity: str) -> None:
+        if self._closing or not self.link_up or identity in self.room.remote_participants:
+            return
+        log.info("agent %s left while the room was reconnecting", identity)
+        self._on_event(AgentLeft())
+
+    def _mic_republished(self, publication: rtc.LocalTrackPublication, previous_sid: str) -> None:
+        if previous_sid != self._mic_sid:
+            return
+        log.info("microphone republished by the full reconnect: %s -> %s", previous_sid, publication.sid)
+        self._mic_sid = publication.sid
+        self._mic_sids.add(publication.sid)
+        self._mic_heard.clear()  # the agent subscribes to the new track anew
 
 
 def _is_agent(participant: rtc.RemoteParticipant) -> bool:

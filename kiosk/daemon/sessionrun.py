@@ -1,11 +1,17 @@
 """One session from grant to goodbye: broker start, room, first words, live audio, silence, broker end.
 
-:meth:`SessionRun.execute` reports progress as session events and returns only when everything it opened is closed:
-the room is left and the broker was told (or the end was handed to the keeper's retries). Its lifecycle is one
-:class:`~kiosk.daemon.lifecycle.Phase` with a pure transition table: a teardown requested from outside (button,
-shutdown, the agent leaving) cancels whatever the run is waiting on; an end the run decides itself (silence, maximum
-duration, no agent) is dispatched from inside, after which nothing cancels it. Every step that can hang is bounded
-and its timeout named (broker start, room connect, agent join, first words, microphone uplink, broker end).
+:meth:`SessionRun.execute` reports progress as session events and returns the end it decided itself (silence,
+maximum duration, no agent, a failure), or None when it was interrupted from outside (button, shutdown, the agent
+leaving: :meth:`SessionRun.interrupt` cancels whatever it waits on). The driver dispatches that end, then
+:meth:`SessionRun.close` leaves the room and tells the broker (or hands the end to the keeper's retries). Its lifecycle
+is one :class:`~kiosk.daemon.lifecycle.Phase` with a pure transition table; once the run settled its own end nothing
+cancels it. Every step that can hang is bounded and its timeout named (broker start, room connect, agent join, first
+words, microphone uplink, broker end).
+
+While the SDK reconnects the room (:mod:`kiosk.daemon.linkdown`) the run keeps the same broker session, pauses the
+silence and maximum-duration clocks, holds the visitor's words and sends them once the room is back; an outage
+longer than ``session.network_lost_s`` ends the session as ``network_lost``. When the agent ends the call
+(:class:`~kiosk.session.AgentEnded`), its last words play out before the speaker's input is cleared.
 """
 
 from __future__ import annotations
@@ -23,34 +29,38 @@ from livekit import rtc
 
 from kiosk import session as sm
 from kiosk.audio import AGENT, BACKGROUND, SessionCapture
-from kiosk.audio.preroll import for_uplink
-from kiosk.broker import BrokerSession, Grant, ServerClock, SessionKeeper
+from kiosk.broker import BrokerSession, ConnectionDetails, ServerClock, SessionKeeper
+from kiosk.broker.keeper import PROMPT_ATTEMPT_S
 from kiosk.config import SessionConfig
 from kiosk.daemon.captions import Caption
 from kiosk.daemon.lifecycle import PHASE_TIMEOUT, WAITING, Phase, Step, advance, timed
+from kiosk.daemon.linkdown import MicBacklog, SessionLink
+from kiosk.daemon.linkwatch import LinkWatch
 from kiosk.daemon.room import AgentRoom, TextTopic
+from kiosk.daemon.sessionclock import LiveClock
 from kiosk.daemon.sessionsummary import SessionSummary, connect_failure
-from kiosk.errors import BrokerError, KioskError
+from kiosk.daemon.uplink import MicUplink, send_first_words
+from kiosk.errors import KioskError
 from kiosk.reasons import FailureReason
 from kiosk.wakeguard import TalkoverJudge
 
 log = logging.getLogger(__name__)
 Dispatch = Callable[[sm.Event], None]
-TICK_S = 0.1
+#: The shortest wait between two looks at the session's clocks (s): a deadline met to the last float bit is not
+#: missed by a busy loop.
+MIN_WAIT_S = 0.001
 #: While the daemon stops, the broker end and the room's close each get this long (systemd allows 15 s in all).
 SHUTDOWN_CLOSE_S = 2.0
-#: While the daemon stops, a broker start still under way is awaited this long so its session can be ended (a vendor
-#: may have opened a paid one); with the end and the room's close it stays inside systemd's TimeoutStopSec=15.
-STOP_START_WAIT_S = 8.0
 #: How long to keep buffering after the agent joined, for its subscription to the microphone. livekit-server confirms
 #: a subscription to the publisher (``track_subscribed``); a server that never does gets live audio after this.
 MIC_SUBSCRIBE_GRACE_S = 1.0
-#: Live microphone frames (10 ms each) published per ``capture_frame``: one FFI request per 30 ms.
-MIC_SEND_FRAMES = 3
-#: The first words must reach the agent within this long: it drops a pre-connect buffer that takes over 3 s anyway.
-FIRST_WORDS_TIMEOUT_S = 5.0
-#: A microphone frame the room has not taken for this long means the uplink is stuck.
-UPLINK_TIMEOUT_S = 5.0
+#: The longest the agent's last words may keep playing after it ended the call by deleting the room (s). Its goodbye
+#: is in the room when it deletes it (livekit-agents' ``EndCallTool`` waits for the speech's playout first); what is
+#: left is in the jitter buffer and the mixer, usually under 0.5 s.
+AGENT_PLAY_OUT_S = 3.0
+#: The agent's audio counts as over when none of its frames arrived for this long (s) and its mixer input is empty:
+#: longer than the gaps between the SDK's 30 ms frames on a busy machine (0.1 s ended the play-out 0.2 s early once).
+AGENT_PLAY_OUT_QUIET_S = 0.5
 
 __all__ = ["Audio", "SessionRun", "SessionSummary", "connect_failure"]
 
@@ -63,7 +73,7 @@ class Audio(Protocol):
         """Monotonic time of the visitor's last speech."""
 
     def mixer_input(self, name: str) -> Any:
-        """A named mixer input with ``push(frame)`` and ``clear()``."""
+        """A named mixer input with ``push(frame)``, ``clear()`` and ``active`` (playing or holding audio)."""
 
 
 class SessionRun:
@@ -82,12 +92,15 @@ class SessionRun:
         text_topic: TextTopic = "lk.chat",
         server_clock: ServerClock | None = None,
         trigger: sm.Trigger | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.number = number
         self.trigger = trigger
         #: Judges a voice-woken session once the agent joined (see kiosk.wakeguard).
         self.judge: TalkoverJudge | None = None
-        self.pressed_at = pressed_at if pressed_at is not None else time.monotonic()
+        #: The run's clock (monotonic s): the same as the audio engine's and the room's timestamps.
+        self._now = clock
+        self.pressed_at = pressed_at if pressed_at is not None else clock()
         self._config = config
         self._keeper = keeper
         self._audio = audio
@@ -95,7 +108,7 @@ class SessionRun:
         self._on_caption = on_caption
         self._text_topic = text_topic
         self._server_clock = server_clock or ServerClock()
-        self._grant: Grant | None = None
+        self._grant: ConnectionDetails | None = None
         self.room: AgentRoom | None = None
         self.room_name: str | None = None
         self.live_at: float | None = None
@@ -107,9 +120,25 @@ class SessionRun:
         self.phase = Phase.READY
         #: Set by a shutdown: the broker end and the room close each get this long.
         self._close_budget_s: float | None = None
-        self._silence_lateness: float | None = None
-        self._start: asyncio.Task[BrokerSession] | None = None
+        self._started: BrokerSession | None = None
         self.agent_at: float | None = None
+        self._live: LiveClock | None = None
+        self._dispatch: Dispatch = lambda event: None
+        #: The end the run decided itself (see :meth:`_settle`), returned by :meth:`execute`.
+        self._end: sm.Event | None = None
+        #: When the room's link was down (the SDK reconnecting); the clocks leave that time out.
+        self._backlog = MicBacklog(heard_speech_t=lambda: self._audio.last_speech_t)
+        self.link = SessionLink(
+            number=number,
+            backlog=self._backlog,
+            dispatch=lambda event: self._dispatch(event),
+            room_link_up=lambda: self.room is not None and self.room.link_up,
+            clock=clock,
+        )
+        self.outages = self.link.outages
+        #: Set when the agent ended the call: let its last words play before clearing the speaker's input.
+        self._play_out = False
+        self._link_watch: LinkWatch | None = None
 
     @property
     def woke(self) -> bool:
@@ -127,16 +156,19 @@ class SessionRun:
         """The task that runs :meth:`execute` (set by the driver as it creates it)."""
         self._task = task
 
-    def request_end(self, *, shutdown: bool = False) -> None:
-        """Teardown from outside: stop waiting and close everything (no-op once the run settled its own end).
+    def hurry(self) -> None:
+        """The daemon is stopping: the broker end and the room close each get ``SHUTDOWN_CLOSE_S``."""
+        self._close_budget_s = SHUTDOWN_CLOSE_S
 
-        Works before the task has even started: :meth:`execute` then goes straight to closing.
+    def interrupt(self) -> None:
+        """Teardown from outside while :meth:`execute` runs: stop waiting (no-op once the run settled its own end).
+
+        Works before the task has even started: :meth:`execute` then returns None at once.
         """
-        if shutdown:
-            self._close_budget_s = SHUTDOWN_CLOSE_S
         waiting = self.phase in WAITING
         self._to(Step.TEARDOWN)
-        # A task cancelled before its first step never runs its finally: only cancel one that waits on a step.
+        # A task cancelled before its first step never runs at all (nor the driver's close after it): only cancel
+        # one that waits on a step.
         if waiting and self._task is not None:
             self._task.cancel()
 
@@ -147,17 +179,20 @@ class SessionRun:
 
     def status(self) -> dict[str, Any]:
         """This session's part of ``kiosk status``."""
-        now = time.monotonic()
+        now = self._now()
         return {
             "id": self.number,
             "room": self.room_name,
             "duration_s": round(now - (self.live_at or self.pressed_at), 1),
             "live": self.live_at is not None,
+            "reconnects": self.outages.count,
+            "reconnecting_s": round(now - down, 1) if (down := self.outages.down_since) is not None else None,
+            "network_lost_s": self._config.network_lost_s,
         }
 
     def summary(self, *, end_reason: str | None) -> SessionSummary:
         """The session's summary (call after :meth:`execute` returned)."""
-        end = self.ended_at or time.monotonic()
+        end = self.ended_at or self._now()
         return SessionSummary(
             number=self.number,
             room=self.room_name,
@@ -166,58 +201,57 @@ class SessionRun:
             end_reason=end_reason,
             preconnect_s=round(self.preconnect_s, 2),
             transcript=list(self.transcript),
-            silence_lateness_s=self._silence_lateness,
+            silence_lateness_s=self._live.silence_lateness if self._live is not None else None,
             agent_join_s=round(self.agent_at - self.live_at, 3) if self.agent_at and self.live_at else None,
             trigger=str(self.trigger) if self.trigger else None,
         )
 
     # ---- the run ---------------------------------------------------------------------------------------------------
 
-    async def execute(self, dispatch: Dispatch) -> None:
-        """Run the whole session; returns once the room is left and the broker end was attempted."""
+    async def execute(self, dispatch: Dispatch) -> sm.Event | None:
+        """Run the session until its end: return the end the run decided (to be dispatched by the caller), or None
+        when it was interrupted from outside. :meth:`close` must follow, whatever happened."""
         self._task = asyncio.current_task()
+        self._dispatch = dispatch
         try:
             if self._to(Step.EXECUTE) == Phase.TORN_DOWN:
                 raise asyncio.CancelledError
             await self._join(dispatch)
-            await self._converse(dispatch)
+            await self._converse()
         except asyncio.CancelledError:
             if self.phase not in {Phase.TORN_DOWN, *WAITING}:
                 raise
             log.debug("session %d: teardown requested", self.number)
         except KioskError as exc:
-            self._settle(dispatch, sm.Failure(exc.reason), f"session {self.number} failed: {exc}")
+            self._settle(sm.Failure(exc.reason), f"session {self.number} failed: {exc}")
         except rtc.ConnectError as exc:
             reason, why = connect_failure(exc, self._grant, self._server_clock)
-            self._settle(dispatch, sm.Failure(reason), f"session {self.number}: {why}")
+            self._settle(sm.Failure(reason), f"session {self.number}: {why}")
         except TimeoutError:
             reason = PHASE_TIMEOUT.get(self.phase, FailureReason.INTERNAL)
-            self._settle(dispatch, sm.Failure(reason), f"session {self.number}: timed out while {self.phase}")
+            self._settle(sm.Failure(reason), f"session {self.number}: timed out while {self.phase}")
+        return self._end
+
+    async def close(self) -> None:
+        """Release everything the run opened: the room is left and the broker was told (or the end was handed to the
+        keeper's retries); bounded to a few seconds when the daemon is stopping (:meth:`hurry`)."""
+        self._to(Step.CLOSE)
+        self.ended_at = self._now()
+        try:
+            await self._close()
         finally:
-            self._to(Step.CLOSE)
-            self.ended_at = time.monotonic()
-            try:
-                await self._close()
-            finally:
-                self._to(Step.CLOSED)
+            self._to(Step.CLOSED)
 
     async def _join(self, dispatch: Dispatch) -> None:
         """Broker start (its deadline named broker_timeout), then the room connect (connect_timeout)."""
         deadline = self.pressed_at + self._config.connect_timeout_s
-        # The start runs as its own task, awaited without cancelling it: interrupted half-way, a vendor may have
-        # opened a paid session whose room the kiosk would never learn. _close waits for it and ends it.
-        self._start = asyncio.ensure_future(self._keeper.start(deadline=max(deadline, time.monotonic() + 1.0)))
-        await asyncio.wait({self._start})
-        started = self._start.result()
+        # The keeper stops waiting at the deadline (broker_timeout) or when this run is torn down; the request goes
+        # on in the background, and a session it turns out to have opened is recorded and ended there.
+        started = await self._keeper.start(deadline=max(deadline, self._now() + 1.0))
+        self._started = started
         self.room_name = started.grant.room
         self._grant = started.grant
-        if (late := time.monotonic() - deadline) > 0:
-            raise BrokerError(
-                f"the broker's start answer came {late:.1f} s after the connect deadline "
-                f"(session.connect_timeout_s = {self._config.connect_timeout_s:g} s); ending it",
-                reason=FailureReason.BROKER_TIMEOUT,
-            )
-        granted_at = time.monotonic()
+        granted_at = self._now()
         log.info(
             "session %d: room %s granted in %.0f ms (token valid %.0f s)",
             self.number,
@@ -228,12 +262,12 @@ class SessionRun:
         self._to(Step.GRANTED)
         dispatch(sm.Granted(started.grant.room))
         self.room = AgentRoom(
-            on_event=dispatch, on_audio=self._play, on_caption=self._caption, text_topic=self._text_topic
+            on_event=self._room_event, on_audio=self._play, on_caption=self._caption, text_topic=self._text_topic
         )
-        budget = max(1.0, deadline - time.monotonic())
+        budget = max(1.0, deadline - self._now())
         async with timed("the room connect", budget, FailureReason.CONNECT_TIMEOUT):
             await self.room.connect(started.grant.server_url, started.grant.token.get_secret_value(), budget_s=budget)
-        self.live_at = time.monotonic()
+        self.live_at = self._now()
         log.info(
             "session %d: live in %.0f ms (room connect %.0f ms)",
             self.number,
@@ -242,93 +276,117 @@ class SessionRun:
         )
         self._to(Step.CONNECTED)
         dispatch(sm.Connected())
+        if self.outages.down_since is not None:
+            dispatch(sm.Reconnecting())  # the SDK began reconnecting before the session was live
+        # The SDK notices a dead link only when its signal ping times out (12-15 s); the kiosk's own evidence, WebRTC's
+        # receive counters, tells within seconds (kiosk.daemon.linkwatch).
+        self._link_watch = LinkWatch(room=self.room.room, on_change=self.link.watch_saw)
+        self._link_watch.start()
 
-    async def _converse(self, dispatch: Dispatch) -> None:
+    async def _converse(self) -> None:
         assert self.room is not None
         if not await self.room.wait_for_agent(self._config.agent_join_timeout_s):
-            self._settle(dispatch, sm.Failure(FailureReason.AGENT_NO_SHOW), "the agent did not join")
+            self._settle(sm.Failure(FailureReason.AGENT_NO_SHOW), "the agent did not join")
             return
-        self.agent_at = time.monotonic()
+        self.agent_at = self._now()
         if self.woke:
             self.judge = TalkoverJudge(config=self._config, agent_joined_at=self.agent_at)
+        assert self.live_at is not None
+        self._live = LiveClock(
+            number=self.number,
+            config=self._config,
+            room=self.room,
+            audio=self._audio,
+            live_at=self.live_at,
+            agent_at=self.agent_at,
+            outages=self.outages,
+            woke=self.woke,
+            judge=self.judge,
+        )
         # Keep buffering until the agent receives the microphone: what is sent live before that is lost, while
         # everything buffered until then arrives in the pre-connect buffer (LiveKit's clients wait the same way).
         if not await self.room.wait_mic_subscribed(MIC_SUBSCRIBE_GRACE_S):
             log.info("session %d: no subscription confirmed by the server; going live", self.number)
         pre = self._capture.take_preconnect()
         self.preconnect_s = pre.duration_s
-        # A few ms per second of audio, on the loop: LiveKit's resampler is used from one thread only.
-        async with timed("sending the first words", FIRST_WORDS_TIMEOUT_S, FailureReason.FIRST_WORDS_TIMEOUT):
-            await self.room.send_preconnect(for_uplink(pre))
-        pump = asyncio.get_running_loop().create_task(self._pump_mic(), name="mic")
+        watch = self._link_watch
+        end = await send_first_words(
+            self.room,
+            pre,
+            outages=self.outages,
+            last_arrival=lambda: watch.last_arrival if watch is not None else None,
+            due=self._live.due,
+        )
+        if end is not None:
+            self._settle_end(end)
+            return
+        uplink = MicUplink(
+            number=self.number, capture=self._capture, room=self.room, backlog=self._backlog, outages=self.outages
+        )
+        pump = asyncio.get_running_loop().create_task(uplink.run(), name="mic")
         try:
-            end = await self._watch(pump)
-            self._settle(dispatch, end, f"session {self.number}: {type(end).__name__.lower()}")
+            self._settle_end(await self._watch(pump))
         finally:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
 
-    async def _pump_mic(self) -> None:
-        assert self.room is not None
-        parts: list[npt.NDArray[np.int16]] = []
-        async for frame in self._capture:
-            parts.append(frame.pcm)
-            if len(parts) >= MIC_SEND_FRAMES:
-                async with timed("the microphone uplink", UPLINK_TIMEOUT_S, FailureReason.UPLINK_TIMEOUT):
-                    await self.room.send_mic(np.concatenate(parts))
-                parts.clear()
+    def _settle_end(self, end: sm.Event) -> None:
+        """Settle on the end the session clock (or the uplink) found, naming it in the log."""
+        what = f"failure {end.reason}" if isinstance(end, sm.Failure) else type(end).__name__.lower()
+        self._settle(end, f"session {self.number}: {what}")
 
     async def _watch(self, pump: asyncio.Task[None]) -> sm.Event:
-        """Return Silence or MaxDuration when due (precise to one tick), or a Failure if the uplink died."""
-        assert self.room is not None and self.live_at is not None
+        """Return the end the clock finds due, or a Failure if the uplink died.
+
+        Sleeps until the clock's next deadline (:meth:`LiveClock.next_check`), the uplink ending, or the link going
+        down or coming back (which moves the deadlines), whichever comes first.
+        """
+        assert self._live is not None
         while True:
-            now = time.monotonic()
             if pump.done():
                 error = pump.exception() if not pump.cancelled() else None
                 log.error("session %d: the microphone uplink stopped: %s", self.number, error)
                 return sm.Failure(error.reason if isinstance(error, KioskError) else FailureReason.CONNECT_FAILED)
-            limit = self._config.wake_max_duration_s if self.woke else self._config.max_duration_s
-            if now - self.live_at >= limit:
-                return sm.MaxDuration()
-            if self.judge is not None and (why := self._judge_tick(now)) is not None:
-                log.info("session %d: wake guard: %s", self.number, why)
-                return sm.WakeGuardEnd()
-            quiet = now - self.last_activity()
-            if quiet >= self._config.silence_timeout_s:
-                self._silence_lateness = round(quiet - self._config.silence_timeout_s, 3)
-                return sm.Silence()
-            await asyncio.sleep(TICK_S)
+            now = self._now()
+            if (end := self._live.due(now)) is not None:
+                return end
+            self.link.moved.clear()
+            moved = asyncio.ensure_future(self.link.moved.wait())
+            try:
+                await asyncio.wait({pump, moved}, timeout=max(MIN_WAIT_S, self._live.next_check(now) - now))
+            finally:
+                moved.cancel()
 
-    def _judge_tick(self, now: float) -> str | None:
-        assert self.judge is not None and self.room is not None
-        speaking = self.room.agent_state == sm.AgentState.SPEAKING
-        return self.judge.tick(now, speaking, self.room.last_agent_audio, self._audio.last_speech_t)
+    def _room_event(self, event: sm.Event) -> None:
+        """The room's events: an outage's start and end counted once (:class:`SessionLink`), an agent's goodbye noted,
+        then dispatched."""
+        if isinstance(event, sm.Reconnecting | sm.Reconnected) and not self.link.sdk_saw(event):
+            return  # the link watch saw this change first
+        if isinstance(event, sm.AgentEnded):
+            self._play_out = True
+        self._dispatch(event)
 
-    def last_activity(self) -> float:
-        """When anyone last spoke: the visitor's speech, the agent's audio, or the agent thinking/speaking."""
-        assert self.live_at is not None and self.room is not None
-        # The silence clock starts when the agent is there to talk to, not when the room connected.
-        candidates = [self.agent_at or self.live_at, self.room.last_agent_audio, self.room.last_agent_busy]
-        if self._audio.last_speech_t is not None:
-            candidates.append(self._audio.last_speech_t)
-        if self.room.agent_state in {sm.AgentState.THINKING, sm.AgentState.SPEAKING}:
-            candidates.append(time.monotonic())
-        return max(candidates)
-
-    def _settle(self, dispatch: Dispatch, event: sm.Event, message: str) -> None:
-        """End from inside: settle first, so the teardown the event causes does not cancel the run."""
+    def _settle(self, event: sm.Event, message: str) -> None:
+        """End from inside: settle on ``event``, which :meth:`execute` returns (nothing cancels the run now)."""
         if self._to(Step.SETTLE) != Phase.SETTLED:
             return  # torn down from outside meanwhile: that end is the one reported
         if isinstance(event, sm.Failure):
             log.warning("%s", message)
         else:
             log.info("%s", message)
-        dispatch(event)
+        self._end = event
 
     async def _close(self) -> None:
         """Release everything the run opened; bounded to a few seconds when the daemon is stopping."""
         budget = self._close_budget_s
+        if self._link_watch is not None:
+            await self._link_watch.aclose()
+        if self._play_out and budget is None:
+            room = self.room
+            await play_out(
+                self.number, self._audio.mixer_input(AGENT), lambda: room.last_agent_frame if room else 0.0, self._now
+            )
         self._capture.close()
         if self.room is not None:
             self.room.leaving()  # no more agent audio to the speaker, no more events from this room
@@ -337,10 +395,11 @@ class SessionRun:
         try:
             if self.room is not None:
                 await self.room.stop_mic(budget_s=min(1.0, budget or 1.0))
-            started = await self._finish_start(STOP_START_WAIT_S if budget is not None else None)
-            if started is not None:
+            if self._started is not None:
                 # The broker first: a vendor bills until it hears the end, and leaving the room takes longer.
-                await asyncio.wait_for(self._keeper.end(started), timeout=budget)
+                # With the link down, one short try: the background retries end it once the network is back.
+                brief = PROMPT_ATTEMPT_S if self.outages.down_since is not None else None
+                await asyncio.wait_for(self._keeper.end(self._started, timeout_s=brief), timeout=budget)
         except TimeoutError:
             log.warning(
                 "session %d: the broker end timed out after %.1f s; it is retried at the next start",
@@ -354,18 +413,6 @@ class SessionRun:
             if self.room is not None:
                 await self.room.close(budget_s=(budget or 10.0) / 2)
 
-    async def _finish_start(self, budget: float | None) -> BrokerSession | None:
-        """The started session, waiting for a start that a teardown interrupted (it may have opened one)."""
-        if self._start is None:
-            return None
-        done, _ = await asyncio.wait({self._start}, timeout=budget)
-        if not done:
-            log.warning("session %d: the broker start did not answer within %.0f s of stopping", self.number, budget)
-            return None
-        if self._start.cancelled() or self._start.exception() is not None:
-            return None
-        return self._start.result()
-
     def _play(self, name: str, samples: npt.NDArray[np.int16]) -> None:
         self._audio.mixer_input(BACKGROUND if name == "background" else AGENT).push(samples)
 
@@ -373,3 +420,15 @@ class SessionRun:
         if caption.final:
             self.transcript.append((caption.role, caption.text))
         self._on_caption(caption)
+
+
+async def play_out(number: int, agent: Any, last_frame: Callable[[], float], clock: Callable[[], float]) -> None:
+    """Let the agent's last words reach the speaker: wait, at most :data:`AGENT_PLAY_OUT_S`, until no more of its audio
+    arrives (``last_frame()``, monotonic s) and its mixer input ``agent`` has played everything it held."""
+    started = clock()
+    while (now := clock()) - started < AGENT_PLAY_OUT_S:
+        if not agent.active and now - last_frame() >= AGENT_PLAY_OUT_QUIET_S:
+            log.info("session %d: the agent's last words played out in %.2f s", number, now - started)
+            return
+        await asyncio.sleep(0.02)
+    log.info("session %d: the agent's last words cut after %.1f s", number, AGENT_PLAY_OUT_S)

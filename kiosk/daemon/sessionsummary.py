@@ -6,7 +6,7 @@ import dataclasses
 
 from livekit import rtc
 
-from kiosk.broker import Grant, ServerClock
+from kiosk.broker import ConnectionDetails, ServerClock
 from kiosk.broker.clock import TIME_SYNC_HINT
 from kiosk.reasons import FailureReason
 
@@ -30,7 +30,9 @@ class SessionSummary:
     trigger: str | None = None
 
 
-def connect_failure(exc: rtc.ConnectError, grant: Grant | None, clock: ServerClock) -> tuple[FailureReason, str]:
+def connect_failure(
+    exc: rtc.ConnectError, grant: ConnectionDetails | None, clock: ServerClock
+) -> tuple[FailureReason, str]:
     """Name a failed room connect: ``clock`` when the server refused the token and a clock disagrees.
 
     The kiosk never refuses a token on its own clock; when the server refuses it (401) and the local clock is off the

@@ -21,7 +21,6 @@ import httpx
 from kiosk.commands.control import request_once
 from kiosk.daemon.sessionrun import SessionSummary
 from kiosk.errors import KioskError
-from kiosk.sandbox.ready import parse_ready
 
 if TYPE_CHECKING:
     from kiosk.screen.service import ScreenService
@@ -49,10 +48,16 @@ class SandboxProcess:
 
 
 def start_sandbox(*, api_key: str, log: IO[str], timeout_s: float = 30.0, agent: str = "scripted") -> SandboxProcess:
-    """Start ``python -m kiosk.sandbox --port 0 --agent AGENT`` and wait for its ready line."""
+    """Start ``python -m kiosk_sandbox --port 0 --agent AGENT`` and wait for its ready line.
+
+    Needs the ``sandbox`` extra (``kiosk demo`` checks it first); the sandbox is imported here, not at the top, so
+    the daemon's modules never load it.
+    """
+    from kiosk_sandbox.ready import parse_ready
+
     # The key goes through the environment: a command line is visible to every user in ps.
     process = subprocess.Popen(
-        [sys.executable, "-m", "kiosk.sandbox", "--host", "127.0.0.1", "--port", "0", "--agent", agent],
+        [sys.executable, "-m", "kiosk_sandbox", "--host", "127.0.0.1", "--port", "0", "--agent", agent],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,

@@ -101,7 +101,7 @@ async def watch(
         # The trigger decides after this call whether the edge is a press: print once it has.
         loop.call_soon(emit)
 
-    def on_event(event: ButtonEvent) -> None:
+    def on_event(event: ButtonEvent, _t: float) -> None:
         now = loop.time()
         if event == ButtonEvent.PRESS:
             record.presses += 1

@@ -42,7 +42,7 @@ async def listen(
     stop: asyncio.Event | None = None,
 ) -> Summary:
     """Listen to ``audio.input_device`` for ``seconds`` (or until ``stop``); ``AudioDeviceError`` if it cannot open."""
-    engine = AudioEngine(audio=audio, trigger=trigger, stream_factory=factory, loop=asyncio.get_running_loop())
+    engine = AudioEngine(audio=audio, trigger=trigger, stream_factory=factory)
     meter = LevelMeter(vad=engine.vad)
 
     def on_frame(frame: MicFrame) -> None:

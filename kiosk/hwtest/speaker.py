@@ -71,7 +71,7 @@ async def play(
     on_step: Callable[[str], None],
 ) -> SpeakerReport:
     """Open ``audio.output_device``, play the tone, the chimes and the sentence (``AudioDeviceError`` if it cannot open)."""
-    engine = AudioEngine(audio=audio, stream_factory=factory, loop=asyncio.get_running_loop())
+    engine = AudioEngine(audio=audio, stream_factory=factory)
     await engine.open_direction(engine.output)
     device = engine.output.device or "?"
     steps: list[dict[str, object]] = []

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kiosk.daemon.control import EventBus
+from kiosk.daemon.control_socket import EventBus
 from kiosk.errors import ControlError
 from kiosk.screen.views import DEFAULT_LABELS, View, caption_of, offline_view, view_of
 

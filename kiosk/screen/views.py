@@ -13,7 +13,9 @@ from typing import Any, Literal
 from kiosk.reasons import FailureReason
 from kiosk.session import AgentState, State
 
-ViewKey = Literal["ready", "connecting", "listening", "thinking", "speaking", "ending", "failure", "offline"]
+ViewKey = Literal[
+    "ready", "connecting", "listening", "thinking", "speaking", "reconnecting", "ending", "failure", "offline"
+]
 
 #: The page's words in English; ``[screen.labels]`` replaces any of them.
 DEFAULT_LABELS: dict[str, str] = {
@@ -22,6 +24,7 @@ DEFAULT_LABELS: dict[str, str] = {
     "listening": "Listening",
     "thinking": "Thinking",
     "speaking": "Speaking",
+    "reconnecting": "Reconnecting",
     "ending": "Ending",
     "failure": "Something went wrong",
     "offline": "Starting up",
@@ -43,6 +46,7 @@ VIEWS: dict[tuple[State, AgentState | None], ViewKey] = {
     (State.LIVE, AgentState.LISTENING): "listening",
     (State.LIVE, AgentState.THINKING): "thinking",
     (State.LIVE, AgentState.SPEAKING): "speaking",
+    (State.RECONNECTING, None): "reconnecting",
     (State.ENDING, None): "ending",
     (State.ERROR, None): "failure",
 }
@@ -64,10 +68,16 @@ FAILURE_WORDS: dict[FailureReason, str] = {
     FailureReason.INTERNAL: "The kiosk had an internal problem.",
     FailureReason.FIRST_WORDS_TIMEOUT: "The call stopped responding.",
     FailureReason.UPLINK_TIMEOUT: "The call stopped responding.",
+    FailureReason.NETWORK_LOST: "The network connection was lost.",
+    FailureReason.DUPLICATE_IDENTITY: "Another kiosk took over this kiosk's call.",
+    FailureReason.ROOM_CLOSED: "The call was closed by the assistant service.",
+    FailureReason.STATE_DIR: "The kiosk cannot save its records.",
+    FailureReason.BROKER_UNRESOLVABLE: "The assistant service cannot be found on the network.",
 }
 RETRY_WORDS = "Please try again in a moment."
 OFFLINE_WORDS = "The kiosk is starting. This page reconnects by itself."
 CONNECTING_WORDS = {State.CONNECTING: "Calling the assistant", State.LIVE: "Waiting for the assistant"}
+RECONNECTING_WORDS = "The network dropped. Please wait: the call comes back by itself."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,12 +117,14 @@ def view_of(event: Mapping[str, Any], *, labels: Mapping[str, str]) -> View:
         detail = f"{FAILURE_WORDS[reason]} {RETRY_WORDS}"
     elif key == "connecting":
         detail = CONNECTING_WORDS.get(state, "")
+    elif key == "reconnecting":
+        detail = RECONNECTING_WORDS
     return View(
         key=key,
         label=words[key],
         detail=detail,
         session=session_number(event),
-        in_session=state in {State.CONNECTING, State.LIVE, State.ENDING},
+        in_session=state in {State.CONNECTING, State.LIVE, State.RECONNECTING, State.ENDING},
     )
 
 
