@@ -201,7 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``kiosk sandbox``; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
     )
     for noisy in ("aioice", "aiortc", "livekit"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -20,6 +20,8 @@ from kiosk.broker import Broker, ConnectionDetails, SessionKeeper, SessionLedger
 from kiosk.errors import BrokerError
 from kiosk.reasons import FailureReason
 from kiosk.secret import SecretSource
+from kiosk_sandbox.resume import DEFAULT_DEPARTURE_TIMEOUT_S
+from kiosk_sandbox.sessions import REJOIN_GRACE_S
 from tests.fixtures.broker import SANDBOX_AGENT as AGENT
 from tests.fixtures.broker import env_secret, sandbox_config
 from tests.fixtures.sandbox import SandboxHandle
@@ -35,6 +37,11 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
     """One HTTP client, as the daemon keeps one."""
     async with httpx.AsyncClient(timeout=5) as shared:
         yield shared
+
+
+# A room whose last human left ends after the sandbox's rejoin grace (3 s) when its leave arrived, or after the
+# departure timeout (20 s, as livekit-server keeps a participant whose signal vanished) when the SDK's close lost it.
+LEFT_ROOM_ENDS_S = REJOIN_GRACE_S + DEFAULT_DEPARTURE_TIMEOUT_S + 7
 
 
 async def join_and_leave(grant: ConnectionDetails) -> None:
@@ -76,7 +83,7 @@ async def test_oshara_against_the_sandbox(sandbox: SandboxHandle, tmp_path: Path
         assert record["dialect"] == "oshara" and record["overrides"] == overrides
         await join_and_leave(grant)
         await broker.end(grant)
-        record = await sandbox.wait_session(grant.room, lambda r: r["ended_at"] is not None)
+    record = await sandbox.wait_session(grant.room, lambda r: r["ended_at"] is not None, within=LEFT_ROOM_ENDS_S)
     assert record["end_reason"] == "last_participant_left"
 
 
@@ -96,7 +103,7 @@ async def test_livekit_endpoint_against_the_sandbox(
         }
         await join_and_leave(grant)
         await broker.end(grant)
-        record = await sandbox.wait_session(grant.room, lambda r: r["ended_at"] is not None)
+    record = await sandbox.wait_session(grant.room, lambda r: r["ended_at"] is not None, within=LEFT_ROOM_ENDS_S)
     assert record["end_reason"] == "last_participant_left"
 
 
@@ -109,7 +116,7 @@ async def test_self_minted_against_the_sandbox(
         grant = await broker.start()
         await join_and_leave(grant)
         await broker.end(grant)
-        record = await sandbox.wait_session(grant.room, lambda r: r["ended_at"] is not None)
+    record = await sandbox.wait_session(grant.room, lambda r: r["ended_at"] is not None, within=LEFT_ROOM_ENDS_S)
     assert (record["dialect"], record["identity"], record["agent_name"]) == ("self", "kiosk-t1", AGENT)
     assert record["overrides"]["attributes"] == {"site": "lobby"}
     assert record["overrides"]["room_config"]["agents"] == [{"agentName": AGENT}]
