@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kiosk.broker import ConnectionDetails, EndTicket, LedgerEntry, SessionKeeper, SessionLedger
-from kiosk.broker.keeper import PROMPT_ATTEMPT_S
+from kiosk.broker.end_retries import PROMPT_ATTEMPT_S
 from kiosk.errors import BrokerError, ClockError, StateDirError
 from kiosk.reasons import FailureReason
 from tests.fixtures.broker import ScriptedBroker, keeper_session
@@ -77,7 +77,7 @@ async def test_second_cancel_during_the_end_lets_the_end_finish(tmp_path: Path) 
     async with asyncio.timeout(5):
         started = await keeper.start()
         ending = asyncio.create_task(keeper.end(started))
-        await asyncio.sleep(0.05)
+        await broker.end_asked.wait()
         ending.cancel()
         with pytest.raises(asyncio.CancelledError):
             await ending

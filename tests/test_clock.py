@@ -17,7 +17,7 @@ from kiosk.broker import ServerClock, decode_token, make_client
 from kiosk.broker.connection import ConnectionDetails, EndTicket, clock_problem
 from kiosk.commands.doctor import _check_expiry
 from kiosk.config import BrokerConfig
-from kiosk.daemon.sessionrun import connect_failure
+from kiosk.daemon.sessionsummary import connect_failure
 from kiosk.errors import BrokerError, ClockError
 from kiosk.reasons import FailureReason
 from tests.fixtures.sandbox import SandboxHandle

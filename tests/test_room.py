@@ -45,7 +45,7 @@ async def test_the_agent_is_not_its_avatar(kiosk: tuple[Kiosk, str], sandbox: Sa
     avatar = participant(sandbox, room, "avatar-1", kind="agent", **{"lk.publish_on_behalf": "agent-1"})
     async with avatar, participant(sandbox, room, "agent-1", kind="agent", **{"lk.agent.state": "listening"}):
         assert await k.room.wait_for_agent(10)
-        await until(lambda: k.room.agent_state == sm.AgentState.LISTENING, 10, "the agent listening", step=0.02)
+        await until(lambda: k.agent_state == sm.AgentState.LISTENING, 10, "the agent listening", step=0.02)
     assert sum(isinstance(e, sm.AgentJoined) for e in k.events) == 1
 
 
@@ -56,17 +56,17 @@ async def test_silence_counts_from_when_the_agent_stopped_thinking(
     k, room = kiosk
     async with participant(sandbox, room, "agent-1", kind="agent", **{"lk.agent.state": "listening"}) as agent:
         assert await k.room.wait_for_agent(10)
-        assert k.room.last_agent_busy == 0.0
+        assert k.room.activity.last_busy == 0.0
         for state in ("thinking", "listening"):
             async with asyncio.timeout(5):
                 await agent.local_participant.set_attributes({"lk.agent.state": state})
             await until(
-                lambda s=state: k.room.agent_state == sm.AgentState.parse(s),  # type: ignore[misc]
+                lambda s=state: k.agent_state == sm.AgentState.parse(s),  # type: ignore[misc]
                 10,
                 f"agent state {state}",
                 step=0.02,
             )
-        assert k.room.last_agent_busy > 0.0
+        assert k.room.activity.last_busy > 0.0
 
 
 async def test_captions_from_transcription_streams_and_typed_text_on_lk_chat(
@@ -198,7 +198,7 @@ async def test_a_reconnect_is_reported_and_the_agent_is_followed_not_lost(
         # The agent is followed: its state changes still arrive, and it is not reported gone after the reconnect.
         async with asyncio.timeout(5):
             await agent.local_participant.set_attributes({"lk.agent.state": "speaking"})
-        await until(lambda: k.room.agent_state == sm.AgentState.SPEAKING, 10, "the agent speaking", step=0.02)
+        await until(lambda: k.agent_state == sm.AgentState.SPEAKING, 10, "the agent speaking", step=0.02)
         await asyncio.sleep(1.0)  # longer than the agent-left confirmation and the after-reconnect check
         mic = k.room.mic_sid
         attributes = {"lk.segment_id": "SG_after", "lk.transcribed_track_id": mic, "lk.transcription_final": "true"}

@@ -89,6 +89,7 @@ def _driver(
             audio=StubAudio(),
             capture=capture,  # type: ignore[arg-type]
             on_caption=request.on_caption,
+            agent_state=request.agent_state,
             trigger=request.trigger,
         )
 
@@ -114,7 +115,7 @@ async def test_a_button_session_starts_at_the_gpio_edge() -> None:
     try:
         factory.pin(17).drive_low()
         await until(lambda: driver.run is not None, 5, "the press to start a session", step=0.01)
-        assert driver.run is not None and driver.run.pressed_at == edge_at
+        assert driver.run is not None and driver.run.times.pressed_at == edge_at
     finally:
         trigger.close()
         factory.close()

@@ -8,6 +8,7 @@ import pytest
 
 from kiosk import session as sm
 from kiosk.config import SessionConfig
+from kiosk.daemon.agent_presence import AgentActivity
 from kiosk.daemon.linkdown import Outages
 from kiosk.daemon.sessionclock import LiveClock
 from kiosk.reasons import FailureReason
@@ -17,7 +18,7 @@ CONFIG = SessionConfig(silence_timeout_s=10.0, max_duration_s=60.0, network_lost
 
 @dataclass
 class Room:
-    """The room's timestamps (monotonic seconds, 0 for never)."""
+    """The agent's state and when it last did what (monotonic seconds, 0 for never)."""
 
     last_agent_audio: float = 0.0
     last_agent_busy: float = 0.0
@@ -37,12 +38,16 @@ def clock(room: Room, outages: Outages | None = None, speech: float | None = Non
     return LiveClock(
         number=1,
         config=CONFIG,
-        room=room,
+        agent=AgentActivity(
+            last_audio=room.last_agent_audio, last_busy=room.last_agent_busy, state_at=room.agent_state_at
+        ),
+        agent_state=lambda: room.agent_state,
         audio=Speech(speech),
         live_at=100.0,
         agent_at=100.0,
         outages=outages or Outages(),
         woke=False,
+        clock=lambda: 100.0,
     )
 
 

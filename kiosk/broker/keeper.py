@@ -9,7 +9,7 @@
         await keeper.end(started)  # normal end, failure after start, cancellation (SIGTERM) or exception
 
 An end that fails is retried in a background task with jittered backoff (capped at ``broker.end_retry_max_s``)
-while no session is running, and never blocks the next visitor. :meth:`SessionKeeper.recover` ends, at daemon start,
+while no session is running (:mod:`kiosk.broker.end_retries`), and never blocks the next visitor. :meth:`SessionKeeper.recover` ends, at daemon start,
 every session a crash or power loss left recorded.
 """
 
@@ -23,13 +23,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import stamina
-
 from kiosk.errors import BrokerError, StateDirError
 from kiosk.reasons import FailureReason
 
 from .base import Broker
 from .connection import ConnectionDetails, EndTicket
+from .end_retries import END_GIVE_UP_S, FIRST_RETRY_S, EndRetries
 from .http import READ_ON_S
 from .ledger import LedgerEntry, SessionLedger, state_dir_problem
 
@@ -37,18 +36,7 @@ log = logging.getLogger(__name__)
 
 #: Dialects whose end calls nothing: a record of theirs can be dropped by any keeper.
 NOTHING_TO_CALL = frozenset({"oshara", "livekit", "self"})
-FIRST_RETRY_S = 1.0
-#: For this long after an end first failed (s), it is retried about every ``PROMPT_WAIT_S``, each attempt bounded to
-#: ``PROMPT_ATTEMPT_S``: a lobby's access point that reboots is back within a minute or two, and the paid session it
-#: held should end within seconds of that. Each attempt opens a fresh connection, so the end does not wait on a request
-#: sent into the outage (TCP retransmits a lost SYN after 1, 3, 7, 15 s). After it, the backoff grows to
-#: ``broker.end_retry_max_s``, so a broker that is down for long is not hammered.
-PROMPT_RETRY_S = 120.0
-PROMPT_WAIT_S = 1.0
-PROMPT_ATTEMPT_S = 3.0
-#: How long a session's end is retried in the background before the keeper gives up until the next start (1 h: an
-#: operator's alert on a pending end fires after that long). The record stays on disk, so a restart tries again.
-END_GIVE_UP_S = 3600.0
+__all__ = ["BrokerSession", "SessionKeeper"]
 #: Start failures that come with the broker's answer: nothing was opened, so there is nothing to end.
 _ANSWERED = frozenset(
     {
@@ -57,10 +45,6 @@ _ANSWERED = frozenset(
         FailureReason.BROKER_ERROR,
     }
 )
-
-
-class _EndNotConfirmed(Exception):
-    """One background end attempt failed (stamina retries on it)."""
 
 
 async def _cancel_all(tasks: list[asyncio.Future[Any]]) -> None:
@@ -99,15 +83,17 @@ class SessionKeeper:
         self.broker = broker
         self.ledger = ledger
         self._end_timeout_s = end_timeout_s
-        self._end_retry_max_s = end_retry_max_s
-        self._first_retry_s = first_retry_s
-        self._end_give_up_s = end_give_up_s
         self._detached: set[asyncio.Future[bool]] = set()
         self._active: set[str] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._background: dict[str, asyncio.Task[None]] = {}
-        self._waiting: dict[str, LedgerEntry] = {}
+        self._retries = EndRetries(
+            end_once=lambda record, timeout_s: self._end_once(record, timeout_s=timeout_s),
+            idle=self._idle,
+            retry_max_s=end_retry_max_s,
+            first_retry_s=first_retry_s,
+            give_up_s=end_give_up_s,
+        )
         #: Records whose end failed at least once (later failures are logged at debug).
         self._failed_once: set[str] = set()
         self._starts: dict[str, asyncio.Task[BrokerSession]] = {}
@@ -122,12 +108,11 @@ class SessionKeeper:
     @property
     def retrying(self) -> int:
         """How many ended sessions still wait for the broker's confirmation in the background."""
-        return sum(1 for task in self._background.values() if not task.done())
+        return self._retries.pending
 
     def oldest_pending_start(self) -> dt.datetime | None:
         """When the oldest session still waiting for its end in the background was started (UTC), if any."""
-        waiting = [self._waiting[key].started_at for key, task in self._background.items() if not task.done()]
-        return min(waiting, default=None)
+        return self._retries.oldest_started()
 
     def _report(self, operation: str, started: float, ok: bool) -> None:
         if self.on_call is not None:
@@ -255,7 +240,7 @@ class SessionKeeper:
         records = [
             record
             for record in self.ledger.pending()
-            if record.id not in self._active and record.id not in self._background
+            if record.id not in self._active and not self._retries.covers(record.id)
         ]
         orphans = []
         for record in records:
@@ -272,7 +257,7 @@ class SessionKeeper:
         results = await asyncio.gather(*(self._end_once(record) for record in orphans))
         for record, ended in zip(orphans, results, strict=True):
             if not ended:
-                self._retry_later(record)
+                self._retries.schedule(record)
         return sum(results)
 
     async def aclose(self, *, wait_starts_s: float = 0.0) -> None:
@@ -294,8 +279,7 @@ class SessionKeeper:
                 )
         # The starts first: a cancelled one may still hand its end to the background or detach it.
         await _cancel_all(list(self._starts.values()))
-        await _cancel_all([*self._background.values(), *self._detached])
-        self._background.clear()
+        await asyncio.gather(self._retries.aclose(), _cancel_all(list(self._detached)))
 
     async def _finish(self, record: LedgerEntry, *, timeout_s: float | None = None) -> bool:
         try:
@@ -308,7 +292,7 @@ class SessionKeeper:
                 ending.add_done_callback(lambda task: self._after_detached_end(record, task))
                 raise
             if not ended:
-                self._retry_later(record)
+                self._retries.schedule(record)
             return ended
         finally:
             self._release(record.id)
@@ -321,7 +305,7 @@ class SessionKeeper:
     def _after_detached_end(self, record: LedgerEntry, task: asyncio.Future[bool]) -> None:
         self._detached.discard(task)
         if task.cancelled() or task.exception() is not None or not task.result():
-            self._retry_later(record)
+            self._retries.schedule(record)
 
     async def _end_once(self, record: LedgerEntry, *, timeout_s: float | None = None) -> bool:
         """One attempt to end ``record``'s session, bounded to ``timeout_s`` (default ``broker.timeout_s``).
@@ -372,49 +356,3 @@ class SessionKeeper:
         self.ledger.remove(record.id)
         log.info("session %s ended (room %s) in %.0f ms", record.id, ticket.room, (time.monotonic() - started) * 1e3)
         return True
-
-    async def _retry(self, record: LedgerEntry, *, for_s: float, wait_s: float, attempt_s: float | None = None) -> None:
-        """Retry the end while no session runs, backing off to ``wait_s``, for ``for_s``; raises _EndNotConfirmed."""
-        async for attempt in stamina.retry_context(
-            on=_EndNotConfirmed,
-            attempts=None,
-            timeout=max(for_s, self._first_retry_s),
-            wait_initial=self._first_retry_s,
-            wait_max=max(wait_s, self._first_retry_s),
-            wait_jitter=self._first_retry_s,
-        ):
-            with attempt:
-                await self._idle.wait()
-                if not await self._end_once(record, timeout_s=attempt_s):
-                    raise _EndNotConfirmed(record.id)
-
-    def _retry_later(self, record: LedgerEntry) -> None:
-        existing = self._background.get(record.id)
-        if existing is not None and not existing.done():
-            return
-        self._waiting[record.id] = record
-        self._background[record.id] = asyncio.get_running_loop().create_task(
-            self._retry_until_ended(record), name=f"end-{record.id}"
-        )
-
-    async def _retry_until_ended(self, record: LedgerEntry) -> None:
-        """Retry the end while no session runs, backing off to ``end_retry_max_s``, for ``end_give_up_s`` at most."""
-        await asyncio.sleep(self._first_retry_s)  # the attempt that failed was just made
-        prompt_s = min(PROMPT_RETRY_S, self._end_give_up_s)
-        try:
-            try:
-                await self._retry(record, for_s=prompt_s, wait_s=PROMPT_WAIT_S, attempt_s=PROMPT_ATTEMPT_S)
-            except _EndNotConfirmed:
-                await self._retry(record, for_s=self._end_give_up_s - prompt_s, wait_s=self._end_retry_max_s)
-            self._waiting.pop(record.id, None)
-        except _EndNotConfirmed:
-            ticket = record.ticket()
-            log.warning(
-                "session %s (%s, room %s): the broker has not confirmed its end after %.0f min of retries; giving up "
-                "until the next start. If the broker stays unreachable, end it in the vendor's console",
-                record.id,
-                record.dialect,
-                ticket.room if ticket else "unknown",
-                self._end_give_up_s / 60,
-            )
-        self._background.pop(record.id, None)

@@ -277,6 +277,7 @@ def _session_run(
         audio=audio,
         capture=audio.start_capture(since=request.pressed_at),
         on_caption=request.on_caption,
+        agent_state=request.agent_state,
         text_topic=request.config.text_topic,
         server_clock=server_clock,
         trigger=request.trigger,

@@ -4,8 +4,8 @@ The room reports what happens as session events (agent joined / state / left, di
 hands every remote audio track (the agent's voice, its ``background_audio`` track, an avatar's voice) to
 ``on_audio`` as 48 kHz mono frames, and turns the agent's transcriptions into captions (:mod:`kiosk.daemon.captions`).
 
-The agent is the participant of kind agent that does not publish on behalf of another: an avatar worker joins as kind
-agent too, with attribute ``lk.publish_on_behalf`` naming the agent (livekit-agents ``ATTRIBUTE_PUBLISH_ON_BEHALF``).
+Which participant is the agent, and its comings and goings, are followed by
+:class:`~kiosk.daemon.agent_presence.AgentPresence`.
 
 When the link drops, the SDK first *resumes* (the same participant and tracks, the signal connection and ICE
 restarted) and falls back to a *full reconnect* (rejoin: the server gives new participant objects and the SDK
@@ -38,33 +38,26 @@ import numpy.typing as npt
 from livekit import rtc
 
 from kiosk.audio.preroll import PreConnectAudio, encode_for_uplink, pcm_for_uplink
+from kiosk.daemon.agent_presence import AgentActivity, AgentPresence, RoomLink
 from kiosk.daemon.captions import Caption, CaptionBook
 from kiosk.daemon.roomends import end_for, reason_name
 from kiosk.daemon.roomtext import RoomText
-from kiosk.session import AgentJoined, AgentLeft, AgentState, AgentStateChanged, Event, Reconnected, Reconnecting
+from kiosk.session import AgentState, Event, Reconnected, Reconnecting
 
 log = logging.getLogger(__name__)
 
 RATE = 48000
 FRAME = RATE // 100
-AGENT_STATE_ATTRIBUTE = "lk.agent.state"
 PRECONNECT_TOPIC = "lk.agent.pre-connect-audio-buffer"
-PUBLISH_ON_BEHALF_ATTRIBUTE = "lk.publish_on_behalf"
 #: Where an agent reads typed text: livekit-agents' chat topic (a text stream), or Oshara's data topic.
 CHAT_TOPIC = "lk.chat"
 USER_TEXT_TOPIC = "voice.user_text"
 TextTopic = Literal["lk.chat", "voice.user_text"]
-_BUSY = frozenset({AgentState.THINKING, AgentState.SPEAKING})
-#: A room that loses its server reports its participants gone before it reports itself disconnected: the agent's
-#: departure counts only if the room is still connected this long after it (s).
-AGENT_LEFT_CONFIRM_S = 0.5
 #: The longest the first words' Opus encoding may take before they go as raw PCM instead (s): about 15 ms of CPU per
 #: second of speech normally (kiosk.audio.opus), so this is only reached on a starved CPU; the agent drops a buffer
 #: not received whole within 3 s of subscribing (livekit-agents' pre_connect_audio_timeout).
 OPUS_BUDGET_S = 1.0
 BACKGROUND_TRACK = "background_audio"
-#: Agent audio louder than this (RMS of int16 samples) counts as the agent speaking, for the silence timeout.
-AUDIBLE_RMS = 120.0
 
 
 AudioSink = Callable[[str, npt.NDArray[np.int16]], None]
@@ -79,48 +72,42 @@ class AgentRoom:
         on_event: Callable[[Event], None],
         on_audio: AudioSink,
         on_caption: Callable[[Caption], None],
+        agent_state: Callable[[], AgentState],
         text_topic: TextTopic = "lk.chat",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """Report session events to ``on_event``, remote audio to ``on_audio``, captions to ``on_caption``;
+        ``agent_state()`` reads the agent's state as the session knows it; ``clock`` (monotonic s) stamps
+        :attr:`activity`."""
         self._on_event = on_event
         self._on_audio = on_audio
+        self._now = clock
         self.captions = CaptionBook(on_caption=on_caption)
         self._text_topic = text_topic
         self.room = rtc.Room()
         self._source = rtc.AudioSource(RATE, 1, queue_size_ms=200)
         self._mic_sid = ""
-        self._agent: rtc.RemoteParticipant | None = None
-        self._agent_present = asyncio.Event()
+        self._link = RoomLink()
+        self.presence = AgentPresence(
+            room=self.room, link=self._link, on_event=on_event, agent_state=agent_state, clock=clock
+        )
+        #: When the agent last did what (its audio, its state), for the session's clocks.
+        self.activity: AgentActivity = self.presence.activity
         self._tasks: set[asyncio.Task[None]] = set()
         #: Remote audio streams by track sid (a full reconnect subscribes anew: the old ones end).
         self._streams: dict[str, rtc.AudioStream] = {}
         #: Every sid the microphone was published under (a full reconnect republishes it), for visitor captions.
         self._mic_sids: set[str] = set()
-        self._closing = False
         self._connecting: asyncio.Future[None] | None = None
-        self._agent_leaving: asyncio.TimerHandle | None = None
-        self.last_agent_audio = 0.0
-        #: Monotonic time the agent last stopped thinking or speaking (0 while it has not).
-        self.last_agent_busy = 0.0
-        #: Monotonic time the last frame of the agent's audio arrived, audible or not (0 before the first).
-        self.last_agent_frame = 0.0
-        #: Monotonic time the agent's ``lk.agent.state`` last changed (0 while it has not).
-        self.agent_state_at = 0.0
-        #: True once the agent was heard (audible audio) or said it was speaking.
-        self.agent_spoke = False
-        self.agent_state = AgentState.ABSENT
-        #: False from the SDK's ``reconnecting`` to its ``reconnected`` (or the end).
-        self.link_up = True
-        #: How many times the SDK began reconnecting.
-        self.reconnects = 0
-        self.room.on("participant_connected", self._participant_connected)
-        self.room.on("participant_disconnected", self._participant_disconnected)
-        self.room.on("participant_attributes_changed", self._attributes_changed)
+        self.room.on("participant_connected", self.presence.participant_connected)
+        self.room.on("participant_disconnected", self.presence.participant_disconnected)
+        self.room.on("participant_attributes_changed", self.presence.attributes_changed)
         self.room.on("track_subscribed", self._track_subscribed)
         self._text = RoomText(
             room=self.room,
             captions=self.captions,
             mic_sids=self._mic_sids,
-            closing=lambda: self._closing,
+            closing=lambda: self._link.closing,
             spawn=self._spawn,
         )
         self.room.on("disconnected", self._disconnected)
@@ -144,7 +131,7 @@ class AgentRoom:
         async with asyncio.timeout(budget_s):
             await asyncio.shield(self._connecting)
         for participant in self.room.remote_participants.values():
-            self._participant_connected(participant)
+            self.presence.participant_connected(participant)
 
     async def _connect(self, url: str, token: str, budget_s: float) -> None:
         await self.room.connect(url, token, rtc.RoomOptions(auto_subscribe=True, connect_timeout=budget_s))
@@ -159,9 +146,19 @@ class AgentRoom:
         """The microphone's track sid now ("" before it is published); a full reconnect changes it."""
         return self._mic_sid
 
+    @property
+    def link_up(self) -> bool:
+        """False from the SDK's ``reconnecting`` to its ``reconnected`` (or the end)."""
+        return self._link.up
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the SDK began reconnecting in this session."""
+        return self._link.reconnects
+
     async def wait_for_agent(self, within_s: float) -> bool:
         """Wait until the agent is in the room; False when it did not come in time."""
-        return await _within(self._agent_present, within_s)
+        return await _within(self.presence.present, within_s)
 
     async def wait_mic_subscribed(self, within_s: float) -> bool:
         """Wait until someone (the agent) subscribed to the microphone: frames sent before that are lost."""
@@ -182,7 +179,8 @@ class AgentRoom:
         ``TF_PRECONNECT_BUFFER``, and an agent on ``livekit-agents`` waits up to its ``pre_connect_audio_timeout``
         (3 s) for the buffer before it reads the live track, and drops one not received whole within 3 s.
         """
-        if self._agent is None:
+        agent = self.presence.agent
+        if agent is None:
             return
         try:
             buffer = await asyncio.wait_for(asyncio.to_thread(encode_for_uplink, audio), OPUS_BUDGET_S)
@@ -202,7 +200,7 @@ class AgentRoom:
                 topic=PRECONNECT_TOPIC,
                 name="preconnect",
                 mime_type=buffer.mime_type,
-                destination_identities=[self._agent.identity],
+                destination_identities=[agent.identity],
                 attributes=attributes,
             )
         except rtc.StreamError as exc:
@@ -245,11 +243,11 @@ class AgentRoom:
 
     def leaving(self) -> None:
         """The session is ending: the agent leaving or the room closing from now on is expected."""
-        self._closing = True
+        self._link.closing = True
 
     async def close(self, *, budget_s: float = 5.0) -> None:
         """Leave the room, stop the audio pumps and release the microphone source, within ``budget_s``."""
-        self._closing = True
+        self._link.closing = True
         deadline = asyncio.get_running_loop().time() + budget_s
         for task in list(self._tasks):
             task.cancel()
@@ -271,73 +269,13 @@ class AgentRoom:
 
     # ---- SDK callbacks (on the event loop) ------------------------------------------------------------------------
 
-    def _participant_connected(self, participant: rtc.RemoteParticipant) -> None:
-        if self._closing or not _is_agent(participant):
-            return
-        if self._agent is not None:
-            if participant.identity == self._agent.identity and participant is not self._agent:
-                # The same agent after a full reconnect: the SDK made a new participant object for it.
-                log.info("agent %s is back after the reconnect", participant.identity)
-                self._agent = participant
-                state = participant.attributes.get(AGENT_STATE_ATTRIBUTE)
-                if state and AgentState.parse(state) != self.agent_state:
-                    self._agent_state(AgentState.parse(state))
-            return
-        self._agent = participant
-        self._agent_present.set()
-        log.info("agent %s joined", participant.identity)
-        self.agent_state = AgentState.INITIALIZING
-        self._on_event(AgentJoined())
-        state = participant.attributes.get(AGENT_STATE_ATTRIBUTE)
-        if state:
-            self._agent_state(AgentState.parse(state))
-
-    def _agent_state(self, state: AgentState) -> None:
-        now = time.monotonic()
-        if self.agent_state in _BUSY and state not in _BUSY:
-            self.last_agent_busy = now
-        self.agent_state_at = now
-        self.agent_spoke = self.agent_spoke or state == AgentState.SPEAKING
-        self.agent_state = state
-        self._on_event(AgentStateChanged(state))
-
     def _mic_subscribed(self, track: rtc.Track) -> None:
         self._mic_heard.set()
-
-    def _participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
-        if self._agent is None or participant.identity != self._agent.identity or self._closing:
-            return
-        if not self.link_up:
-            return  # a full reconnect removes everyone first; whether the agent is back is checked at reconnected
-        loop = asyncio.get_running_loop()
-        self._agent_leaving = loop.call_later(
-            AGENT_LEFT_CONFIRM_S, self._agent_left, participant.identity, self.reconnects
-        )
-
-    def _agent_left(self, identity: str, reconnects: int) -> None:
-        # A full reconnect removes the participants before it reports reconnecting, and may be over within the
-        # confirmation time: a reconnect since the departure, or the agent present again, is not a departure.
-        if (
-            self._closing
-            or self.room.connection_state != rtc.ConnectionState.CONN_CONNECTED
-            or reconnects != self.reconnects
-            or identity in self.room.remote_participants
-        ):
-            log.debug("agent %s gone with the room's connection: not counted as leaving", identity)
-            return
-        log.info("agent %s left", identity)
-        self._on_event(AgentLeft())
-
-    def _attributes_changed(self, changed: dict[str, str], participant: rtc.Participant) -> None:
-        if self._closing or self._agent is None or participant.identity != self._agent.identity:
-            return
-        if AGENT_STATE_ATTRIBUTE in changed:
-            self._agent_state(AgentState.parse(changed[AGENT_STATE_ATTRIBUTE]))
 
     def _track_subscribed(
         self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
     ) -> None:
-        if self._closing or track.kind != rtc.TrackKind.KIND_AUDIO:
+        if self._link.closing or track.kind != rtc.TrackKind.KIND_AUDIO:
             return
         name = "background" if publication.name == BACKGROUND_TRACK else "agent"
         # 30 ms frames: a third of the FFI events of 10 ms ones; the mixer takes any length.
@@ -365,22 +303,18 @@ class AgentRoom:
 
     async def _pump(self, name: str, stream: rtc.AudioStream) -> None:
         async for event in stream:
-            if self._closing:
+            if self._link.closing:
                 break
             samples = np.frombuffer(event.frame.data, dtype=np.int16)
             if name == "agent":
-                self.last_agent_frame = time.monotonic()
-            if name == "agent" and float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) > AUDIBLE_RMS:
-                self.last_agent_audio = time.monotonic()
-                self.agent_spoke = True
+                self.activity.heard(samples, self._now())
             self._on_audio(name, samples)
 
     def _disconnected(self, reason: int) -> None:
-        if self._agent_leaving is not None:
-            self._agent_leaving.cancel()
-        self.link_up = False
-        if not self._closing:
-            event = end_for(reason, agent_spoke=self.agent_spoke)
+        self.presence.disconnected()
+        self._link.up = False
+        if not self._link.closing:
+            event = end_for(reason, agent_spoke=self.activity.spoke)
             log.warning("room disconnected: %s (%s)", reason_name(reason), type(event).__name__)
             self._on_event(event)
 
@@ -388,27 +322,19 @@ class AgentRoom:
         log.debug("room connection state %s", rtc.ConnectionState.Name(state))  # type: ignore[arg-type]
 
     def _reconnecting(self) -> None:
-        self.link_up = False
-        self.reconnects += 1
-        if not self._closing:
-            log.warning("room connection lost: the SDK is reconnecting (%d in this session)", self.reconnects)
+        self._link.up = False
+        self._link.reconnects += 1
+        if not self._link.closing:
+            log.warning("room connection lost: the SDK is reconnecting (%d in this session)", self._link.reconnects)
             self._on_event(Reconnecting())
 
     def _reconnected(self) -> None:
-        self.link_up = True
-        if self._closing:
+        self._link.up = True
+        if self._link.closing:
             return
         log.info("room connection back (microphone track %s)", self._mic_sid)
         self._on_event(Reconnected())
-        if self._agent is not None:
-            # An agent that left while the link was down is not reported by a full reconnect (the room starts afresh).
-            asyncio.get_running_loop().call_later(AGENT_LEFT_CONFIRM_S, self._agent_still_here, self._agent.identity)
-
-    def _agent_still_here(self, identity: str) -> None:
-        if self._closing or not self.link_up or identity in self.room.remote_participants:
-            return
-        log.info("agent %s left while the room was reconnecting", identity)
-        self._on_event(AgentLeft())
+        self.presence.reconnected()
 
     def _mic_republished(self, publication: rtc.LocalTrackPublication, previous_sid: str) -> None:
         if previous_sid != self._mic_sid:
@@ -417,13 +343,6 @@ class AgentRoom:
         self._mic_sid = publication.sid
         self._mic_sids.add(publication.sid)
         self._mic_heard.clear()  # the agent subscribes to the new track anew
-
-
-def _is_agent(participant: rtc.RemoteParticipant) -> bool:
-    """The agent itself: kind agent, and not an avatar publishing on its behalf."""
-    return participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT and not participant.attributes.get(
-        PUBLISH_ON_BEHALF_ATTRIBUTE
-    )
 
 
 async def _within(event: asyncio.Event, seconds: float) -> bool:

@@ -54,6 +54,8 @@ class RunRequest:
     trigger: sm.Trigger | None
     #: Where the session's captions go: the driver's caption observers.
     on_caption: Callable[[Caption], None]
+    #: The agent's state as the snapshot has it (its one home).
+    agent_state: Callable[[], sm.AgentState]
 
 
 class SessionDriver:
@@ -183,6 +185,7 @@ class SessionDriver:
                 config=self.config,
                 trigger=self.snapshot.trigger,
                 on_caption=self._caption,
+                agent_state=lambda: self.snapshot.agent,
             )
             self._run = self._make_run(request)
             self._executing = True

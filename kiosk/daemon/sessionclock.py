@@ -1,19 +1,25 @@
 """When a live session ends by itself: silence, its maximum duration, the wake guard, or an outage that lasts.
 
-:meth:`LiveClock.due` is asked once per tick with the time; it reads the room's and the audio engine's latest
-timestamps and returns the end that is due, if any. Time the room spent reconnecting (:class:`Outages`) is left out of
-the silence and maximum-duration clocks, and while the room reconnects only the outage's own bound
+:meth:`LiveClock.due` is asked with the time; it reads the agent's state (the session snapshot's), when the agent
+last did what (:class:`~kiosk.daemon.agent_presence.AgentActivity`) and the visitor's last speech, and returns the end
+that is due, if any; :meth:`LiveClock.wait_for_end` asks it at each deadline. Time the room spent reconnecting
+(:class:`Outages`) is left out of the silence and maximum-duration clocks, and while the room reconnects only the
+outage's own bound
 (``session.network_lost_s``) applies.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from kiosk import session as sm
 from kiosk.config import SessionConfig
+from kiosk.daemon.agent_presence import AgentActivity
 from kiosk.daemon.linkdown import Outages
+from kiosk.errors import KioskError
 from kiosk.reasons import FailureReason
 from kiosk.wakeguard import TalkoverJudge
 
@@ -23,15 +29,9 @@ _BUSY = frozenset({sm.AgentState.THINKING, sm.AgentState.SPEAKING})
 JUDGE_TICK_S = 0.1
 #: The longest :meth:`LiveClock.next_check` looks ahead (s): a bound on how late an end no deadline foresaw comes.
 MAX_CHECK_S = 1.0
-
-
-class RoomTimes(Protocol):
-    """What the clock reads of the room (:class:`kiosk.daemon.room.AgentRoom`); monotonic seconds, 0 for never."""
-
-    last_agent_audio: float
-    last_agent_busy: float
-    agent_state_at: float
-    agent_state: sm.AgentState
+#: The shortest wait between two looks at the clocks (s): a deadline met to the last float bit is not missed by a
+#: busy loop.
+MIN_WAIT_S = 0.001
 
 
 class SpeechTimes(Protocol):
@@ -50,23 +50,27 @@ class LiveClock:
         *,
         number: int,
         config: SessionConfig,
-        room: RoomTimes,
+        agent: AgentActivity,
+        agent_state: Callable[[], sm.AgentState],
         audio: SpeechTimes,
         live_at: float,
         agent_at: float,
         outages: Outages,
         woke: bool,
-        judge: TalkoverJudge | None = None,
+        clock: Callable[[], float],
     ) -> None:
         self._number = number
+        self._now = clock
         self._config = config
-        self._room = room
+        self._agent = agent
+        self._agent_state = agent_state
         self._audio = audio
         self._live_at = live_at
         self._agent_at = agent_at
         self._outages = outages
         self._limit = config.wake_max_duration_s if woke else config.max_duration_s
-        self._judge = judge
+        #: Judges a voice-woken session from the agent's joining on (see kiosk.wakeguard); None for a press.
+        self.judge = TalkoverJudge(config=config, agent_joined_at=agent_at) if woke else None
         #: How late the silence end came after its timeout (s), once it did.
         self.silence_lateness: float | None = None
 
@@ -83,9 +87,9 @@ class LiveClock:
             return None
         if now - self._live_at - self._outages.paused(self._live_at, now) >= self._limit:
             return sm.MaxDuration()
-        if self._judge is not None:
-            speaking = self._room.agent_state == sm.AgentState.SPEAKING
-            why = self._judge.tick(now, speaking, self._room.last_agent_audio, self._audio.last_speech_t)
+        if self.judge is not None:
+            speaking = self._agent_state() == sm.AgentState.SPEAKING
+            why = self.judge.tick(now, speaking, self._agent.last_audio, self._audio.last_speech_t)
             if why is not None:
                 log.info("session %d: wake guard: %s", self._number, why)
                 return sm.WakeGuardEnd()
@@ -96,11 +100,32 @@ class LiveClock:
             return sm.Silence()
         return None
 
+    async def wait_for_end(self, uplink: asyncio.Task[None], moved: asyncio.Event) -> sm.Event:
+        """Return the end that comes due, or a Failure if the microphone ``uplink`` task ended.
+
+        Sleeps until the next deadline (:meth:`next_check`), the uplink ending, or ``moved`` (the link going down or
+        coming back, which moves the deadlines), whichever comes first.
+        """
+        while True:
+            if uplink.done():
+                error = uplink.exception() if not uplink.cancelled() else None
+                log.error("session %d: the microphone uplink stopped: %s", self._number, error)
+                return sm.Failure(error.reason if isinstance(error, KioskError) else FailureReason.CONNECT_FAILED)
+            now = self._now()
+            if (end := self.due(now)) is not None:
+                return end
+            moved.clear()
+            waiting = asyncio.ensure_future(moved.wait())
+            try:
+                await asyncio.wait({uplink, waiting}, timeout=max(MIN_WAIT_S, self.next_check(now) - now))
+            finally:
+                waiting.cancel()
+
     def next_check(self, now: float) -> float:
         """When to call :meth:`due` next (monotonic s): the earliest deadline among the outage bound, the maximum
         duration, the silence timeout and the moment an agent's busy claim stops being credible; at most
         ``MAX_CHECK_S`` ahead, and ``JUDGE_TICK_S`` while the wake guard judges the room."""
-        cap = now + (JUDGE_TICK_S if self._judge is not None else MAX_CHECK_S)
+        cap = now + (JUDGE_TICK_S if self.judge is not None else MAX_CHECK_S)
         config, outages = self._config, self._outages
         if (down := outages.down_since) is not None:
             return min(cap, down + config.network_lost_s)
@@ -109,9 +134,9 @@ class LiveClock:
             self._live_at + self._limit + outages.paused(self._live_at, now),
             last + config.silence_timeout_s + outages.paused(last, now),
         ]
-        room = self._room
-        if room.agent_state in _BUSY:
-            sign_of_life = max(room.agent_state_at, room.last_agent_audio)
+        agent = self._agent
+        if self._agent_state() in _BUSY:
+            sign_of_life = max(agent.state_at, agent.last_audio)
             incredible_at = sign_of_life + config.agent_stuck_s + outages.paused(sign_of_life, now)
             if incredible_at > now:  # past it, the claim no longer counts and the silence deadline says all
                 deadlines.append(incredible_at)
@@ -124,13 +149,13 @@ class LiveClock:
         ``session.agent_stuck_s`` after the claim began or the agent's audio was last heard. An agent stuck in
         "speaking" or "thinking" with no audio (livekit/agents#3427) then counts as silent from its last sign of life.
         """
-        room = self._room
+        agent = self._agent
         # The silence clock starts when the agent is there to talk to, not when the room connected.
-        candidates = [self._agent_at, room.last_agent_audio, room.last_agent_busy]
+        candidates = [self._agent_at, agent.last_audio, agent.last_busy]
         if self._audio.last_speech_t is not None:
             candidates.append(self._audio.last_speech_t)
-        if room.agent_state in _BUSY:
-            sign_of_life = max(room.agent_state_at, room.last_agent_audio)
+        if self._agent_state() in _BUSY:
+            sign_of_life = max(agent.state_at, agent.last_audio)
             claimed = now - sign_of_life - self._outages.paused(sign_of_life, now)
             candidates.append(now if claimed < self._config.agent_stuck_s else sign_of_life)
         return max(candidates)

@@ -30,25 +30,21 @@ from livekit import rtc
 from kiosk import session as sm
 from kiosk.audio import AGENT, BACKGROUND, SessionCapture
 from kiosk.broker import BrokerSession, ConnectionDetails, ServerClock, SessionKeeper
-from kiosk.broker.keeper import PROMPT_ATTEMPT_S
+from kiosk.broker.end_retries import PROMPT_ATTEMPT_S
 from kiosk.config import SessionConfig
 from kiosk.daemon.captions import Caption
-from kiosk.daemon.lifecycle import PHASE_TIMEOUT, WAITING, Phase, Step, advance, timed
+from kiosk.daemon.lifecycle import WAITING, Phase, Step, advance, timed
 from kiosk.daemon.linkdown import MicBacklog, SessionLink
 from kiosk.daemon.linkwatch import LinkWatch
 from kiosk.daemon.room import AgentRoom, TextTopic
 from kiosk.daemon.sessionclock import LiveClock
-from kiosk.daemon.sessionsummary import SessionSummary, connect_failure
+from kiosk.daemon.sessionsummary import SessionSummary, SessionTimes, failure_for
 from kiosk.daemon.uplink import MicUplink, send_first_words
 from kiosk.errors import KioskError
 from kiosk.reasons import FailureReason
-from kiosk.wakeguard import TalkoverJudge
 
 log = logging.getLogger(__name__)
 Dispatch = Callable[[sm.Event], None]
-#: The shortest wait between two looks at the session's clocks (s): a deadline met to the last float bit is not
-#: missed by a busy loop.
-MIN_WAIT_S = 0.001
 #: While the daemon stops, the broker end and the room's close each get this long (systemd allows 15 s in all).
 SHUTDOWN_CLOSE_S = 2.0
 #: How long to keep buffering after the agent joined, for its subscription to the microphone. livekit-server confirms
@@ -62,7 +58,7 @@ AGENT_PLAY_OUT_S = 3.0
 #: longer than the gaps between the SDK's 30 ms frames on a busy machine (0.1 s ended the play-out 0.2 s early once).
 AGENT_PLAY_OUT_QUIET_S = 0.5
 
-__all__ = ["Audio", "SessionRun", "SessionSummary", "connect_failure"]
+__all__ = ["Audio", "SessionRun", "SessionSummary"]
 
 
 class Audio(Protocol):
@@ -89,6 +85,7 @@ class SessionRun:
         audio: Audio,
         capture: SessionCapture,
         on_caption: Callable[[Caption], None],
+        agent_state: Callable[[], sm.AgentState],
         text_topic: TextTopic = "lk.chat",
         server_clock: ServerClock | None = None,
         trigger: sm.Trigger | None = None,
@@ -96,23 +93,20 @@ class SessionRun:
     ) -> None:
         self.number = number
         self.trigger = trigger
-        #: Judges a voice-woken session once the agent joined (see kiosk.wakeguard).
-        self.judge: TalkoverJudge | None = None
         #: The run's clock (monotonic s): the same as the audio engine's and the room's timestamps.
         self._now = clock
-        self.pressed_at = pressed_at if pressed_at is not None else clock()
+        self.times = SessionTimes(pressed_at=pressed_at if pressed_at is not None else clock())
         self._config = config
         self._keeper = keeper
         self._audio = audio
         self._capture = capture
         self._on_caption = on_caption
+        self._agent_state = agent_state
         self._text_topic = text_topic
         self._server_clock = server_clock or ServerClock()
         self._grant: ConnectionDetails | None = None
         self.room: AgentRoom | None = None
         self.room_name: str | None = None
-        self.live_at: float | None = None
-        self.ended_at: float | None = None
         self.preconnect_s = 0.0
         self.transcript: list[tuple[str, str]] = []
         self._task: asyncio.Task[Any] | None = None
@@ -121,7 +115,6 @@ class SessionRun:
         #: Set by a shutdown: the broker end and the room close each get this long.
         self._close_budget_s: float | None = None
         self._started: BrokerSession | None = None
-        self.agent_at: float | None = None
         self._live: LiveClock | None = None
         self._dispatch: Dispatch = lambda event: None
         #: The end the run decided itself (see :meth:`_settle`), returned by :meth:`execute`.
@@ -148,7 +141,8 @@ class SessionRun:
     @property
     def listened(self) -> bool:
         """True when someone in the room listened to the agent (only judged for voice-woken sessions)."""
-        return self.judge is not None and self.judge.listened
+        judge = self._live.judge if self._live is not None else None
+        return judge is not None and judge.listened
 
     # ---- control from the driver ----------------------------------------------------------------------------------
 
@@ -183,8 +177,8 @@ class SessionRun:
         return {
             "id": self.number,
             "room": self.room_name,
-            "duration_s": round(now - (self.live_at or self.pressed_at), 1),
-            "live": self.live_at is not None,
+            "duration_s": round(self.times.duration_s(now), 1),
+            "live": self.times.live_at is not None,
             "reconnects": self.outages.count,
             "reconnecting_s": round(now - down, 1) if (down := self.outages.down_since) is not None else None,
             "network_lost_s": self._config.network_lost_s,
@@ -192,17 +186,16 @@ class SessionRun:
 
     def summary(self, *, end_reason: str | None) -> SessionSummary:
         """The session's summary (call after :meth:`execute` returned)."""
-        end = self.ended_at or self._now()
         return SessionSummary(
             number=self.number,
             room=self.room_name,
-            press_to_live_ms=round((self.live_at - self.pressed_at) * 1000, 1) if self.live_at else None,
-            duration_s=round(end - (self.live_at or self.pressed_at), 2),
+            press_to_live_ms=self.times.press_to_live_ms(),
+            duration_s=round(self.times.duration_s(self._now()), 2),
             end_reason=end_reason,
             preconnect_s=round(self.preconnect_s, 2),
             transcript=list(self.transcript),
             silence_lateness_s=self._live.silence_lateness if self._live is not None else None,
-            agent_join_s=round(self.agent_at - self.live_at, 3) if self.agent_at and self.live_at else None,
+            agent_join_s=self.times.agent_join_s(),
             trigger=str(self.trigger) if self.trigger else None,
         )
 
@@ -222,21 +215,16 @@ class SessionRun:
             if self.phase not in {Phase.TORN_DOWN, *WAITING}:
                 raise
             log.debug("session %d: teardown requested", self.number)
-        except KioskError as exc:
-            self._settle(sm.Failure(exc.reason), f"session {self.number} failed: {exc}")
-        except rtc.ConnectError as exc:
-            reason, why = connect_failure(exc, self._grant, self._server_clock)
+        except (KioskError, rtc.ConnectError, TimeoutError) as exc:
+            reason, why = failure_for(exc, self.phase, self._grant, self._server_clock)
             self._settle(sm.Failure(reason), f"session {self.number}: {why}")
-        except TimeoutError:
-            reason = PHASE_TIMEOUT.get(self.phase, FailureReason.INTERNAL)
-            self._settle(sm.Failure(reason), f"session {self.number}: timed out while {self.phase}")
         return self._end
 
     async def close(self) -> None:
         """Release everything the run opened: the room is left and the broker was told (or the end was handed to the
         keeper's retries); bounded to a few seconds when the daemon is stopping (:meth:`hurry`)."""
         self._to(Step.CLOSE)
-        self.ended_at = self._now()
+        self.times.ended_at = self._now()
         try:
             await self._close()
         finally:
@@ -244,7 +232,8 @@ class SessionRun:
 
     async def _join(self, dispatch: Dispatch) -> None:
         """Broker start (its deadline named broker_timeout), then the room connect (connect_timeout)."""
-        deadline = self.pressed_at + self._config.connect_timeout_s
+        times = self.times
+        deadline = times.pressed_at + self._config.connect_timeout_s
         # The keeper stops waiting at the deadline (broker_timeout) or when this run is torn down; the request goes
         # on in the background, and a session it turns out to have opened is recorded and ended there.
         started = await self._keeper.start(deadline=max(deadline, self._now() + 1.0))
@@ -256,23 +245,28 @@ class SessionRun:
             "session %d: room %s granted in %.0f ms (token valid %.0f s)",
             self.number,
             started.grant.room,
-            (granted_at - self.pressed_at) * 1000,
+            (granted_at - times.pressed_at) * 1000,
             started.grant.expires_in_s(),
         )
         self._to(Step.GRANTED)
         dispatch(sm.Granted(started.grant.room))
         self.room = AgentRoom(
-            on_event=self._room_event, on_audio=self._play, on_caption=self._caption, text_topic=self._text_topic
+            on_event=self._room_event,
+            on_audio=self._play,
+            on_caption=self._caption,
+            agent_state=self._agent_state,
+            text_topic=self._text_topic,
+            clock=self._now,
         )
         budget = max(1.0, deadline - self._now())
         async with timed("the room connect", budget, FailureReason.CONNECT_TIMEOUT):
             await self.room.connect(started.grant.server_url, started.grant.token.get_secret_value(), budget_s=budget)
-        self.live_at = self._now()
+        live_at = times.live_at = self._now()
         log.info(
             "session %d: live in %.0f ms (room connect %.0f ms)",
             self.number,
-            (self.live_at - self.pressed_at) * 1000,
-            (self.live_at - granted_at) * 1000,
+            (live_at - times.pressed_at) * 1000,
+            (live_at - granted_at) * 1000,
         )
         self._to(Step.CONNECTED)
         dispatch(sm.Connected())
@@ -288,20 +282,19 @@ class SessionRun:
         if not await self.room.wait_for_agent(self._config.agent_join_timeout_s):
             self._settle(sm.Failure(FailureReason.AGENT_NO_SHOW), "the agent did not join")
             return
-        self.agent_at = self._now()
-        if self.woke:
-            self.judge = TalkoverJudge(config=self._config, agent_joined_at=self.agent_at)
-        assert self.live_at is not None
+        agent_at = self.times.agent_at = self._now()
+        assert self.times.live_at is not None
         self._live = LiveClock(
             number=self.number,
             config=self._config,
-            room=self.room,
+            agent=self.room.activity,
+            agent_state=self._agent_state,
             audio=self._audio,
-            live_at=self.live_at,
-            agent_at=self.agent_at,
+            live_at=self.times.live_at,
+            agent_at=agent_at,
             outages=self.outages,
             woke=self.woke,
-            judge=self.judge,
+            clock=self._now,
         )
         # Keep buffering until the agent receives the microphone: what is sent live before that is lost, while
         # everything buffered until then arrives in the pre-connect buffer (LiveKit's clients wait the same way).
@@ -318,45 +311,18 @@ class SessionRun:
             due=self._live.due,
         )
         if end is not None:
-            self._settle_end(end)
+            self._settle(end)
             return
         uplink = MicUplink(
             number=self.number, capture=self._capture, room=self.room, backlog=self._backlog, outages=self.outages
         )
         pump = asyncio.get_running_loop().create_task(uplink.run(), name="mic")
         try:
-            self._settle_end(await self._watch(pump))
+            self._settle(await self._live.wait_for_end(pump, self.link.moved))
         finally:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
-
-    def _settle_end(self, end: sm.Event) -> None:
-        """Settle on the end the session clock (or the uplink) found, naming it in the log."""
-        what = f"failure {end.reason}" if isinstance(end, sm.Failure) else type(end).__name__.lower()
-        self._settle(end, f"session {self.number}: {what}")
-
-    async def _watch(self, pump: asyncio.Task[None]) -> sm.Event:
-        """Return the end the clock finds due, or a Failure if the uplink died.
-
-        Sleeps until the clock's next deadline (:meth:`LiveClock.next_check`), the uplink ending, or the link going
-        down or coming back (which moves the deadlines), whichever comes first.
-        """
-        assert self._live is not None
-        while True:
-            if pump.done():
-                error = pump.exception() if not pump.cancelled() else None
-                log.error("session %d: the microphone uplink stopped: %s", self.number, error)
-                return sm.Failure(error.reason if isinstance(error, KioskError) else FailureReason.CONNECT_FAILED)
-            now = self._now()
-            if (end := self._live.due(now)) is not None:
-                return end
-            self.link.moved.clear()
-            moved = asyncio.ensure_future(self.link.moved.wait())
-            try:
-                await asyncio.wait({pump, moved}, timeout=max(MIN_WAIT_S, self._live.next_check(now) - now))
-            finally:
-                moved.cancel()
 
     def _room_event(self, event: sm.Event) -> None:
         """The room's events: an outage's start and end counted once (:class:`SessionLink`), an agent's goodbye noted,
@@ -367,10 +333,14 @@ class SessionRun:
             self._play_out = True
         self._dispatch(event)
 
-    def _settle(self, event: sm.Event, message: str) -> None:
-        """End from inside: settle on ``event``, which :meth:`execute` returns (nothing cancels the run now)."""
+    def _settle(self, event: sm.Event, message: str | None = None) -> None:
+        """End from inside: settle on ``event``, which :meth:`execute` returns (nothing cancels the run now); log
+        ``message``, or the end's name."""
         if self._to(Step.SETTLE) != Phase.SETTLED:
             return  # torn down from outside meanwhile: that end is the one reported
+        if message is None:
+            what = f"failure {event.reason}" if isinstance(event, sm.Failure) else type(event).__name__.lower()
+            message = f"session {self.number}: {what}"
         if isinstance(event, sm.Failure):
             log.warning("%s", message)
         else:
@@ -385,7 +355,10 @@ class SessionRun:
         if self._play_out and budget is None:
             room = self.room
             await play_out(
-                self.number, self._audio.mixer_input(AGENT), lambda: room.last_agent_frame if room else 0.0, self._now
+                self.number,
+                self._audio.mixer_input(AGENT),
+                lambda: room.activity.last_frame if room else 0.0,
+                self._now,
             )
         self._capture.close()
         if self.room is not None:
@@ -397,18 +370,8 @@ class SessionRun:
                 await self.room.stop_mic(budget_s=min(1.0, budget or 1.0))
             if self._started is not None:
                 # The broker first: a vendor bills until it hears the end, and leaving the room takes longer.
-                # With the link down, one short try: the background retries end it once the network is back.
-                brief = PROMPT_ATTEMPT_S if self.outages.down_since is not None else None
-                await asyncio.wait_for(self._keeper.end(self._started, timeout_s=brief), timeout=budget)
-        except TimeoutError:
-            log.warning(
-                "session %d: the broker end timed out after %.1f s; it is retried at the next start",
-                self.number,
-                budget,
-            )
-        except Exception:
-            # Supervisor boundary of the broker end: the room must still be left below.
-            log.exception("session %d: ending at the broker failed", self.number)
+                link_down = self.outages.down_since is not None
+                await end_at_broker(self.number, self._keeper, self._started, budget_s=budget, link_down=link_down)
         finally:
             if self.room is not None:
                 await self.room.close(budget_s=(budget or 10.0) / 2)
@@ -420,6 +383,25 @@ class SessionRun:
         if caption.final:
             self.transcript.append((caption.role, caption.text))
         self._on_caption(caption)
+
+
+async def end_at_broker(
+    number: int, keeper: SessionKeeper, started: BrokerSession, *, budget_s: float | None, link_down: bool
+) -> None:
+    """Tell the broker session ``number`` ended, within ``budget_s`` (None: the keeper's own timeout); never raises.
+
+    With the link down, one short try (``PROMPT_ATTEMPT_S``): the keeper's background retries end it once the network
+    is back, and a session still open at the next start is ended then (its ledger record).
+    """
+    try:
+        await asyncio.wait_for(keeper.end(started, timeout_s=PROMPT_ATTEMPT_S if link_down else None), budget_s)
+    except TimeoutError:
+        log.warning(
+            "session %d: the broker end timed out after %.1f s; it is retried at the next start", number, budget_s
+        )
+    except Exception:
+        # Supervisor boundary of the broker end: the room must still be left after it.
+        log.exception("session %d: ending at the broker failed", number)
 
 
 async def play_out(number: int, agent: Any, last_frame: Callable[[], float], clock: Callable[[], float]) -> None:

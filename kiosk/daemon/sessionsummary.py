@@ -1,4 +1,4 @@
-"""How a session went: its summary, and naming a failed room connect."""
+"""How a session went: when things happened, its summary, and naming a failed room connect."""
 
 from __future__ import annotations
 
@@ -8,7 +8,37 @@ from livekit import rtc
 
 from kiosk.broker import ConnectionDetails, ServerClock
 from kiosk.broker.clock import TIME_SYNC_HINT
+from kiosk.daemon.lifecycle import PHASE_TIMEOUT, Phase
+from kiosk.errors import KioskError
 from kiosk.reasons import FailureReason
+
+
+@dataclasses.dataclass
+class SessionTimes:
+    """When the steps of one session happened: monotonic seconds, None while a step has not happened."""
+
+    #: The press (or the speech that woke the kiosk).
+    pressed_at: float
+    #: The room connected: the session went live.
+    live_at: float | None = None
+    #: The agent joined the room.
+    agent_at: float | None = None
+    #: The session's close began.
+    ended_at: float | None = None
+
+    def press_to_live_ms(self) -> float | None:
+        """Milliseconds from the press to live, once live."""
+        return round((self.live_at - self.pressed_at) * 1000, 1) if self.live_at is not None else None
+
+    def duration_s(self, now: float) -> float:
+        """Seconds from live (or from the press, before live) to the end, or to ``now`` before it."""
+        return (self.ended_at or now) - (self.live_at or self.pressed_at)
+
+    def agent_join_s(self) -> float | None:
+        """Seconds from live to the agent joining; None if it never joined."""
+        if self.agent_at is None or self.live_at is None:
+            return None
+        return round(self.agent_at - self.live_at, 3)
 
 
 @dataclasses.dataclass
@@ -28,6 +58,21 @@ class SessionSummary:
     agent_join_s: float | None = None
     #: What started it: button, control, keyboard or voice.
     trigger: str | None = None
+
+
+def failure_for(
+    exc: KioskError | rtc.ConnectError | TimeoutError,
+    phase: Phase,
+    grant: ConnectionDetails | None,
+    clock: ServerClock,
+) -> tuple[FailureReason, str]:
+    """The failure a session step's exception means, and a sentence for the log: a :class:`KioskError` names its
+    own reason, a failed room connect is named by :func:`connect_failure`, a timeout by the ``phase`` it ended."""
+    if isinstance(exc, KioskError):
+        return exc.reason, str(exc)
+    if isinstance(exc, rtc.ConnectError):
+        return connect_failure(exc, grant, clock)
+    return PHASE_TIMEOUT.get(phase, FailureReason.INTERNAL), f"timed out while {phase}"
 
 
 def connect_failure(
