@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,25 +37,33 @@ async def test_speech_played_into_the_mic_wakes_the_kiosk(pulse_server: PulseSer
     assert engine.health().input.blocks > 0
 
 
+def _loud_samples(recording: Path) -> int:
+    """How many samples of the recording so far are loud (over 3000 of 32767: the tone, not the noise)."""
+    heard = np.fromfile(recording, dtype="<i2")
+    return int(np.count_nonzero(np.abs(heard.astype(np.int32)) > 3000))
+
+
 async def test_what_the_kiosk_plays_reaches_the_speaker_sink(pulse_server: PulseServer) -> None:
     """A tone fed to the agent input is heard on spk.monitor at its frequency."""
     engine = AudioEngine(audio=AudioConfig(output_volume=1.0, **PULSE))
     recording = AUDIO_DIR / "spk_monitor.raw"
+    recording.unlink(missing_ok=True)
     recorder = pulse_server.record(recording)
     await engine.start()
     try:
-        await asyncio.sleep(0.3)
+        # The recorder writes as the monitor delivers: once bytes arrive it hears everything that follows.
+        await until(lambda: recording.exists() and recording.stat().st_size > 0, 10, "the recorder to start")
         t = np.arange(48_000) / 48_000
         engine.mixer_input(AGENT).push((np.sin(2 * np.pi * 1000 * t) * 12_000).astype(np.int16))
         await until(lambda: not engine.mixer.inputs[AGENT].active, 10, "the agent's input to drain", step=0.005)
-        await asyncio.sleep(0.5)
+        # What left the mixer still passes through PulseAudio's buffers: wait until the monitor gave it all back.
+        await until(lambda: _loud_samples(recording) > 20_000, 10, "the tone on spk.monitor", step=0.05)
     finally:
         await engine.close()
         recorder.terminate()
         recorder.wait(timeout=5)
     heard = np.fromfile(recording, dtype="<i2").astype(np.float64)
-    loud = heard[np.abs(heard) > 3000]
-    assert len(loud) > 20_000
+    assert _loud_samples(recording) > 20_000
     spectrum = np.abs(np.fft.rfft(heard))
     assert np.argmax(spectrum) * 48_000 / len(heard) == pytest.approx(1000, abs=5)
 

@@ -25,6 +25,7 @@ from tests.fixtures.daemon import NotifySocket, daemon_config
 from tests.fixtures.dns import fake_dns, resolver_prefix
 from tests.fixtures.kiosk_process import DEVICES, KEY_ENV, kiosk_run
 from tests.fixtures.sandbox import SandboxHandle
+from tests.fixtures.waiting import until_sync
 
 
 @pytest.mark.pulse
@@ -53,10 +54,15 @@ def test_a_press_with_an_unresolvable_broker_name_is_named_as_such(
         kiosk_run(config, sandbox=sandbox, pulse=pulse_server, notify=notify_socket, log=log, prefix=prefix) as daemon,
     ):
         assert request_once(socket_path, {"cmd": "press"})["did"] == "started a session"
-        seen_connecting = 0
-        while (last := request_once(socket_path, {"cmd": "status"}))["last_end"] is None:
-            seen_connecting += last["state"] == "connecting"
-            time.sleep(0.05)
+        states: list[str] = []
+
+        def ended() -> dict[str, Any] | None:
+            status: dict[str, Any] = request_once(socket_path, {"cmd": "status"})
+            states.append(status["state"])
+            return status if status["last_end"] is not None else None
+
+        last = until_sync(ended, 30, "the session's end", details=lambda: log.read_text()[-3000:])
+        seen_connecting = states.count("connecting")
         assert last["last_end"]["failure"] == "broker_unresolvable", log.read_text()[-3000:]
         assert seen_connecting > 0
         daemon.send_signal(signal.SIGTERM)

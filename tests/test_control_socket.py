@@ -104,7 +104,6 @@ async def test_events_stream_and_slow_reader(server: Any) -> None:
     assert json.loads(await asyncio.wait_for(reader.readline(), 5)) == {"ok": True, "streaming": "events"}
     first = json.loads(await asyncio.wait_for(reader.readline(), 5))
     assert first["type"] == "state" and first["state"] == "idle"
-    await asyncio.sleep(0.05)
     for n in range(10):
         bus.publish({"type": "transcript", "n": n})
     got = [json.loads(await asyncio.wait_for(reader.readline(), 5))["n"] for _ in range(4)]

@@ -69,6 +69,17 @@ async def status(socket: Path) -> dict[str, Any]:
     return await asyncio.to_thread(request_once, socket, {"cmd": "status"})
 
 
+async def _with_metrics(socket: Path) -> dict[str, Any] | None:
+    """The status once it names the metrics listener (the control socket answers before it is up), else None."""
+    answer = await status(socket)
+    return answer if "metrics" in answer else None
+
+
+async def _in_state(socket: Path, state: str) -> bool:
+    """Whether the daemon's state is ``state``."""
+    return bool((await status(socket))["state"] == state)
+
+
 async def test_volume_and_mute_buttons_ring_and_restart(
     sandbox: SandboxHandle, tmp_path: Path, speech: SpeechClip, monkeypatch: pytest.MonkeyPatch, mock_pins: MockFactory
 ) -> None:
@@ -96,10 +107,7 @@ async def test_volume_and_mute_buttons_ring_and_restart(
         await until(lambda: socket.exists() or task.done(), 20, "the control socket")
         first = await status(socket)
         # The control socket answers before the metrics listener is up (READY comes after both).
-        async with asyncio.timeout(20):
-            while "metrics" not in first:
-                await asyncio.sleep(0.05)
-                first = await status(socket)
+        first = await until(lambda: _with_metrics(socket), 20, "the metrics listener in the status")
         assert (first["volume"], first["muted"]) == (0.8, False)
         assert first["audio"]["echo_cancellation"]["enabled"] is True
         assert "different devices" in first["audio"]["echo_cancellation"]["why"]
@@ -118,18 +126,20 @@ async def test_volume_and_mute_buttons_ring_and_restart(
         frames = await asyncio.to_thread(ring.wait_frames, shown + 1)
         assert any(pixels(f, 3)[0] == (153, 0, 0) for f in frames[shown:]), "muted: red on the ring"
         # The exporter samples the engine every few seconds: scrape until the mute is in.
-        async with httpx.AsyncClient() as client, asyncio.timeout(20):
-            while "kiosk_microphone_muted 1.0" not in (scraped := (await client.get(first["metrics"])).text):
-                await asyncio.sleep(0.2)
+        async with httpx.AsyncClient() as client:
+
+            async def scrape_muted() -> str | None:
+                text = (await client.get(first["metrics"])).text
+                return text if "kiosk_microphone_muted 1.0" in text else None
+
+            scraped = await until(scrape_muted, 20, "kiosk_microphone_muted 1.0 in a scrape", step=0.2)
         assert "kiosk_output_volume 0.8" in scraped
         assert "kiosk_echo_cancellation_enabled 1.0" in scraped
         events.close()
 
         # A session while muted: the visitor's speech must not reach the agent.
         press(mock_pins, 17)
-        async with asyncio.timeout(20):
-            while (await status(socket))["state"] != "live":
-                await asyncio.sleep(0.05)
+        await until(lambda: _in_state(socket, "live"), 20, "the session to be live")
         audio.cue()
         await until(lambda: len(summaries) == 1 or task.done(), 60, "a session summary")
         [summary] = summaries

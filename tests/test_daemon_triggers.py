@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
@@ -22,6 +23,19 @@ from tests.fixtures.waiting import until
 KEY_ENV = "KIOSK_TEST_BROKER_KEY"
 
 
+async def _status_in(socket: Path, state: str) -> dict[str, Any] | None:
+    """The daemon's status once its state is ``state``, else None."""
+    status: dict[str, Any] = await asyncio.to_thread(request_once, socket, {"cmd": "status"})
+    return status if status["state"] == state else None
+
+
+async def _microphone_delivers(socket: Path) -> bool:
+    """Whether the microphone stream runs and has delivered blocks (what it hears now reaches the VAD)."""
+    status = await asyncio.to_thread(request_once, socket, {"cmd": "status"})
+    microphone = status["audio"]["input"]
+    return bool(microphone["ok"] and microphone["blocks"] > 0)
+
+
 async def test_voice_wake_keeps_the_words_that_woke_it(
     sandbox: SandboxHandle, tmp_path: Path, speech: SpeechClip, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -38,8 +52,9 @@ async def test_voice_wake_keeps_the_words_that_woke_it(
     task = asyncio.create_task(
         run(config, stream_factory=audio, max_sessions=1, on_summary=summaries.append, configure_logging=False)
     )
-    await until(lambda: (tmp_path / "control.sock").exists() or task.done(), 20, "the control socket")
-    await asyncio.sleep(0.5)
+    socket = tmp_path / "control.sock"
+    await until(lambda: socket.exists() or task.done(), 20, "the control socket")
+    await until(lambda: _microphone_delivers(socket), 20, "the microphone to deliver frames")
     audio.cue()
     assert await asyncio.wait_for(task, timeout=60) == 0
     [summary] = summaries
@@ -74,14 +89,10 @@ async def test_agent_no_show_is_a_named_failure(
     try:
         await until(lambda: socket.exists() or task.done(), 20, "the control socket")
         await asyncio.to_thread(request_once, socket, {"cmd": "press"})
-        async with asyncio.timeout(20):
-            while (status := await asyncio.to_thread(request_once, socket, {"cmd": "status"}))["state"] != "error":
-                await asyncio.sleep(0.05)
+        status = await until(lambda: _status_in(socket, "error"), 20, "the error state")
         assert status["failure"] == "agent_no_show"
         assert status["last_end"]["failure"] == "agent_no_show"
-        async with asyncio.timeout(20):
-            while (await asyncio.to_thread(request_once, socket, {"cmd": "status"}))["state"] != "idle":
-                await asyncio.sleep(0.05)
+        await until(lambda: _status_in(socket, "idle"), 20, "the idle state")
         levels = [round(float(entry.state), 2) for entry in pins.pin(18).states]
         stop.set()
         assert await asyncio.wait_for(task, timeout=15) == 0

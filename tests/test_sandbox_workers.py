@@ -14,6 +14,7 @@ from livekit import api, rtc
 from livekit.protocol import agent, models
 
 from kiosk_sandbox import Sandbox
+from tests.fixtures.waiting import until
 
 TIMEOUT_S = 10.0
 
@@ -188,8 +189,7 @@ async def test_agent_none_sends_nobody_and_an_outside_agent_joins_by_itself(tmp_
             await kiosk.connect(session["livekitUrl"], session["userToken"])
             assert not kiosk.remote_participants
             await outside.connect(sb.ws_url, token)
-            while not kiosk.remote_participants:
-                await asyncio.sleep(0.05)
+            await until(lambda: kiosk.remote_participants, TIMEOUT_S, "the agent in the kiosk's room")
         (seen,) = kiosk.remote_participants.values()
         assert seen.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
         record = sb.session_manager.by_room(session["roomName"])

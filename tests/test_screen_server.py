@@ -14,6 +14,7 @@ import pytest
 from kiosk.commands import screen as screen_command
 from kiosk.config import KioskConfig
 from tests.fixtures.screen import EventStream, running_screen, screen_config
+from tests.fixtures.waiting import until
 
 JSON = {"Content-Type": "application/json"}
 
@@ -196,9 +197,11 @@ async def test_kiosk_screen_command_serves_until_sigterm(tmp_path: Path) -> None
             url = line.split()[-1]
             async with httpx.AsyncClient(base_url=url, timeout=5) as client:
                 assert "Lobby kiosk" in (await client.get("/")).text
-                async with asyncio.timeout(15):
-                    while not (await client.get("/healthz")).json()["daemon"]:
-                        await asyncio.sleep(0.05)
+
+                async def daemon_seen() -> bool:
+                    return bool((await client.get("/healthz")).json()["daemon"])
+
+                await until(daemon_seen, 15, "the screen to see the daemon")
                 assert (await client.post("/api/press", json={})).status_code == 200
             assert daemon.presses == 1
         finally:

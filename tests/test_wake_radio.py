@@ -143,9 +143,12 @@ async def test_a_radio_cannot_hold_the_kiosk_in_session(
         player = pulse_server.play(radio, "mic")
         await asyncio.wait_for(asyncio.to_thread(player.wait), timeout=seconds + 60)
         # Let a session the radio's last words started finish by itself, as it would with the radio still on.
-        async with asyncio.timeout(40):
-            while (await asyncio.to_thread(request_once, socket, {"cmd": "status"}))["state"] not in {"idle", "error"}:
-                await asyncio.sleep(0.2)
+
+        async def settled() -> bool:
+            status = await asyncio.to_thread(request_once, socket, {"cmd": "status"})
+            return status["state"] in {"idle", "error"}
+
+        await until(settled, 40, "the last session to end", step=0.2)
     finally:
         stop.set()
         code = await asyncio.wait_for(daemon, timeout=30)
