@@ -86,3 +86,83 @@ def test_demo_without_audio_devices_says_how_to_run(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "no audio" in result.stderr
     assert "--mic-wav" in result.stderr and "--speaker-wav" in result.stderr
+
+
+def test_a_demo_whose_session_fails_exits_non_zero_naming_the_reason(speech: SpeechClip, tmp_path: Path) -> None:
+    """With nobody to answer (``--agent none``) the session fails as agent_no_show: the demo exits 1 and its last
+    line names the session and the reason, so a script (or the README's first command) stops there."""
+    command = [
+        sys.executable,
+        "-m",
+        "kiosk",
+        "demo",
+        "--sessions",
+        "1",
+        "--mic-wav",
+        str(speech.wav),
+        "--agent",
+        "none",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    shown = result.stdout + result.stderr[-3000:]
+    assert result.returncode == 1, shown
+    assert "ended by failure" in result.stdout, shown
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        last == "kiosk demo: FAILED: session 1 went live, then failed: agent_no_show: the agent did not join the room"
+    )
+
+
+@pytest.mark.parametrize("slow", ["0.5", "21"])
+@pytest.mark.parametrize("given", ["flag", "environment"])
+def test_slow_outside_its_range_is_refused(slow: str, given: str) -> None:
+    """``--slow`` (or ``KIOSK_DEMO_SLOW``) stretches deadlines by 1 to 20 times; anything else is refused by name
+    before anything starts."""
+    command = [sys.executable, "-m", "kiosk", "demo"]
+    env = dict(os.environ)
+    if given == "flag":
+        command += ["--slow", slow]
+    else:
+        env["KIOSK_DEMO_SLOW"] = slow
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert result.returncode == 2
+    assert f"--slow (or KIOSK_DEMO_SLOW) must be between 1 and 20 (got {float(slow):g})" in result.stderr
+
+
+def test_a_slow_environment_that_is_no_number_is_named() -> None:
+    """A ``KIOSK_DEMO_SLOW`` that is not a number is refused with its value."""
+    env = {**os.environ, "KIOSK_DEMO_SLOW": "fast"}
+    command = [sys.executable, "-m", "kiosk", "demo"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert result.returncode == 2
+    assert "KIOSK_DEMO_SLOW must be a number between 1 and 20 (got 'fast')" in result.stderr
+
+
+def test_the_verdict_names_the_first_failed_session() -> None:
+    """A session that never went live, or ended by a failure, fails the demo; so do fewer sessions than asked."""
+    from kiosk.commands.demo import demo_verdict
+    from kiosk.daemon.sessionsummary import SessionSummary
+
+    def summary(number: int, live: float | None, end: str, failure: str | None = None) -> SessionSummary:
+        return SessionSummary(number, "r", live, 1.0, end, 0.0, [], failure=failure)
+
+    fine = summary(1, 300.0, "silence")
+    assert demo_verdict([fine], wanted=1) is None
+    never = summary(2, None, "failure", "broker_unreachable")
+    assert demo_verdict([fine, never], wanted=None) == (
+        "session 2 never went live: broker_unreachable: the broker could not be reached (network, DNS, broker.url)"
+    )
+    assert demo_verdict([fine], wanted=2) == "1 of 2 session(s) ran"
+
+
+def test_slow_stretches_the_demo_deadlines() -> None:
+    """``slow`` multiplies the demo's connect and agent-join deadlines (10 s each), nothing else."""
+    from kiosk.configfile import parse_config
+    from kiosk.demo.runner import demo_config
+
+    info = {"http_url": "http://127.0.0.1:1", "ws_url": "ws://127.0.0.1:1", "livekit_api_key": "k"}
+    text = demo_config(
+        dialect="lyzr", info=info, workdir=Path("/tmp/demo"), silence_s=6.0, log_level="info", voice_wake=False, slow=3
+    )
+    session = parse_config(text).session
+    assert (session.connect_timeout_s, session.agent_join_timeout_s, session.silence_timeout_s) == (30.0, 30.0, 6.0)

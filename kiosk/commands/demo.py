@@ -5,6 +5,9 @@ is a WAV file, spoken from the top at every press, and the demo presses by itsel
 the kiosk plays. Without them it uses the machine's default sound devices. ``--screen`` also serves the visitor's page
 (``kiosk screen``) and prints its address; then the page's Start button (or Enter) presses, and a ``--mic-wav`` speaks
 at the start of every session.
+
+Exit status: 0 when every session went live and none ended by a failure; 1 when one did not (the last line names the
+session and the reason), or when fewer sessions ran than ``--sessions`` asked for; 2 with no sound device.
 """
 
 from __future__ import annotations
@@ -17,10 +20,19 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kiosk.cliformat import HelpFormatter, describe
 from kiosk.commands.sandbox import EX_NO_SANDBOX, extra_hint, missing_sandbox_module
 from kiosk.errors import AudioDeviceError, KioskError
+
+if TYPE_CHECKING:
+    from kiosk.daemon.sessionsummary import SessionSummary
+
+#: The environment variable that gives ``--slow`` its default (a CI stage on an emulated CPU sets it).
+SLOW_ENV = "KIOSK_DEMO_SLOW"
+#: Exit status of a demo whose session did not go live or ended by a failure.
+EX_SESSION_FAILED = 1
 
 NO_AUDIO_HELP = """kiosk demo: no audio {what} found on this machine.
 Run the demo with WAV files instead of a sound card:
@@ -42,6 +54,21 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--silence-timeout", type=float, default=6.0, help="seconds of silence that end a session")
     parser.add_argument("--voice-wake", action="store_true", help="also start a session when someone talks")
+    parser.add_argument(
+        "--agent",
+        choices=["scripted", "none"],
+        default="scripted",
+        help="who answers in the sandbox: its scripted agent, or none (the agent_no_show failure a lobby sees when "
+        "the agent service is down)",
+    )
+    parser.add_argument(
+        "--slow",
+        type=float,
+        default=None,
+        metavar="FACTOR",
+        help="stretch the session's deadlines (broker start and room connect, agent join; 10 s each) by FACTOR, for "
+        f"a machine that runs everything several times slower, such as an emulated CPU (default: ${SLOW_ENV}, or 1)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the daemon's log")
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object per session (progress lines go to stderr)"
@@ -51,6 +78,13 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.sessions is not None and args.sessions < 1:
         parser.error("--sessions must be at least 1")
+    if args.slow is None:
+        try:
+            args.slow = float(os.environ.get(SLOW_ENV) or 1.0)
+        except ValueError:
+            parser.error(f"{SLOW_ENV} must be a number between 1 and 20 (got {os.environ[SLOW_ENV]!r})")
+    if not 1.0 <= args.slow <= 20.0:
+        parser.error(f"--slow (or {SLOW_ENV}) must be between 1 and 20 (got {args.slow:g})")
     missing = missing_sandbox_module()
     if missing is not None:  # the sandbox runs as a subprocess: say it here, not in its log
         print(extra_hint("kiosk demo", missing), file=sys.stderr)
@@ -73,7 +107,6 @@ def _err(line: str) -> None:
 async def _demo(args: argparse.Namespace) -> int:
     from kiosk.audio import StreamFactory
     from kiosk.daemon.app import run
-    from kiosk.daemon.sessionrun import SessionSummary
     from kiosk.demo import runner
     from kiosk.demo.wavio import WavStreamFactory
 
@@ -93,7 +126,7 @@ async def _demo(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="kiosk-demo-"))
     api_key = runner.new_api_key()
     with (workdir / "sandbox.log").open("w") as log:
-        sandbox = runner.start_sandbox(api_key=api_key, log=log)
+        sandbox = runner.start_sandbox(api_key=api_key, log=log, agent=args.agent, timeout_s=30.0 * args.slow)
         try:
             info = sandbox.info
             os.environ[runner.KEY_ENV + "_SECRET"] = info["livekit_api_secret"]
@@ -107,6 +140,7 @@ async def _demo(args: argparse.Namespace) -> int:
                     log_level="info" if args.verbose else "error",
                     voice_wake=args.voice_wake,
                     wav_mic=args.mic_wav is not None,
+                    slow=args.slow,
                 )
                 + (runner.SCREEN_SECTION if args.screen else "")
             )
@@ -166,5 +200,26 @@ async def _demo(args: argparse.Namespace) -> int:
     say = _err if args.json else _out
     if args.speaker_wav is not None:
         say(f"kiosk demo: the speaker's sound is in {args.speaker_wav}")
+    verdict = demo_verdict(summaries, wanted=args.sessions)
+    if code == 0 and verdict is not None:
+        code = EX_SESSION_FAILED
     say(f"kiosk demo: {len(summaries)} session(s); exit {code}")
+    if verdict is not None:
+        _err(f"kiosk demo: FAILED: {verdict}")
     return code
+
+
+def demo_verdict(summaries: list[SessionSummary], *, wanted: int | None) -> str | None:
+    """None when every session went live and none ended by a failure (and ``wanted`` sessions ran, when given);
+    else what went wrong, in words, naming the first session that failed."""
+    from kiosk.commands.statusview import FAILURE_WORDS
+
+    for summary in summaries:
+        if not summary.failed:
+            continue
+        what = "never went live" if summary.press_to_live_ms is None else "went live, then failed"
+        failure = summary.failure or summary.end_reason or "unknown"
+        return f"session {summary.number} {what}: {failure}: {FAILURE_WORDS.get(failure, failure)}"
+    if wanted is not None and len(summaries) < wanted:
+        return f"{len(summaries)} of {wanted} session(s) ran"
+    return None

@@ -231,7 +231,8 @@ class SessionDriver:
                 await run.close()
             except Exception:
                 log.exception("session %d: closing it failed", run.number)
-            summary = run.summary(end_reason=self.last_end.reason if self.last_end else None)
+            last = self.last_end
+            summary = run.summary(end_reason=last.reason if last else None, failure=last.failure if last else None)
             self.summaries.append(summary)
             self._remember(run, summary)
             self.sessions_done += 1

@@ -184,8 +184,8 @@ class SessionRun:
             "network_lost_s": self._config.network_lost_s,
         }
 
-    def summary(self, *, end_reason: str | None) -> SessionSummary:
-        """The session's summary (call after :meth:`execute` returned)."""
+    def summary(self, *, end_reason: str | None, failure: str | None = None) -> SessionSummary:
+        """The session's summary (call after :meth:`execute` returned); ``failure``: the failure it ended by."""
         return SessionSummary(
             number=self.number,
             room=self.room_name,
@@ -197,6 +197,7 @@ class SessionRun:
             silence_lateness_s=self._live.silence_lateness if self._live is not None else None,
             agent_join_s=self.times.agent_join_s(),
             trigger=str(self.trigger) if self.trigger else None,
+            failure=failure,
         )
 
     # ---- the run ---------------------------------------------------------------------------------------------------

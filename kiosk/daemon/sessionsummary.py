@@ -58,6 +58,13 @@ class SessionSummary:
     agent_join_s: float | None = None
     #: What started it: button, control, keyboard or voice.
     trigger: str | None = None
+    #: The failure reason (``kiosk.reasons.FailureReason``) when it ended by a failure.
+    failure: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True when the session never went live or ended by a failure."""
+        return self.press_to_live_ms is None or self.failure is not None
 
 
 def failure_for(

@@ -76,6 +76,10 @@ def start_sandbox(*, api_key: str, log: IO[str], timeout_s: float = 30.0, agent:
     raise KioskError(f"the sandbox did not start within {timeout_s:.0f} s; see {log.name}")
 
 
+#: The demo's deadlines for the broker start plus room connect, and for the agent joining (s).
+DEMO_DEADLINE_S = 10.0
+
+
 def demo_config(
     *,
     dialect: str,
@@ -85,10 +89,12 @@ def demo_config(
     log_level: str,
     voice_wake: bool,
     wav_mic: bool = False,
+    slow: float = 1.0,
 ) -> str:
     """The TOML config the demo's daemon runs with.
 
-    With a WAV microphone (``wav_mic``) digital-silence detection is off: between its words that microphone gives
+    ``slow`` stretches the session's deadlines (:data:`DEMO_DEADLINE_S`: the broker start and room connect, the agent
+    joining) for a machine that runs everything several times slower (an emulated CPU). With a WAV microphone (``wav_mic``) digital-silence detection is off: between its words that microphone gives
     exact zeros, which would be taken for a dead one (``audio.digital_silence_s``).
     """
     if dialect == "self":
@@ -102,7 +108,8 @@ def demo_config(
         broker += 'agent_id = "demo-agent"\n' if dialect in {"lyzr", "oshara"} else 'agent_name = "sandbox-agent"\n'
     return (
         f'[device]\nidentity = "kiosk-demo"\nname = "Demo kiosk"\n\n[broker]\n{broker}\n'
-        f"[session]\nsilence_timeout_s = {silence_s}\nagent_join_timeout_s = 10.0\nconnect_timeout_s = 10.0\n"
+        f"[session]\nsilence_timeout_s = {silence_s}\nagent_join_timeout_s = {DEMO_DEADLINE_S * slow:g}\n"
+        f"connect_timeout_s = {DEMO_DEADLINE_S * slow:g}\n"
         "error_display_s = 2.0\n\n"
         f"[trigger]\nvoice_wake = {'true' if voice_wake else 'false'}\ncooldown_s = 2.0\n\n"
         f'[control]\nsocket = "{workdir / "control.sock"}"\n\n'
