@@ -1,8 +1,12 @@
-"""``kiosk doctor --broker [--room]``: start a real session with the configured broker, check it, end it.
+"""``kiosk doctor [--platform | --broker [--room]]``: can this machine run the kiosk, and does its broker work?
 
-Each step prints one line with its outcome and time, e.g. ``[ok]   broker start   room kiosk-… at wss://…  123 ms``.
-The session is recorded in ``daemon.state_dir`` like the daemon's and ended at the broker on every path.
-Exit status: 0 when every step passed, 1 on any failure (its named reason is printed), 78 for a config error.
+First the platform facts (:mod:`kiosk.commands.platform_facts`: 64-bit userland, the C library the livekit wheel
+needs, the GPIO pin factory, the sound cards), each with its fix when wrong; ``--platform`` stops there and needs no
+config. Then a real session with the configured broker: started, checked, ended. Each step prints one line with its
+outcome and time, e.g. ``[ok]   broker start   room kiosk-… at wss://…  123 ms``. The session is recorded in
+``daemon.state_dir`` like the daemon's and ended at the broker on every path.
+Exit status: 0 when every step passed, 1 on any failure or a platform fact the kiosk cannot run with (its named
+reason is printed), 78 for a config error.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from kiosk.broker import (
 from kiosk.broker.clock import TIME_SYNC_HINT
 from kiosk.broker.policy import insecure_url_problem, url_for_log
 from kiosk.cliformat import HelpFormatter, describe
+from kiosk.commands.platform_facts import platform_facts
 from kiosk.config import KioskConfig
 from kiosk.configfile import EX_CONFIG, load_config, resolve_path
 from kiosk.errors import BrokerError, ClockError, ConfigError, ConnectError, KioskError, SecretError
@@ -58,25 +63,48 @@ class Report:
 
     def __init__(self, *, as_json: bool = False) -> None:
         self.failure: FailureReason | None = None
+        #: The platform facts the kiosk cannot run with.
+        self.platform_wrong: list[str] = []
+        self.warnings = 0
         self.as_json = as_json
 
-    def line(self, mark: str, name: str, detail: str, elapsed_ms: float | None) -> None:
-        """Print one step line."""
+    def line(self, mark: str, name: str, detail: str, elapsed_ms: float | None, *, fix: str | None = None) -> None:
+        """Print one step line (and its fix, when given, on the next)."""
         if self.as_json:
             ms = None if elapsed_ms is None else round(elapsed_ms, 1)
-            print(json.dumps({"step": name, "result": mark, "detail": detail, "ms": ms}), flush=True)
+            entry = {"step": name, "result": mark, "detail": detail, "ms": ms}
+            print(json.dumps(entry | ({"fix": fix} if fix else {})), flush=True)
             return
         timing = f"  {elapsed_ms:.0f} ms" if elapsed_ms is not None else ""
         print(f"[{mark}]".ljust(7) + f"{name:<14} {detail}{timing}", flush=True)
+        if fix:
+            print(" " * 7 + f"{'':<14} fix: {fix}", flush=True)
+
+    def platform(self) -> None:
+        """One line per platform fact: ok, warn (it runs, with less) or FAIL (it cannot run), with the fix."""
+        for fact in platform_facts():
+            mark = {True: "ok", None: "warn", False: "FAIL"}[fact.ok]
+            if fact.ok is False:
+                self.platform_wrong.append(fact.name)
+            self.warnings += fact.ok is None
+            self.line(mark, fact.name, fact.detail, None, fix=fact.fix)
+
+    @property
+    def failed(self) -> bool:
+        """True when a step failed or a platform fact rules the kiosk out."""
+        return self.failure is not None or bool(self.platform_wrong)
 
     def end(self) -> None:
         """The closing line: all passed, or the first failure's reason."""
+        wrong = f"platform: {', '.join(self.platform_wrong)}" if self.platform_wrong else None
+        reason = self.failure or wrong
         if self.as_json:
-            print(json.dumps({"result": "failed" if self.failure else "passed", "failure": self.failure}), flush=True)
-        elif self.failure is not None:
-            print(f"doctor: FAILED ({self.failure})", flush=True)
+            print(json.dumps({"result": "failed" if self.failed else "passed", "failure": reason}), flush=True)
+        elif self.failed:
+            print(f"doctor: FAILED ({reason})", flush=True)
         else:
-            print("doctor: all checks passed", flush=True)
+            warned = f" ({self.warnings} warning{'s' if self.warnings != 1 else ''}: see their fix lines)"
+            print("doctor: all checks passed" + (warned if self.warnings else ""), flush=True)
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[Step]:
@@ -274,6 +302,9 @@ def main(argv: list[str]) -> int:
     """Run ``kiosk doctor``."""
     parser = argparse.ArgumentParser(prog="kiosk doctor", description=describe(__doc__), formatter_class=HelpFormatter)
     parser.add_argument(
+        "--platform", action="store_true", help="only the platform facts (64-bit, C library, GPIO, sound cards)"
+    )
+    parser.add_argument(
         "--broker", action="store_true", help="test the broker: start, check and end a session (the default)"
     )
     parser.add_argument("--room", action="store_true", help="also join the granted room (needs --broker)")
@@ -284,7 +315,13 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if args.platform and (args.broker or args.room):
+        parser.error("--platform checks this machine only; leave out --broker and --room")
     report = Report(as_json=args.json)
+    report.platform()
+    if args.platform:
+        report.end()
+        return EXIT_FAILED if report.failed else 0
     path = resolve_path(args.config)
     started = time.monotonic()
     try:
@@ -297,4 +334,4 @@ def main(argv: list[str]) -> int:
     except _StepFailed:
         pass
     report.end()
-    return EXIT_FAILED if report.failure is not None else 0
+    return EXIT_FAILED if report.failed else 0
