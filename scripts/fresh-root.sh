@@ -9,12 +9,33 @@
 # ```sh blocks, so the README and this check cannot drift apart. Exits non-zero when either fails; unmounts and removes
 # the root on every exit path.
 #
-# Usage (as root): scripts/fresh-root.sh [--keep]     --keep leaves the root in place for a look afterwards.
+# With --arch arm64 the root is 64-bit Raspberry Pi OS's base, Debian bookworm arm64, emulated: debootstrap --foreign,
+# then its second stage under qemu-user-static through binfmt_misc (mounted and registered with the F flag when
+# absent). Its bootstrap is cached in /var/cache/kiosk-fresh-root between runs on this machine (only Debian's own
+# packages are in it). It runs the first command with KIOSK_DEMO_SLOW (the demo's deadlines stretched for an emulated
+# CPU), then scripts/smoke.sh aarch64 (wheels only, native libraries load, check-config, devices, LEDs on mock pins).
+#
+# Usage (as root): scripts/fresh-root.sh [--keep] [--arch arm64]   --keep leaves the root in place afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 checkout=$PWD
 keep=0
-[ "${1:-}" = "--keep" ] && keep=1
+arch=host
+while (($#)); do
+  case "$1" in
+    --keep) keep=1 ;;
+    --arch) arch=${2:?--arch needs arm64}; shift ;;
+    *) echo "fresh-root: unknown argument $1 (usage: fresh-root.sh [--keep] [--arch arm64])" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ "$arch" != host ] && [ "$arch" != arm64 ]; then
+  echo "fresh-root: --arch arm64 is the one other architecture (got $arch)" >&2
+  exit 2
+fi
+#: How many times slower than real time the demo may run in the emulated root (qemu-user: 5-10x).
+emulated_slow=8
+cache=/var/cache/kiosk-fresh-root
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "fresh-root: run as root (debootstrap, mount and chroot need it)" >&2
@@ -102,13 +123,54 @@ if [ -z "$mirror" ]; then
   echo "fresh-root: this machine's apt sources name no bookworm repository to bootstrap from" >&2
   exit 2
 fi
-step "debootstrap --variant=minbase bookworm into $root"
-debootstrap --variant=minbase bookworm "$root" "$mirror" >"$root.debootstrap.log" 2>&1 || {
-  tail -20 "$root.debootstrap.log" >&2
-  exit 1
+bootstrap() {  # bootstrap [ARGS...]: debootstrap --variant=minbase bookworm into the root, its log shown on failure
+  debootstrap --variant=minbase "$@" bookworm "$root" "$mirror" >"$root.debootstrap.log" 2>&1 || {
+    tail -20 "$root.debootstrap.log" >&2
+    exit 1
+  }
+  rm -f "$root.debootstrap.log"
 }
-rm -f "$root.debootstrap.log"
-step_done "debootstrap"
+emulate_arm64() {  # binfmt_misc runs aarch64 binaries through qemu, also inside a chroot (the F flag)
+  local binfmt=/proc/sys/fs/binfmt_misc
+  [ -e "$binfmt/register" ] || mount -t binfmt_misc binfmt_misc "$binfmt"
+  if [ ! -e "$binfmt/qemu-aarch64" ]; then
+    if [ ! -e /usr/lib/binfmt.d/qemu-aarch64.conf ]; then
+      step "installing qemu-user-static"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null
+      step_done "installing qemu-user-static"
+    fi
+    grep -v '^#' /usr/lib/binfmt.d/qemu-aarch64.conf >"$binfmt/register"
+  fi
+  if ! grep -q '^flags: .*F' "$binfmt/qemu-aarch64"; then
+    echo "fresh-root: qemu-aarch64 is registered without the F flag: it cannot run inside a chroot" >&2
+    exit 2
+  fi
+}
+if [ "$arch" = arm64 ]; then
+  emulate_arm64
+  cached="$cache/bookworm-arm64-minbase.tar"
+  if [ -s "$cached" ]; then
+    step "the cached bookworm arm64 bootstrap ($cached)"
+    tar -x -C "$root" -f "$cached"
+    step_done "unpacking the cached bootstrap"
+  else
+    step "debootstrap --foreign --arch=arm64 --variant=minbase bookworm into $root, then its second stage emulated"
+    bootstrap --arch=arm64 --foreign
+    chroot "$root" /debootstrap/debootstrap --second-stage >"$root.second-stage.log" 2>&1 || {
+      tail -20 "$root.second-stage.log" >&2
+      exit 1
+    }
+    rm -f "$root.second-stage.log"
+    mkdir -p "$cache"
+    tar -c -C "$root" -f "$cached.part" . && mv "$cached.part" "$cached"
+    step_done "debootstrap (arm64, cached in $cached)"
+  fi
+else
+  step "debootstrap --variant=minbase bookworm into $root"
+  bootstrap
+  step_done "debootstrap"
+fi
 
 # --- what every machine here has, whatever the project
 rm -f "$root/etc/apt/sources.list"
@@ -128,6 +190,7 @@ for dir in $(python3 -m pip config list 2>/dev/null | sed -nE "s/^[^=]*\.(find-l
   case "$dir" in /*) if [ -d "$dir" ] && ! mountpoint -q "$root$dir"; then bind "$dir" ro; fi ;; esac
 done
 env_args=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 CI=true)
+[ "$arch" = arm64 ] && env_args+=("KIOSK_DEMO_SLOW=$emulated_slow")
 while IFS='=' read -r name value; do
   case "$name" in
     PIP_* | *_CA_* | *_CA_BUNDLE | *_CA_CERTS | http_proxy | https_proxy | no_proxy | HTTP_PROXY | HTTPS_PROXY | NO_PROXY)
@@ -156,6 +219,16 @@ run_in_root() {  # run_in_root NAME COMMAND
     exit "$status"
   fi
 }
+size_mb() { du -sxm "$root" | cut -f1; }
+before_mb=$(size_mb)
+if [ "$arch" = arm64 ]; then
+  run_in_root "demo command (arm64, emulated)" "${commands[0]}"
+  echo "== fresh-root: the first command grew the root by $(($(size_mb) - before_mb)) MB"
+  run_in_root "smoke check (arm64, emulated)" "bash scripts/smoke.sh aarch64"
+  echo "== fresh-root: the README's first command and the smoke check passed on an emulated Debian bookworm arm64"
+  exit 0
+fi
 run_in_root "demo command" "${commands[0]}"
+echo "== fresh-root: the first command grew the root by $(($(size_mb) - before_mb)) MB"
 run_in_root "test command" "${commands[1]}"
 echo "== fresh-root: both README commands passed on a fresh Debian bookworm"
