@@ -226,6 +226,9 @@ class SessionConfig(Section):
     max_duration_s: PositiveSeconds = 600.0
     agent_join_timeout_s: PositiveSeconds = 15.0
     connect_timeout_s: PositiveSeconds = 10.0
+    #: The first words must reach the agent within this much time of a working link (s), or the session fails as
+    #: ``first_words_timeout``: livekit-agents drops a pre-connect buffer not received whole within 3 s anyway.
+    first_words_timeout_s: PositiveSeconds = 5.0
     error_display_s: PositiveSeconds = 5.0
     #: How long the room may be reconnecting before the session ends as ``network_lost`` (s), counted from the SDK's
     #: ``reconnecting`` (it notices a dead link within livekit-server's 15 s ping timeout, or when ICE fails). 20 s

@@ -156,7 +156,7 @@ def test_the_verdict_names_the_first_failed_session() -> None:
 
 
 def test_slow_stretches_the_demo_deadlines() -> None:
-    """``slow`` multiplies the demo's connect and agent-join deadlines (10 s each), nothing else."""
+    """``slow`` multiplies the demo's connect, agent-join (10 s each) and first-words (5 s) deadlines, nothing else."""
     from kiosk.configfile import parse_config
     from kiosk.demo.runner import demo_config
 
@@ -165,4 +165,6 @@ def test_slow_stretches_the_demo_deadlines() -> None:
         dialect="lyzr", info=info, workdir=Path("/tmp/demo"), silence_s=6.0, log_level="info", voice_wake=False, slow=3
     )
     session = parse_config(text).session
-    assert (session.connect_timeout_s, session.agent_join_timeout_s, session.silence_timeout_s) == (30.0, 30.0, 6.0)
+    stretched = (session.connect_timeout_s, session.agent_join_timeout_s, session.first_words_timeout_s)
+    assert stretched == (30.0, 30.0, 15.0)
+    assert session.silence_timeout_s == 6.0

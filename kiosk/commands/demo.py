@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
         type=float,
         default=None,
         metavar="FACTOR",
-        help="stretch the session's deadlines (broker start and room connect, agent join; 10 s each) by FACTOR, for "
+        help="stretch the session's deadlines (broker start and room connect, agent join, first words) by FACTOR, for "
         f"a machine that runs everything several times slower, such as an emulated CPU (default: ${SLOW_ENV}, or 1)",
     )
     parser.add_argument("--verbose", action="store_true", help="show the daemon's log")

@@ -310,6 +310,7 @@ class SessionRun:
             outages=self.outages,
             last_arrival=lambda: watch.last_arrival if watch is not None else None,
             due=self._live.due,
+            timeout_s=self._config.first_words_timeout_s,
         )
         if end is not None:
             self._settle(end)

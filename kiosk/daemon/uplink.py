@@ -52,10 +52,12 @@ async def send_first_words(
     last_arrival: Callable[[], float | None],
     due: Callable[[float], sm.Event | None],
     clock: Callable[[], float] = time.monotonic,
+    timeout_s: float = FIRST_WORDS_TIMEOUT_S,
 ) -> sm.Event | None:
     """Send ``pre`` (the words spoken before the agent listened) as the agent's pre-connect buffer.
 
-    Bounded by :data:`FIRST_WORDS_TIMEOUT_S` of *working link*: time the link was down (``outages``) does not count,
+    Bounded by ``timeout_s`` (``session.first_words_timeout_s``, default :data:`FIRST_WORDS_TIMEOUT_S`) of *working
+    link*: time the link was down (``outages``) does not count,
     nor does a quiet spell the link watch has not judged yet (nothing arrived for :data:`QUIET_LINK_S`;
     ``last_arrival()`` is the monotonic time of the last arrival, None before the first). A Wi-Fi drop while the
     words are on their way is an outage like any other: the session shows reconnecting and ends by its own rules
@@ -84,9 +86,9 @@ async def send_first_words(
             working = now - started - outages.paused(started, now)
             arrived = last_arrival()
             quiet = arrived is not None and now - arrived >= QUIET_LINK_S
-            if working > FIRST_WORDS_TIMEOUT_S and outages.down_since is None and not quiet:
+            if working > timeout_s and outages.down_since is None and not quiet:
                 raise StepTimeout(
-                    f"sending the first words timed out after {FIRST_WORDS_TIMEOUT_S:.1f} s of a working link",
+                    f"sending the first words timed out after {timeout_s:.1f} s of a working link",
                     reason=FailureReason.FIRST_WORDS_TIMEOUT,
                 )
     finally:

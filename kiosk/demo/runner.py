@@ -78,6 +78,8 @@ def start_sandbox(*, api_key: str, log: IO[str], timeout_s: float = 30.0, agent:
 
 #: The demo's deadlines for the broker start plus room connect, and for the agent joining (s).
 DEMO_DEADLINE_S = 10.0
+#: The demo's bound on sending the first words (s): ``session.first_words_timeout_s``'s default.
+FIRST_WORDS_S = 5.0
 
 
 def demo_config(
@@ -94,7 +96,7 @@ def demo_config(
     """The TOML config the demo's daemon runs with.
 
     ``slow`` stretches the session's deadlines (:data:`DEMO_DEADLINE_S`: the broker start and room connect, the agent
-    joining) for a machine that runs everything several times slower (an emulated CPU). With a WAV microphone (``wav_mic``) digital-silence detection is off: between its words that microphone gives
+    joining; :data:`FIRST_WORDS_S`: sending the first words) for a machine that runs everything several times slower (an emulated CPU). With a WAV microphone (``wav_mic``) digital-silence detection is off: between its words that microphone gives
     exact zeros, which would be taken for a dead one (``audio.digital_silence_s``).
     """
     if dialect == "self":
@@ -109,7 +111,7 @@ def demo_config(
     return (
         f'[device]\nidentity = "kiosk-demo"\nname = "Demo kiosk"\n\n[broker]\n{broker}\n'
         f"[session]\nsilence_timeout_s = {silence_s}\nagent_join_timeout_s = {DEMO_DEADLINE_S * slow:g}\n"
-        f"connect_timeout_s = {DEMO_DEADLINE_S * slow:g}\n"
+        f"connect_timeout_s = {DEMO_DEADLINE_S * slow:g}\nfirst_words_timeout_s = {FIRST_WORDS_S * slow:g}\n"
         "error_display_s = 2.0\n\n"
         f"[trigger]\nvoice_wake = {'true' if voice_wake else 'false'}\ncooldown_s = 2.0\n\n"
         f'[control]\nsocket = "{workdir / "control.sock"}"\n\n'
