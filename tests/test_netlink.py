@@ -129,6 +129,24 @@ def udp_client(link: NetLink, port: int, count: int, mode: str, timeout: float =
     return report
 
 
+def _serve_digest(listener: socket.socket, *, timeout_s: float) -> threading.Thread:
+    """Accept one connection on ``listener`` in a thread, read it to its end and answer its SHA-256 (hex)."""
+    listener.settimeout(timeout_s)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(timeout_s)
+            digest = hashlib.sha256()
+            while chunk := conn.recv(65536):
+                digest.update(chunk)
+            conn.sendall(digest.hexdigest().encode())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_udp_and_tcp_pass_both_ways(net_link: NetLink, echo_server: UdpServer) -> None:
     """Datagrams and a TCP stream from the namespace reach the root-side server and come back, every packet counted."""
     report = udp_client(net_link, echo_server.port, 100, "ping")
@@ -138,19 +156,7 @@ def test_udp_and_tcp_pass_both_ways(net_link: NetLink, echo_server: UdpServer) -
     assert counters.up.dropped == counters.down.dropped == 0
 
     listener = socket.create_server((net_link.root_address, 0))
-    listener.settimeout(30)
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.settimeout(30)
-            digest = hashlib.sha256()
-            while chunk := conn.recv(65536):
-                digest.update(chunk)
-            conn.sendall(digest.hexdigest().encode())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    thread = _serve_digest(listener, timeout_s=30)
     code = [sys.executable, "-c", TCP_CLIENT, net_link.root_address, str(listener.getsockname()[1]), "300000"]
     done = net_link.run(code, capture_output=True, text=True, timeout=60)
     thread.join(timeout=30)
@@ -162,20 +168,8 @@ def test_udp_and_tcp_pass_both_ways(net_link: NetLink, echo_server: UdpServer) -
 def test_loopback_forward_carries_tcp_over_the_link(net_link: NetLink) -> None:
     """127.0.0.1:P in the namespace reaches 127.0.0.1:P here through the relay: a blackout stalls it, recovery ends it."""
     listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(60)
     port = listener.getsockname()[1]
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.settimeout(60)
-            digest = hashlib.sha256()
-            while chunk := conn.recv(65536):
-                digest.update(chunk)
-            conn.sendall(digest.hexdigest().encode())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    thread = _serve_digest(listener, timeout_s=60)
     net_link.forward_loopback(port)
     net_link.blackout(True)
     client = net_link.popen(
