@@ -310,14 +310,26 @@ def test_a_whole_call_on_5_percent_loss_and_80_ms_jitter_keeps_the_first_words(
         status = kiosk.until(lambda s: s["state"] == "live" and s["session"]["room"], 40, "live")
         room = status["session"]["room"]
         assert player.wait(timeout=60) == 0
-        wait_until(
-            lambda: kiosk.heard(room)["turns"] >= 1,
+        spoken = len(speech.pcm(16000)) / 16000
+
+        def most_of_the_question() -> dict[str, Any] | None:
+            # a pause the lossy link stretched may split the question into two turns: count every turn the agent took
+            heard = kiosk.heard(room)
+            enough = heard["turns"] >= 1 and heard["preconnect_seconds"] + heard["speech_seconds"] >= 0.6 * spoken
+            return heard if enough else None
+
+        def what_was_heard() -> str:
+            lines = kiosk.sandbox.log_path.read_text(errors="replace").splitlines()
+            agent = [line for line in lines if room in line or "pre-connect" in line]
+            return f"heard: {kiosk.heard(room)}\nthe sandbox's lines of that room:\n" + "\n".join(agent[-40:])
+
+        heard = wait_until(
+            most_of_the_question,
             TURN_S,
-            "the agent to take the turn",
+            f"the agent to hear 60 % of a {spoken:.2f} s question",
             kiosk.log,
-            more=kiosk.sandbox_log,
+            more=what_was_heard,
         )
-        heard = kiosk.heard(room)
         assert kiosk.press() == "ended the session"
         kiosk.until(lambda s: s["state"] == "idle", 30, "idle")
         wait_until(lambda: _ended_by_broker(sandbox, room), 30, "the broker end", kiosk.log, more=kiosk.sandbox_log)
@@ -329,6 +341,4 @@ def test_a_whole_call_on_5_percent_loss_and_80_ms_jitter_keeps_the_first_words(
     )
     assert heard["preconnect_rejected"] == "", f"{heard}\nthe kiosk's first-words lines:\n{first_words}"
     assert heard["preconnect_mime_type"] == "audio/ogg;codecs=opus", heard
-    spoken = len(speech.pcm(16000)) / 16000
-    assert heard["preconnect_seconds"] + heard["speech_seconds"] >= 0.6 * spoken, heard
     assert not _open_sessions(kiosk)
