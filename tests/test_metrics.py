@@ -93,6 +93,10 @@ async def test_a_session_is_counted_over_http_and_in_the_textfile(
     [summary] = summaries
     assert summary.end_reason == "silence"
     _check_one_session(parse(answer.text))
+    # the visitor's question was answered: its turns are timed, the same in status and in the histogram
+    # (tests/test_turns.py times one question exactly)
+    turns = after["turn_latency"]
+    assert turns["turns"] >= 1 and value(parse(answer.text), "kiosk_turn_latency_seconds_count") == turns["turns"]
     [last] = after["recent"]
     assert last["trigger"] == "control" and last["end_reason"] == "silence"
     assert "silence: nobody spoke for the silence timeout" in format_status(after)

@@ -41,6 +41,7 @@ def test_status_in_words() -> None:
                 "noise_floor_dbfs": -61.73,
             },
             "uptime_s": 11533,
+            "turn_latency": {"turns": 3, "last_ms": 1780, "p50_ms": 1650},
             "wake_guard": {"resting_s": 245.3, "wakes_last_hour": 1, "max_per_hour": 6, "refusals": {"backoff": 7}},
             "recent": recent,
         },
@@ -55,6 +56,7 @@ def test_status_in_words() -> None:
     )
     assert "resting 4 min 5 s" in text and "refused 7 while resting" in text
     assert "uptime:      3 h 12 min" in text
+    assert "turn wait:   1780 ms last, 1650 ms median over 3 turns" in text
     sessions = lines[lines.index("last sessions (newest first):") + 1 :]
     assert [line.split()[0] for line in sessions] == ["#6", "#5", "#4", "#3", "#2"]
     assert "agent_no_show" in sessions[1] and "the agent did not join the room" in sessions[1]

@@ -34,7 +34,8 @@ from kiosk.audio.preroll import SessionCapture
 from kiosk.audio.processing import Processor
 from kiosk.audio.recovery import Direction
 from kiosk.audio.streams import StreamFactory
-from kiosk.audio.vad import VadEvent, VoiceActivity
+from kiosk.audio.turns import TurnTimer
+from kiosk.audio.vad import VadEvent, VadEventKind, VoiceActivity
 from kiosk.config import AudioConfig, TriggerConfig
 
 __all__ = [
@@ -105,6 +106,10 @@ class AudioEngine:
         self.devices = PortAudioDevices(
             config=audio, hooks=hooks, stream_factory=stream_factory, clock=clock, rng=rng, max_pending_s=max_pending_s
         )
+        #: Turn latency: the visitor's end of speech to the agent's first sound at the speaker (armed while live).
+        self.turns = TurnTimer(clock=clock, speaker_delay=self._speaker_delay)
+        self._agent_input.listener = self.turns.agent_audio
+        self.mic.subscribe_vad(self._time_turns)
         #: Set by the deafness watch: the microphone itself is muted (its own button; exact zeros on time).
         self.input_muted_by_device = False
 
@@ -173,6 +178,16 @@ class AudioEngine:
         if not isinstance(mic, Capture) or not isinstance(speaker, Playback):
             return None, None
         return mic.measured_latency, speaker.measured_latency
+
+    def _speaker_delay(self) -> float:
+        speaker = self.output.stream
+        return speaker.ahead_s() if isinstance(speaker, Playback) else 0.0
+
+    def _time_turns(self, event: VadEvent) -> None:
+        if event.kind == VadEventKind.OFFSET and self.mic.vad.last_speech_t is not None:
+            self.turns.speech_ended(self.mic.vad.last_speech_t)
+        elif event.kind == VadEventKind.ONSET:
+            self.turns.speech_began()
 
     def _wake_output(self) -> None:
         if isinstance(self.output.stream, Playback):

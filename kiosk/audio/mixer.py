@@ -41,6 +41,8 @@ class MixerInput:
         self.overflow_samples = 0
         # The last frame taken (never changed afterwards), for :attr:`level`; None while silent.
         self._last: Pcm | None = None
+        #: Called on the loop with every chunk the mixer takes from this input (the turn timer listens to the agent).
+        self.listener: Callable[[Pcm], None] | None = None
 
     @property
     def queued_samples(self) -> int:
@@ -149,6 +151,8 @@ class Mixer:
             part = source.take(n)
             if part is None:
                 continue
+            if source.listener is not None:
+                source.listener(part)
             scaled = part.astype(np.float32) * (source.gain * self.volume)
             total = scaled if total is None else total + scaled
         if total is None:

@@ -112,6 +112,13 @@ class Playback:
         """The output latency the callback's timing shows (s), when the host API tells."""
         return self._stream.measured_latency
 
+    def ahead_s(self) -> float:
+        """Seconds between audio mixed now and its sound at the speaker: what is queued ahead of it plus the
+        device's output latency (measured from the callback's timing when the host API tells, else PortAudio's)."""
+        queued = max(0, self._appended - self._consumed) / self.params.samplerate
+        latency = self.measured_latency
+        return queued + (latency if latency is not None else self.latency)
+
     def prime(self) -> None:
         """Loop side, before :meth:`start_stream`: queue the first audio and start the reverse-stream feeder."""
         self._top_up()

@@ -100,6 +100,13 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
             f"session:     #{session.get('id')} room {session.get('room') or '-'}, "
             f"{duration(session.get('duration_s'))}{live}"
         )
+    turns = status.get("turn_latency")
+    if turns and turns.get("turns"):
+        count = turns["turns"]
+        lines.append(
+            f"turn wait:   {turns['last_ms']} ms last, {turns['p50_ms']} ms median over {count} "
+            f"turn{'s' if count != 1 else ''} (end of speech to the agent's voice)"
+        )
     last = status.get("last_end")
     if last:
         lines.append(f"last end:    {why(last.get('reason'), last.get('failure'))}, {ago(last.get('at'), now)}")

@@ -56,6 +56,8 @@ SHUTDOWN_BUDGET_S = 12.0
 #: TimeoutStopSec=15 (systemd/kiosk.service) less 2 s. Broker starts still under way get what is left of it, so
 #: that a session they open is ended before the daemon exits.
 STOP_BUDGET_S = 13.0
+#: The states in which the visitor's turns are timed (kiosk.audio.turns).
+TURN_STATES = frozenset({sm.State.LIVE, sm.State.RECONNECTING})
 
 
 async def run(
@@ -241,6 +243,8 @@ async def _open(
         on_device_mute=observers.device_muted,
     )
     driver.observe(lambda _, new: deafness.arm() if new.state == sm.State.LIVE else deafness.disarm())
+    # Turns are timed while the session is live (a reconnect keeps them): the greeting after a press is not a turn.
+    driver.observe(lambda _, new: audio.turns.arm() if new.state in TURN_STATES else audio.turns.disarm())
     # Learn where the microphone stream is before anyone can press (a stream moved later is then told apart).
     await deafness.check()
     deafness.start(loop)

@@ -60,6 +60,8 @@ class DaemonController:
         problem = microphone_missing(self._audio)
         if problem is not None:
             out["problem"] = problem
+        # the live session's turns, or the last session's once it ended
+        out["turn_latency"] = self._audio.turns.status()
         out.update(self._controls.state())
         out["uptime_s"] = round(time.time() - self._started_at)
         if self._metrics.address is not None:

@@ -16,6 +16,7 @@ kiosk_press_to_live_seconds                   histogram  press (or speech start)
 kiosk_first_words_kept_seconds                histogram  speech before live that reached the agent (pre-connect)
 kiosk_session_duration_seconds                histogram  live to end
 kiosk_agent_join_seconds                      histogram  live to the agent in the room
+kiosk_turn_latency_seconds                    histogram  the visitor's end of speech (kiosk VAD) to the agent's first sound at the speaker
 kiosk_reconnects_total                        counter    times a live session's room began reconnecting
 kiosk_reconnect_seconds                       histogram  reconnecting to back (or to the end: network_lost)
 kiosk_broker_request_duration_seconds         histogram  operation: start, end; outcome: ok, error
@@ -47,6 +48,7 @@ from prometheus_client.registry import Collector
 
 from kiosk import session as sm
 from kiosk.audio import AudioHealth
+from kiosk.audio.turns import Turn
 from kiosk.daemon.sessionrun import SessionSummary
 from kiosk.reasons import EndReason, FailureReason
 from kiosk.wakeguard import Refusal, WakeGate
@@ -58,6 +60,8 @@ AGENT_JOIN_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0)
 #: A resume takes well under a second; a full reconnect a second or two; session.network_lost_s is 20 s by default.
 RECONNECT_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 BROKER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+#: Voice-to-voice latency of voice agents: about 1.4 s at the median and 3.4 s at p95 are typical published figures.
+TURN_LATENCY_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0)
 
 
 class _Sampled(Collector):
@@ -104,6 +108,13 @@ class KioskMetrics:
         )
         self.agent_join = Histogram(
             "kiosk_agent_join_seconds", "Room connected to the agent joining.", buckets=AGENT_JOIN_BUCKETS, registry=reg
+        )
+        self.turn_latency = Histogram(
+            "kiosk_turn_latency_seconds",
+            "The visitor's end of speech (the kiosk's voice activity detector) to the agent's first sound at the "
+            "speaker, per turn.",
+            buckets=TURN_LATENCY_BUCKETS,
+            registry=reg,
         )
         self.reconnects = Counter(
             "kiosk_reconnects", "Times a live session's room began reconnecting (the network dropped).", registry=reg
@@ -171,6 +182,10 @@ class KioskMetrics:
             self.first_words.observe(summary.preconnect_s)
         if summary.agent_join_s is not None:
             self.agent_join.observe(summary.agent_join_s)
+
+    def turn(self, turn: Turn) -> None:
+        """Turn timer hook: one visitor turn was answered after ``turn.latency_s``."""
+        self.turn_latency.observe(turn.latency_s)
 
     def broker_call(self, operation: str, seconds: float, ok: bool) -> None:
         """Keeper hook: one broker start or end call took ``seconds``."""

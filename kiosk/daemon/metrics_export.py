@@ -119,6 +119,7 @@ def open_metrics(
     )
     driver.observe(metrics.changed)
     keeper.on_call = metrics.broker_call
+    audio.turns.subscribe(metrics.turn)
 
     def refresh() -> None:
         metrics.sample(
