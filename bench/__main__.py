@@ -42,7 +42,7 @@ def sizes(smoke: bool) -> dict[str, float]:
             "sessions": 2,
             "silence_every": 2,
             "idle_s": 2.0,
-            "call_s": 3.0,
+            "call_s": 10.0,  # the speech (6 s) and the agent's answer: one timed turn
             "soak": 5,
             "loopback_turns": 1,
             "echo_s": 3.5,

@@ -9,7 +9,6 @@ published, stays ``S`` seconds, ends the session at the broker and exits.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -19,6 +18,7 @@ import httpx
 import sounddevice as sd
 from livekit import rtc
 
+from bench.baseline_cli import baseline_client_main
 from bench.pulse import MIC_PCM, SPK_PCM
 
 
@@ -72,12 +72,7 @@ async def call(url: str, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one MediaDevices call."""
-    parser = argparse.ArgumentParser(prog="python -m bench.mdcall", description=__doc__)
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    args = parser.parse_args(argv)
-    asyncio.run(call(args.url, args.seconds))
-    return 0
+    return baseline_client_main(argv, prog="python -m bench.mdcall", description=__doc__, call=call)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ def speech_loop(speech48: Samples, seconds: float) -> Samples:
 
 
 def in_call(*, sb: Sandbox, pulse: PulseAudio, workdir: Path, speech48: Samples, seconds: float) -> dict[str, float]:
-    """CPU and RSS of one live session with speech both ways: the daemon, then MediaDevices as the baseline."""
+    """CPU and RSS of one live session with speech both ways: the daemon, then the two baselines, MediaDevices and
+    PlatformAudio, one after the other (always in that order), each over the same seconds of the same speech."""
     wav = write_wav(workdir / "talk.wav", speech_loop(speech48, seconds + 10))
     out: dict[str, float] = {}
     with daemon(sb=sb, pulse=pulse, workdir=workdir / "call", silence_s=60.0, voice_wake=False) as d:
@@ -52,13 +53,51 @@ def in_call(*, sb: Sandbox, pulse: PulseAudio, workdir: Path, speech48: Samples,
             out.update(speaker_pace(before, d.ask("status"), time.monotonic() - began))
             out.update(probe.result())
             out["rss_call_mb"] = rss_mb(d.pid)
+        turns = d.ask("status").get("turn_latency") or {}
+        out["turns"] = float(turns.get("turns") or 0)
+        out["turn_p50_ms"] = float(turns["p50_ms"]) if turns.get("p50_ms") is not None else float("nan")
         d.ask("press")
         d.wait_state("idle")
-    env = {**pulse.env, KEY_ENV: sb.api_key}
-    with (workdir / "mdcall.log").open("w") as log:
+    baselines = (
+        ("baseline", "mdcall", "the MediaDevices baseline"),
+        ("platform", "platformcall", "the PlatformAudio baseline"),
+    )
+    for name, module, label in baselines:
+        cpu, rss = baseline_call(
+            sb=sb,
+            pulse=pulse,
+            workdir=workdir,
+            wav=wav,
+            seconds=seconds,
+            module=module,
+            label=label,
+            # its exit status says whether WebRTC's ADM recorded the microphone and played to the speaker
+            checked=module == "platformcall",
+        )
+        out[f"cpu_call_{name}_pct"], out[f"rss_call_{name}_mb"] = cpu, rss
+    return out
+
+
+def baseline_call(
+    *,
+    sb: Sandbox,
+    pulse: PulseAudio,
+    workdir: Path,
+    wav: Path,
+    seconds: float,
+    module: str,
+    label: str,
+    checked: bool = False,
+) -> tuple[float, float]:
+    """CPU (%) and RSS (MB) of ``python -m bench.MODULE``, a baseline client in its own process, over ``seconds`` of
+    a call with ``wav`` playing into the microphone; its stderr goes to ``MODULE.log``. With ``checked`` a failed
+    exit raises."""
+    env = {**pulse.env, KEY_ENV: sb.api_key, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    log_path = workdir / f"{module}.log"
+    with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bench.mdcall", "--url", sb.http_url, "--seconds", str(seconds + 3)],
-            env={**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+            [sys.executable, "-m", f"bench.{module}", "--url", sb.http_url, "--seconds", str(seconds + 3)],
+            env=env,
             stdout=subprocess.PIPE,
             stderr=log,
         )
@@ -66,17 +105,18 @@ def in_call(*, sb: Sandbox, pulse: PulseAudio, workdir: Path, speech48: Samples,
         assert process.stdout is not None
         line = process.stdout.readline()
         if b"LIVE" not in line:
-            raise RuntimeError(f"the MediaDevices baseline did not go live; see {workdir / 'mdcall.log'}")
+            raise RuntimeError(f"{label} did not go live; see {log_path}")
         with playing(pulse, wav):
             time.sleep(1.0)
-            out["cpu_call_baseline_pct"] = cpu_percent_over(process.pid, seconds)
-            out["rss_call_baseline_mb"] = rss_mb(process.pid)
-        process.wait(timeout=30)
+            cpu = cpu_percent_over(process.pid, seconds)
+            rss = rss_mb(process.pid)
+        if process.wait(timeout=30) and checked:
+            raise RuntimeError(f"{label} exited with status {process.returncode}; see {log_path}")
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=5)
-    return out
+    return cpu, rss
 
 
 @dataclass

@@ -29,8 +29,12 @@ EXPECTED = (
     "idle CPU, voice wake on",
     "idle CPU, voice wake off",
     "in-call CPU (",
-    "in-call CPU ratio",
+    "in-call CPU ratio, kiosk / MediaDevices",
+    "in-call CPU beside rtc.PlatformAudio",
+    "in-call CPU ratio, kiosk / PlatformAudio",
     "RSS in call",
+    "RSS in call beside rtc.PlatformAudio",
+    "turn latency in a call",
     "RSS idle",
     "RSS growth over",
     "open FDs after the soak",
@@ -42,6 +46,8 @@ EXPECTED = (
     "lossy link (5 % loss, 80 +/- 40 ms): speech heard by the agent",
     "lossy link: speech heard, kiosk / MediaDevices",
 )
+#: Figures whose baseline column is a process measured in the same run: the baseline must be a number too.
+WITH_BASELINE = ("in-call CPU (", "in-call CPU beside rtc.PlatformAudio", "RSS in call", "turn latency in a call")
 
 
 @pytest.mark.slow
@@ -72,6 +78,11 @@ def test_bench_smoke_reports_every_figure(tmp_path: Path) -> None:
         assert matches, f"no figure {prefix!r} in {sorted(figures)}"
         value = matches[0]["value"]
         assert isinstance(value, int | float) and math.isfinite(value), (prefix, value)
+    for prefix in WITH_BASELINE:
+        for name, figure in figures.items():
+            if name.startswith(prefix):
+                baseline = figure["baseline"]
+                assert isinstance(baseline, int | float) and math.isfinite(baseline), (name, baseline)
     for figure in figures.values():
         assert figure["ok"] in (True, False, None)
     if importlib.util.find_spec("matplotlib") is not None:  # the plot needs the bench extra
