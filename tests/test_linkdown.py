@@ -10,7 +10,7 @@ import pytest
 
 from kiosk.audio.frames import FRAME_SAMPLES, MicFrame
 from kiosk.audio.preroll import PreConnectAudio
-from kiosk.daemon.linkdown import CATCH_UP_S, HOLD_S, MicBacklog, Outages
+from kiosk.daemon.linkdown import CATCH_UP_S, HOLD_S, LATENCY_TARGET_S, MicBacklog, Outages
 from kiosk.daemon.uplink import MicUplink
 
 TIMEOUT_S = 5.0
@@ -171,3 +171,52 @@ async def test_the_uplink_holds_words_while_down_and_sends_each_once_when_back(
         assert room.live == [*range(1, 10), *range(10 + buffered, 49)], "every frame exactly once, in order"
     else:
         assert room.live == list(range(1, 49)) and not room.buffers
+
+
+class SourceQueue:
+    """The SDK's ``AudioSource`` queue as the uplink sees it, on a 10 ms tick: audio handed on waits there and WebRTC
+    takes 10 ms of it each tick (when it is empty, WebRTC sends silence and the queue stays empty)."""
+
+    def __init__(self) -> None:
+        self.queued_s = 0.0
+
+    def take(self, frames: int) -> None:
+        """``frames`` 10 ms frames were handed to ``capture_frame``."""
+        self.queued_s = round(self.queued_s + frames * 0.01, 3)
+
+    def tick(self) -> None:
+        """10 ms passed."""
+        self.queued_s = max(0.0, round(self.queued_s - 0.01, 3))
+
+
+def test_late_loops_leave_no_delay_behind_and_no_burst_is_lost() -> None:
+    """Five minutes of 10 ms frames. Every 10 s the loop is late, longer each time (20 ms, then 25, ... up to 160 ms:
+    the frames then arrive at once); every 5 s a 100 ms tone burst (loud, not speech) is captured. Counted in ticks,
+    not timed: every burst frame is sent, and a burst between late loops waits no longer than the target and a chunk,
+    the last 5 of them within 10 ms of the first 5 (with the source queue left out of the catch-up, each late loop's delay
+    stayed there: the delay grew with the longest stall so far)."""
+    queue = SourceQueue()
+    backlog = MicBacklog(heard_speech_t=lambda: None, downstream_s=lambda: queue.queued_s)
+    late: list[MicFrame] = []
+    delays: list[float] = []  # per burst between late loops: its first frame's capture to WebRTC taking it (s)
+    sent_burst_frames = 0
+    for tick in range(30_000):
+        t = tick / 100
+        late.append(frame(t, value=8000 if tick % 500 < 10 else 3))
+        stall_ticks = min(16, 2 + tick // 2000)
+        if not 0 < tick % 1000 <= stall_ticks:  # the loop runs: every frame that waited reaches the backlog
+            for waiting in late:
+                backlog.push(waiting)
+            late.clear()
+        while (chunk := backlog.take_chunk(3)) is not None:
+            for position, sent in enumerate(chunk):
+                if int(sent.pcm[0]) == 8000:
+                    sent_burst_frames += 1
+                    if round(sent.t * 100) % 1000 == 500:  # a burst 5 s after a late loop, 5 s before the next
+                        delays.append(round(t - sent.t + queue.queued_s + position * 0.01, 3))
+            queue.take(len(chunk))
+        queue.tick()
+    assert sent_burst_frames == 60 * 10, "a burst was dropped"
+    assert max(delays) <= LATENCY_TARGET_S + 0.03, delays
+    first, last = float(np.median(delays[:5])), float(np.median(delays[-5:]))
+    assert abs(last - first) <= 0.01, delays

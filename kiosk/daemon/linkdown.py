@@ -33,8 +33,15 @@ log = logging.getLogger(__name__)
 #: The most microphone audio held while the room reconnects (s): the visitor's last words before the room came back;
 #: older ones an agent would answer out of context. 10 s of 16-bit 48 kHz mono is about 1 MB.
 HOLD_S = 10.0
-#: Behind by more than this (s), the uplink drops leading frames without speech until it has caught up.
+#: Behind by more than this (s): frames waiting here plus audio queued in the SDK's ``AudioSource``, the uplink drops
+#: leading frames that are quiet (no sample beyond :data:`QUIET_PEAK`) and not speech, until it is back within it. A
+#: loop that was late, or a link that was slow, would otherwise leave its delay in the uplink for the rest of the call
+#: (both queues drain only as fast as they fill).
+LATENCY_TARGET_S = 0.05
+#: Behind by more than this (s), it drops leading frames without speech, quiet or not, until it has caught up.
 CATCH_UP_S = 0.3
+#: A microphone frame with no sample beyond this (about -50 dBFS) is quiet: nothing a listener would miss.
+QUIET_PEAK = 100
 #: The VAD judges 30 ms blocks: a frame is speech when the VAD heard speech at most this long before its end (s).
 VAD_BLOCK_S = 0.03
 #: The frames this long (s) before a speech frame count as speech too: a word's first sounds precede the VAD's onset,
@@ -78,9 +85,18 @@ class Outages:
 class MicBacklog:
     """Microphone frames not sent yet; ``heard_speech_t()`` is the VAD's time of the last speech (or None)."""
 
-    def __init__(self, *, heard_speech_t: Callable[[], float | None], hold_s: float = HOLD_S) -> None:
+    def __init__(
+        self,
+        *,
+        heard_speech_t: Callable[[], float | None],
+        hold_s: float = HOLD_S,
+        downstream_s: Callable[[], float] = lambda: 0.0,
+    ) -> None:
+        """``downstream_s()``: seconds of audio already handed on and not sent yet (the ``AudioSource``'s queue)."""
         self._heard_speech_t = heard_speech_t
-        self._frames: deque[tuple[MicFrame, list[bool]]] = deque(maxlen=max(1, int(hold_s * 1000) // FRAME_MS))
+        self._downstream_s = downstream_s
+        # Each frame with its speech mark (set later when the VAD hears speech right after it) and whether it is quiet.
+        self._frames: deque[tuple[MicFrame, list[bool], bool]] = deque(maxlen=max(1, int(hold_s * 1000) // FRAME_MS))
         self._changed = asyncio.Event()
         self._closed = False
         #: True while the link is down: frames are kept, none is handed out.
@@ -99,11 +115,13 @@ class MicBacklog:
         heard = self._heard_speech_t()
         speech = heard is not None and heard >= frame.t - VAD_BLOCK_S
         if speech:
-            for _, mark in list(self._frames)[-_MARGIN_FRAMES:]:
+            for _, mark, _ in list(self._frames)[-_MARGIN_FRAMES:]:
                 mark[0] = True
         if len(self._frames) == self._frames.maxlen:
             self.dropped += 1
-        self._frames.append((frame, [speech]))
+        pcm = frame.pcm
+        quiet = len(pcm) == 0 or (int(pcm.max()) < QUIET_PEAK and int(pcm.min()) > -QUIET_PEAK)
+        self._frames.append((frame, [speech], quiet))
         self._changed.set()
 
     def hold(self) -> None:
@@ -123,29 +141,45 @@ class MicBacklog:
     async def next_chunk(self, frames: int) -> list[MicFrame] | None:
         """The next ``frames`` frames to send, once the link is up and they are there; None after :meth:`close`.
 
-        Behind by more than :data:`CATCH_UP_S`, leading frames nobody spoke in are skipped first.
+        Behind by more than :data:`LATENCY_TARGET_S` (counting the ``AudioSource``'s queue), leading quiet frames
+        nobody spoke in are skipped first; behind by more than :data:`CATCH_UP_S`, leading frames nobody spoke in.
         """
         while True:
-            if not self.holding:
-                self._catch_up()
-                if len(self._frames) >= frames or (self._closed and self._frames):
-                    return [self._frames.popleft()[0] for _ in range(min(frames, len(self._frames)))]
+            if (chunk := self.take_chunk(frames)) is not None:
+                return chunk
             if self._closed and not self._frames:
                 return None
             self._changed.clear()
             await self._changed.wait()
 
+    def take_chunk(self, frames: int) -> list[MicFrame] | None:
+        """What :meth:`next_chunk` returns when it does not have to wait for frames; None when it would wait."""
+        if self.holding:
+            return None
+        self._catch_up()
+        if len(self._frames) >= frames or (self._closed and self._frames):
+            return [self._frames.popleft()[0] for _ in range(min(frames, len(self._frames)))]
+        return None
+
     def take_all(self) -> PreConnectAudio:
         """Everything waiting, as one buffer for the agent (after a full reconnect)."""
-        frames = [frame for frame, _ in self._frames]
+        frames = [frame for frame, _, _ in self._frames]
         self._frames.clear()
         pcm = np.concatenate([f.pcm for f in frames]).tobytes() if frames else b""
         return PreConnectAudio(pcm=pcm, duration_s=len(pcm) / 2 / SAMPLE_RATE)
 
     def _catch_up(self) -> None:
-        behind = int(CATCH_UP_S * 1000) // FRAME_MS
-        while len(self._frames) > behind and not self._frames[0][1][0]:
-            self._frames.popleft()
+        frames = self._frames
+        if len(frames) * FRAME_MS / 1000 + self._downstream_s() <= LATENCY_TARGET_S:
+            return
+        downstream = int(self._downstream_s() * 1000) // FRAME_MS
+        target = max(0, int(LATENCY_TARGET_S * 1000) // FRAME_MS - downstream)
+        while len(frames) > target and frames[0][2] and not frames[0][1][0]:
+            frames.popleft()
+            self.skipped += 1
+        behind = max(0, int(CATCH_UP_S * 1000) // FRAME_MS - downstream)
+        while len(frames) > behind and not frames[0][1][0]:
+            frames.popleft()
             self.skipped += 1
 
 

@@ -164,6 +164,11 @@ class AgentRoom:
         """Wait until someone (the agent) subscribed to the microphone: frames sent before that are lost."""
         return await _within(self._mic_heard, within_s)
 
+    @property
+    def mic_queued_s(self) -> float:
+        """Seconds of microphone audio handed to the SDK's ``AudioSource`` and not sent yet (its queue)."""
+        return float(self._source.queued_duration)
+
     async def send_mic(self, samples: npt.NDArray[np.int16]) -> None:
         """Publish processed microphone audio (48 kHz mono int16; 10-30 ms, one ``capture_frame`` request)."""
         frame = rtc.AudioFrame(samples.tobytes(), RATE, 1, len(samples))

@@ -120,7 +120,10 @@ class SessionRun:
         #: The end the run decided itself (see :meth:`_settle`), returned by :meth:`execute`.
         self._end: sm.Event | None = None
         #: When the room's link was down (the SDK reconnecting); the clocks leave that time out.
-        self._backlog = MicBacklog(heard_speech_t=lambda: self._audio.last_speech_t)
+        self._backlog = MicBacklog(
+            heard_speech_t=lambda: self._audio.last_speech_t,
+            downstream_s=lambda: self.room.mic_queued_s if self.room is not None else 0.0,
+        )
         self.link = SessionLink(
             number=number,
             backlog=self._backlog,
