@@ -1,6 +1,6 @@
 """``python -m bench``: every benchmark of the kiosk against its baseline, one table, results.json and a plot.
 
-    python -m bench [--smoke] [--only press,idle,call,memory,loopback,echo,agent,network] [--out DIR]
+    python -m bench [--smoke] [--only press,idle,call,memory,loopback,budget,echo,agent,network] [--out DIR]
 
 Without ``--out`` a full run writes ``bench/results.json`` and ``bench/press_to_live.png``; a ``--smoke`` run
 (tiny sizes, for the test suite) writes to a temporary directory instead.
@@ -30,7 +30,7 @@ from bench.figures import (
 from bench.pulse import pulseaudio
 from bench.report import plot, press_series, table, write_json
 
-NAMES = ("press", "idle", "call", "memory", "loopback", "echo", "agent", "network")
+NAMES = ("press", "idle", "call", "memory", "loopback", "budget", "echo", "agent", "network")
 SPEECH = "Hello I am looking for the main library"
 HERE = Path(__file__).resolve().parent
 
@@ -133,6 +133,16 @@ def run(*, smoke: bool, only: tuple[str, ...], out: Path) -> tuple[list[Figure],
                         )
                         figures += loopback_figures(raw_loop)
                         details["loopback"] = raw_loop
+                    if "budget" in only:
+                        from bench import budget
+
+                        (work / "budget").mkdir()
+                        quotas = budget.QUOTAS_PCT[:2] if smoke else budget.QUOTAS_PCT
+                        raw_budget = budget.run(
+                            sb=sb, pulse=pulse, workdir=work / "budget", speech48=speech48, quotas=quotas
+                        )
+                        figures += budget.budget_figures(raw_budget)
+                        details["budget"] = raw_budget
             if "agent" in only:
                 from bench import realagent
 

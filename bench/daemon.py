@@ -36,8 +36,11 @@ class Daemon:
         """One control-socket request."""
         return request_once(self.socket, {"cmd": cmd}, timeout=10)
 
-    def wait_state(self, state: str, within: float = 20.0, *, sessions: int | None = None) -> dict[str, Any]:
-        """Poll ``status`` until the daemon is in ``state`` (and has run ``sessions`` sessions, if given)."""
+    def wait_state(
+        self, state: str, within: float = 20.0, *, sessions: int | None = None, step: float = 0.02
+    ) -> dict[str, Any]:
+        """Poll ``status`` every ``step`` s until the daemon is in ``state`` (and has run ``sessions`` sessions, if
+        given)."""
         deadline = time.monotonic() + within
         while True:
             status = self.ask("status")
@@ -46,7 +49,7 @@ class Daemon:
                 return status
             if time.monotonic() > deadline or self.process.poll() is not None:
                 raise TimeoutError(f"daemon not {state} within {within} s: {status}")
-            time.sleep(0.02)
+            time.sleep(step)
 
 
 @contextlib.contextmanager

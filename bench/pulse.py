@@ -35,9 +35,12 @@ class PulseAudio:
         done = subprocess.run(["pactl", *args], env=self.env, capture_output=True, text=True, timeout=10, check=True)
         return done.stdout
 
-    def play(self, wav: Path, sink: str = "mic") -> subprocess.Popen[bytes]:
-        """Start playing ``wav`` into ``sink`` in real time (terminate the process to stop)."""
-        return subprocess.Popen(["paplay", "-d", sink, str(wav)], env=self.env)
+    def play(self, wav: Path, sink: str = "mic", *, latency_ms: int | None = None) -> subprocess.Popen[bytes]:
+        """Start playing ``wav`` into ``sink`` in real time (terminate the process to stop). ``latency_ms``: ask for
+        that little buffering, for speech that must reach the microphone from its first moment (with paplay's
+        default buffer the null sink renders in 2 s blocks: the first words would arrive up to 2 s late)."""
+        latency = [f"--latency-msec={latency_ms}"] if latency_ms is not None else []
+        return subprocess.Popen(["paplay", *latency, "-d", sink, str(wav)], env=self.env)
 
 
 @contextlib.contextmanager

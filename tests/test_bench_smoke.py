@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.budget import cgroup_kind
+
 ROOT = Path(__file__).resolve().parent.parent
 NEEDED = ("espeak-ng", "sox", "pulseaudio", "pactl", "paplay")
 EXPECTED = (
@@ -46,6 +48,8 @@ EXPECTED = (
     "lossy link (5 % loss, 80 +/- 40 ms): speech heard by the agent",
     "lossy link: speech heard, kiosk / MediaDevices",
 )
+#: The CPU budget's figures need a writable CPU cgroup (this machine's, or none in a chroot that sees no cgroupfs).
+BUDGET = ("CPU budget 15 % of a core: press-to-live", "CPU budget 15 % of a core: first 3 s heard")
 #: Figures whose baseline column is a process measured in the same run: the baseline must be a number too.
 WITH_BASELINE = ("in-call CPU (", "in-call CPU beside rtc.PlatformAudio", "RSS in call", "turn latency in a call")
 
@@ -78,6 +82,14 @@ def test_bench_smoke_reports_every_figure(tmp_path: Path) -> None:
         assert matches, f"no figure {prefix!r} in {sorted(figures)}"
         value = matches[0]["value"]
         assert isinstance(value, int | float) and math.isfinite(value), (prefix, value)
+    if cgroup_kind() is not None:
+        for prefix in BUDGET:
+            [figure] = [f for name, f in figures.items() if name.startswith(prefix)]
+            assert isinstance(figure["value"], int | float) and math.isfinite(figure["value"]), figure
+            assert isinstance(figure["baseline"], int | float), figure
+    else:
+        [figure] = [f for name, f in figures.items() if name.startswith("CPU budget 15 %")]
+        assert figure["value"] is None and "no writable CPU cgroup" in figure["note"], figure
     for prefix in WITH_BASELINE:
         for name, figure in figures.items():
             if name.startswith(prefix):
