@@ -70,11 +70,6 @@ class TurnTimer:
         #: The turns of the session armed last (the current one while armed), oldest first.
         self.turns: list[Turn] = []
 
-    @property
-    def armed(self) -> bool:
-        """Whether turns are measured now (a session is live)."""
-        return self._armed
-
     def arm(self) -> None:
         """Start measuring (a session went live); the turns of the previous session are forgotten."""
         if not self._armed:

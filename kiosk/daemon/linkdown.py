@@ -170,9 +170,7 @@ class MicBacklog:
 
     def _catch_up(self) -> None:
         frames = self._frames
-        if len(frames) * FRAME_MS / 1000 + self._downstream_s() <= LATENCY_TARGET_S:
-            return
-        downstream = int(self._downstream_s() * 1000) // FRAME_MS
+        downstream = int(self._downstream_s() * 1000) // FRAME_MS  # frames already handed to the AudioSource
         target = max(0, int(LATENCY_TARGET_S * 1000) // FRAME_MS - downstream)
         while len(frames) > target and frames[0][2] and not frames[0][1][0]:
             frames.popleft()
