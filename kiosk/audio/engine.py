@@ -8,6 +8,7 @@ gives the API.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from kiosk.audio.streams import StreamFactory
 from kiosk.audio.turns import TurnTimer
 from kiosk.audio.vad import VadEvent, VadEventKind, VoiceActivity
 from kiosk.config import AudioConfig, TriggerConfig
+from kiosk.cpuwatch import CpuWatch
 
 __all__ = [
     "AGENT",
@@ -71,12 +73,13 @@ class AudioEngine:
         rng: Callable[[], float] = random.random,
         max_pending_s: float = 0.5,
         processor: Processor | None = None,
+        cpu_watch: CpuWatch | None = None,
     ) -> None:
         """Build the engine for ``audio`` (and ``trigger``'s VAD settings); nothing opens until :meth:`start`.
 
         ``stream_factory`` replaces PortAudio (tests: :class:`~kiosk.audio.fake.FakeStreamFactory`); ``clock`` (s)
         and ``rng`` drive the reopen backoff and the canceller's span; ``max_pending_s`` bounds the microphone
-        blocks queued for the loop; ``processor`` replaces the APM.
+        blocks queued for the loop; ``processor`` replaces the APM; ``cpu_watch`` replaces the CPU shortage watch.
         """
         self.config = audio
         self._clock = clock
@@ -103,8 +106,16 @@ class AudioEngine:
             on_audible=self.mic.on_audible,
             on_opened=self._device_opened,
         )
+        #: Whether the kiosk is short of CPU (a CPU quota, a busy machine): then it degrades instead of failing.
+        self.cpu = cpu_watch or CpuWatch()
         self.devices = PortAudioDevices(
-            config=audio, hooks=hooks, stream_factory=stream_factory, clock=clock, rng=rng, max_pending_s=max_pending_s
+            config=audio,
+            hooks=hooks,
+            stream_factory=stream_factory,
+            clock=clock,
+            rng=rng,
+            max_pending_s=max_pending_s,
+            short_of_cpu=self.cpu.short,
         )
         #: Turn latency: the visitor's end of speech to the agent's first sound at the speaker (armed while live).
         self.turns = TurnTimer(clock=clock, speaker_delay=self._speaker_delay)
@@ -139,12 +150,14 @@ class AudioEngine:
                 supervisor once it appears.
         """
         await self.devices.start(missing_ok=missing_ok)
+        self.cpu.start(asyncio.get_running_loop())
 
     async def close(self) -> None:
         """End any session capture, stop supervising and close both streams."""
         for session in list(self.mic.sessions):
             session.close()
         await self.devices.close()
+        await self.cpu.stop()
 
     async def open_direction(self, direction: Direction) -> None:
         """Open one direction's device (see :meth:`PortAudioDevices.open_direction`; raises AudioDeviceError)."""
@@ -296,4 +309,5 @@ class AudioEngine:
             output_volume=self.mixer.volume,
             echo_cancellation=self.processor.echo_cancellation,
             input_muted_by_device=self.input_muted_by_device,
+            cpu=self.cpu.status(),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kiosk.cpuwatch import CpuStatus
 from kiosk.reasons import FailureReason
 
 
@@ -48,6 +49,8 @@ class AudioHealth:
     echo_cancellation: bool = True
     #: The microphone sends exact zeros on time: muted at the device itself (see kiosk.audio.deafness).
     input_muted_by_device: bool = False
+    #: Whether the kiosk is short of CPU, and how often and how long its CPU quota throttled it.
+    cpu: CpuStatus | None = None
 
     @property
     def ok(self) -> bool:

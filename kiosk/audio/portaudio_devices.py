@@ -97,11 +97,13 @@ class PortAudioDevices:
         clock: Callable[[], float],
         rng: Callable[[], float],
         max_pending_s: float,
+        short_of_cpu: Callable[[float], bool] = lambda within_s: False,
     ) -> None:
         """Open devices of ``config`` through ``stream_factory`` (None: PortAudio's, made on the PortAudio thread).
 
         ``clock`` (s) and ``rng`` drive the reopen backoff; ``max_pending_s`` bounds the microphone blocks queued
-        for the loop.
+        for the loop; ``short_of_cpu(within_s)`` (:meth:`kiosk.cpuwatch.CpuWatch.short`) keeps the supervisor from
+        judging a stall that the kiosk's own CPU shortage explains.
         """
         self.config = config
         self.input = Direction("input")
@@ -112,6 +114,7 @@ class PortAudioDevices:
         self._clock = clock
         self._rng = rng
         self._max_pending_s = max_pending_s
+        self._short_of_cpu = short_of_cpu
         self._health_subscribers: list[Callable[[AudioHealthEvent], None]] = []
         self._supervisor: Supervisor | None = None
         self._started = False
@@ -173,7 +176,7 @@ class PortAudioDevices:
                     await self._close_streams()
                     raise
                 self._missing_at_start(direction, exc)
-        self._supervisor = Supervisor(devices=self, clock=self._clock, rng=self._rng)
+        self._supervisor = Supervisor(devices=self, clock=self._clock, rng=self._rng, short_of_cpu=self._short_of_cpu)
         self._supervisor.start(self._loop)
         self._started = True
 

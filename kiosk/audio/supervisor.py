@@ -73,8 +73,19 @@ class SupervisedDevices(Protocol):
 class Supervisor:
     """A loop task that checks both directions a few times per stall timeout."""
 
-    def __init__(self, *, devices: SupervisedDevices, clock: Callable[[], float], rng: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        devices: SupervisedDevices,
+        clock: Callable[[], float],
+        rng: Callable[[], float],
+        short_of_cpu: Callable[[float], bool] = lambda within_s: False,
+    ) -> None:
+        """``short_of_cpu(within_s)``: whether the kiosk was short of CPU at any time in the last ``within_s`` (s);
+        a stall then is the kiosk's own starvation, not the device's, and is not judged."""
         self._devices = devices
+        self._short_of_cpu = short_of_cpu
+        self._told_starved: set[str] = set()
         self._clock = clock
         self._rng = rng
         self._task: asyncio.Task[None] | None = None
@@ -111,12 +122,26 @@ class Supervisor:
         if direction.stream is not None:
             problem = direction.failed
             if problem is None and direction.stalled(now, config.stall_timeout_s):
+                if self._short_of_cpu(config.stall_timeout_s):
+                    self._starved(direction)
+                    return
                 problem = f"no audio for {config.stall_timeout_s:g} s"
+            self._told_starved.discard(direction.name)
             if problem is not None:
                 await self._fail(direction, problem, now)
             return
         if now >= direction.next_attempt_t:
             await self._reopen(direction, now)
+
+    def _starved(self, direction: Direction) -> None:
+        """Say once per stall that a silent stream is not called failed while the kiosk is short of CPU."""
+        if direction.name not in self._told_starved:
+            self._told_starved.add(direction.name)
+            log.info(
+                "audio %s: no audio for %g s while the kiosk is short of CPU; not judged a device failure",
+                direction.name,
+                self._devices.config.stall_timeout_s,
+            )
 
     async def _fail(self, direction: Direction, problem: str, now: float) -> None:
         direction.failures += 1

@@ -183,6 +183,11 @@ def _audio_line(audio: dict[str, Any]) -> str:
     dropped = sum(int(audio.get(k) or 0) for k in ("input_dropped_blocks", "reverse_dropped_blocks"))
     starved = int(audio.get("output_starved_blocks") or 0)
     parts.append(f"{xruns} xruns, {dropped} blocks dropped, {starved} speaker blocks late")
+    cpu = audio.get("cpu")
+    if isinstance(cpu, dict) and (cpu.get("short") or cpu.get("episodes")):
+        quota = f", quota {cpu['quota_cores'] * 100:g} % of a core" if cpu.get("quota_cores") else ""
+        state = "SHORT OF CPU now" if cpu.get("short") else "short of CPU earlier"
+        parts.append(f"{state} ({cpu.get('episodes')} times, throttled {cpu.get('throttled_s')} s{quota})")
     return "; ".join(parts)
 
 

@@ -285,6 +285,7 @@ def _session_run(
         text_topic=request.config.text_topic,
         server_clock=server_clock,
         trigger=request.trigger,
+        short_of_cpu=audio.cpu.short,
     )
 
 

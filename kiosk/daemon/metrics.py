@@ -31,6 +31,9 @@ kiosk_audio_device_up                         gauge      direction: 1 when the d
 kiosk_voice_wakes_total                       counter    voice wakes heard while idle (admitted or refused)
 kiosk_wake_guard_refusals_total               counter    reason: too_quiet, backoff, hourly_cap
 kiosk_wake_guard_rest_seconds                 gauge      how long voice wake still rests
+kiosk_cpu_short                               gauge      1 while short of CPU (cgroup quota throttling, or the loop late)
+kiosk_cpu_short_episodes_total                counter    times the kiosk became short of CPU
+kiosk_cpu_throttled_seconds_total             counter    time the kiosk's cgroup CPU quota throttled it
 kiosk_state                                   stateset   the session state (idle, connecting, live, reconnecting, ...)
 kiosk_build_info                              info       version, livekit, python
 ============================================  =========  ====================================================
@@ -250,6 +253,17 @@ def _audio_families(health: AudioHealth) -> Iterator[Metric]:
         "1 while software echo cancellation runs (off for a speakerphone with audio.echo_cancellation = auto).",
         float(health.echo_cancellation),
     )
+    if health.cpu is not None:
+        cpu = health.cpu
+        yield _gauge(
+            "kiosk_cpu_short", "1 while the kiosk is short of CPU (throttled by its quota, or late).", cpu.short
+        )
+        yield CounterMetricFamily(
+            "kiosk_cpu_short_episodes", "Times the kiosk became short of CPU.", value=cpu.episodes
+        )
+        yield CounterMetricFamily(
+            "kiosk_cpu_throttled_seconds", "Time the kiosk's cgroup CPU quota throttled it.", value=cpu.throttled_s
+        )
 
 
 def _wake_families(gate: WakeGate | None) -> Iterator[Metric]:

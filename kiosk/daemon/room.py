@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 from livekit import rtc
 
-from kiosk.audio.preroll import PreConnectAudio, encode_for_uplink, pcm_for_uplink
+from kiosk.audio.preroll import PreConnectAudio, UplinkBuffer, encode_for_uplink, pcm_for_uplink
 from kiosk.daemon.agent_presence import AgentActivity, AgentPresence, RoomLink
 from kiosk.daemon.captions import Caption, CaptionBook
 from kiosk.daemon.roomends import end_for, reason_name
@@ -75,11 +75,14 @@ class AgentRoom:
         agent_state: Callable[[], AgentState],
         text_topic: TextTopic = "lk.chat",
         clock: Callable[[], float] = time.monotonic,
+        short_of_cpu: Callable[[], bool] = lambda: False,
     ) -> None:
         """Report session events to ``on_event``, remote audio to ``on_audio``, captions to ``on_caption``;
         ``agent_state()`` reads the agent's state as the session knows it; ``clock`` (monotonic s) stamps
-        :attr:`activity`."""
+        :attr:`activity`; while ``short_of_cpu()`` (:meth:`kiosk.cpuwatch.CpuWatch.short`) the first words skip the
+        Opus encode."""
         self._on_event = on_event
+        self._short_of_cpu = short_of_cpu
         self._on_audio = on_audio
         self._now = clock
         self.captions = CaptionBook(on_caption=on_caption)
@@ -178,8 +181,8 @@ class AgentRoom:
         """Send the audio recorded before the agent listened as its pre-connect buffer (one byte stream).
 
         Compressed as Ogg Opus (``audio/ogg;codecs=opus``, about 3 kB per second of speech) in a worker thread, or
-        raw PCM when Opus cannot be encoded here (:func:`kiosk.audio.preroll.encode_for_uplink` logs why) or not within
-        :data:`OPUS_BUDGET_S`. Sent even when empty (a press in the first moments after the microphone opened): the
+        raw PCM when Opus cannot be encoded here (:func:`kiosk.audio.preroll.encode_for_uplink` logs why), not within
+        :data:`OPUS_BUDGET_S`, or the kiosk is short of CPU. Sent even when empty (a press in the first moments after the microphone opened): the
         track is published with
         ``TF_PRECONNECT_BUFFER``, and an agent on ``livekit-agents`` waits up to its ``pre_connect_audio_timeout``
         (3 s) for the buffer before it reads the live track, and drops one not received whole within 3 s.
@@ -187,13 +190,12 @@ class AgentRoom:
         agent = self.presence.agent
         if agent is None:
             return
-        try:
-            buffer = await asyncio.wait_for(asyncio.to_thread(encode_for_uplink, audio), OPUS_BUDGET_S)
-        except TimeoutError:
-            # A starved CPU (seen: 4.3 s for 4.6 s of speech while an agent's job process started) would make the
-            # buffer miss the agent's 3 s window; raw PCM costs bytes, not time. The encode thread runs out alone.
-            log.warning("encoding the first words as Opus took over %.1f s; sending them as PCM", OPUS_BUDGET_S)
+        if self._short_of_cpu():
+            # Encoding needs CPU the kiosk does not have now: the 1 s an attempt may take is most of the agent's 3 s.
+            log.info("short of CPU: the first words go as PCM, without an Opus encode")
             buffer = await asyncio.to_thread(pcm_for_uplink, audio)
+        else:
+            buffer = await self._encoded(audio)
         attributes = {
             "sampleRate": str(buffer.sample_rate),
             "channels": str(buffer.num_channels),
@@ -222,6 +224,17 @@ class AgentRoom:
             len(buffer.payload) / 1024,
             buffer.encode_ms,
         )
+
+    @staticmethod
+    async def _encoded(audio: PreConnectAudio) -> UplinkBuffer:
+        """``audio`` as Ogg Opus in a worker thread, or as PCM when that takes over :data:`OPUS_BUDGET_S`."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(encode_for_uplink, audio), OPUS_BUDGET_S)
+        except TimeoutError:
+            # A starved CPU (seen: 4.3 s for 4.6 s of speech while an agent's job process started) would make the
+            # buffer miss the agent's 3 s window; raw PCM costs bytes, not time. The encode thread runs out alone.
+            log.warning("encoding the first words as Opus took over %.1f s; sending them as PCM", OPUS_BUDGET_S)
+            return await asyncio.to_thread(pcm_for_uplink, audio)
 
     async def say(self, text: str) -> None:
         """Send typed text to the agent on its text channel; shown as the visitor's caption once."""

@@ -90,8 +90,10 @@ class SessionRun:
         server_clock: ServerClock | None = None,
         trigger: sm.Trigger | None = None,
         clock: Callable[[], float] = time.monotonic,
+        short_of_cpu: Callable[[], bool] = lambda: False,
     ) -> None:
         self.number = number
+        self._short_of_cpu = short_of_cpu
         self.trigger = trigger
         #: The run's clock (monotonic s): the same as the audio engine's and the room's timestamps.
         self._now = clock
@@ -261,6 +263,7 @@ class SessionRun:
             agent_state=self._agent_state,
             text_topic=self._text_topic,
             clock=self._now,
+            short_of_cpu=self._short_of_cpu,
         )
         budget = max(1.0, deadline - self._now())
         async with timed("the room connect", budget, FailureReason.CONNECT_TIMEOUT):

@@ -1,0 +1,233 @@
+"""Whether the kiosk is short of CPU: its cgroup's CPU quota throttles it, or its event loop runs late.
+
+A kiosk confined to a small CPU quota (systemd's ``CPUQuota=``, a container's ``--cpus``) or sharing a Pi Zero with a
+busy neighbour does not get the CPU a live call needs (about 18 % of one x86 core in a call). What it must not do then
+is mistake its own starvation for broken hardware or a dead agent: a PortAudio callback that could not run for 2 s
+looks exactly like a stalled device. :class:`CpuWatch` tells the rest of the daemon when that is the case, so that it
+degrades instead (device stalls are not judged, the first words go as PCM without an Opus encode), and says so in its
+log, ``kiosk status`` and metrics.
+
+Two signals, checked every :data:`TICK_S`:
+
+- the throttled time of the nearest cgroup with a CPU quota above the daemon's own (cgroup v2 ``cpu.max`` and
+  ``cpu.stat``'s ``throttled_usec``; cgroup v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` and ``cpu.stat``'s
+  ``throttled_time`` in ns; see the kernel's ``Documentation/admin-guide/cgroup-v2.rst`` and
+  ``Documentation/scheduler/sched-bwc.rst``). The cgroup is looked up again on every tick: a process can be moved.
+- the watch's own tick arriving late by :data:`LATE_S` or more (no quota needed: any CPU shortage shows here).
+
+The kiosk is short from the first tick that sees either, until :data:`HOLD_S` pass without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: How often the watch looks (s).
+TICK_S = 0.5
+#: Throttled for this share of a tick or more: the quota, not the work, sets the pace.
+THROTTLED_SHARE = 0.05
+#: The tick itself this late (s): the event loop could not run for that long.
+LATE_S = 0.3
+#: Short until this long (s) passes with neither signal.
+HOLD_S = 5.0
+#: cgroup v1 mount points of the ``cpu`` controller, tried in order.
+V1_DIRS = ("cpu,cpuacct", "cpu", "cpuacct,cpu")
+
+
+@dataclass(frozen=True, slots=True)
+class CpuStatus:
+    """What ``kiosk status`` and the metrics show (``short`` now; totals since the daemon started)."""
+
+    short: bool
+    #: Times the kiosk became short of CPU.
+    episodes: int
+    #: Seconds the kiosk's cgroup was throttled by its quota while the watch looked.
+    throttled_s: float
+    #: The quota in cores (0.1 = 10 % of one core), None without one.
+    quota_cores: float | None
+    #: The longest the watch's own tick came late (ms).
+    worst_late_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupCpuSample:
+    """One reading of the limiting cgroup: which one, its quota (cores) and its throttled time so far (s)."""
+
+    where: str
+    quota_cores: float
+    throttled_s: float
+
+
+class CgroupCpu:
+    """Reads the CPU quota and throttled time of the nearest limited cgroup of this process (v2 or v1)."""
+
+    def __init__(self, *, proc_self: Path = Path("/proc/self"), root: Path = Path("/sys/fs/cgroup")) -> None:
+        self._proc_self = proc_self
+        self._root = root
+
+    def read(self) -> CgroupCpuSample | None:
+        """The nearest cgroup, from the process's own up to the root, that has a CPU quota; None when none has one
+        or the files cannot be read (no cgroup file system, a container that hides it)."""
+        try:
+            lines = (self._proc_self / "cgroup").read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            hierarchy, _, rest = line.partition(":")
+            controllers, _, path = rest.partition(":")
+            if hierarchy == "0" and controllers == "":
+                found = self._walk(self._root, path, _v2)
+            elif "cpu" in controllers.split(","):
+                found = next(
+                    (s for d in V1_DIRS if (self._root / d).is_dir() and (s := self._walk(self._root / d, path, _v1))),
+                    None,
+                )
+            else:
+                continue
+            if found is not None:
+                return found
+        return None
+
+    @staticmethod
+    def _walk(base: Path, path: str, read: Callable[[Path], CgroupCpuSample | None]) -> CgroupCpuSample | None:
+        parts = [p for p in path.strip("/").split("/") if p]
+        for depth in range(len(parts), -1, -1):
+            found = read(base.joinpath(*parts[:depth]))
+            if found is not None:
+                return found
+        return None
+
+
+def _stat(path: Path) -> dict[str, int]:
+    out = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            out[key] = int(value)
+    return out
+
+
+def _v2(directory: Path) -> CgroupCpuSample | None:
+    try:
+        quota, _, period = (directory / "cpu.max").read_text().strip().partition(" ")
+        if quota == "max":
+            return None
+        throttled_us = _stat(directory / "cpu.stat").get("throttled_usec", 0)
+        return CgroupCpuSample(str(directory), int(quota) / int(period), throttled_us / 1e6)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _v1(directory: Path) -> CgroupCpuSample | None:
+    try:
+        quota = int((directory / "cpu.cfs_quota_us").read_text())
+        if quota <= 0:
+            return None
+        period = int((directory / "cpu.cfs_period_us").read_text())
+        throttled_ns = _stat(directory / "cpu.stat").get("throttled_time", 0)
+        return CgroupCpuSample(str(directory), quota / period, throttled_ns / 1e9)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+class CpuWatch:
+    """Judges every :data:`TICK_S` whether the kiosk is short of CPU; :meth:`short` answers on the loop."""
+
+    def __init__(
+        self,
+        *,
+        cgroup: CgroupCpu | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        tick_s: float = TICK_S,
+    ) -> None:
+        self._cgroup = cgroup or CgroupCpu()
+        self._clock = clock
+        self._tick_s = tick_s
+        self._task: asyncio.Task[None] | None = None
+        self._last: CgroupCpuSample | None = None
+        self._short_since: float | None = None
+        self._last_short_t: float | None = None
+        self._episode_throttled_s = 0.0
+        self._worst_late_s = 0.0
+        self.episodes = 0
+        self.throttled_s = 0.0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start looking (reads the cgroup files on the loop: in-memory, they do not block); once."""
+        if self._task is not None:
+            return
+        self.tick(late_s=0.0)
+        self._task = loop.create_task(self._run(), name="cpu-watch")
+
+    async def stop(self) -> None:
+        """Stop looking."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            due = self._clock() + self._tick_s
+            await asyncio.sleep(self._tick_s)
+            self.tick(late_s=max(0.0, self._clock() - due))
+
+    def tick(self, *, late_s: float) -> None:
+        """One look: the cgroup's throttled time since the last look, and how late this look came (s)."""
+        now = self._clock()
+        sample = self._cgroup.read()
+        throttled = 0.0
+        if sample is not None and self._last is not None and sample.where == self._last.where:
+            throttled = max(0.0, sample.throttled_s - self._last.throttled_s)
+        self._last = sample
+        self.throttled_s += throttled
+        self._worst_late_s = max(self._worst_late_s, late_s)
+        starved = throttled >= THROTTLED_SHARE * self._tick_s or late_s >= LATE_S
+        if starved:
+            self._last_short_t = now
+            self._episode_throttled_s += throttled
+            if self._short_since is None:
+                self._short_since = now
+                self.episodes += 1
+                quota = f"a CPU quota of {sample.quota_cores * 100:g} % of a core" if sample else "no CPU quota"
+                log.warning(
+                    "short of CPU (%s; throttled %.0f ms of the last %.1f s, the event loop %.0f ms late): audio may "
+                    "lag; device stalls are not judged and the first words go as PCM until it passes",
+                    quota,
+                    throttled * 1000,
+                    self._tick_s,
+                    late_s * 1000,
+                )
+        elif self._short_since is not None and self._last_short_t is not None and now - self._last_short_t >= HOLD_S:
+            log.info(
+                "enough CPU again after %.1f s short (throttled %.1f s in that time)",
+                self._last_short_t - self._short_since,
+                self._episode_throttled_s,
+            )
+            self._short_since = None
+            self._episode_throttled_s = 0.0
+
+    def short(self, within_s: float = 0.0) -> bool:
+        """Whether the kiosk is short of CPU now, or was at any look in the last ``within_s`` (s)."""
+        if self._short_since is not None:
+            return True
+        return self._last_short_t is not None and self._clock() - self._last_short_t <= within_s
+
+    def status(self) -> CpuStatus:
+        """The watch's totals and whether it is short now."""
+        return CpuStatus(
+            short=self._short_since is not None,
+            episodes=self.episodes,
+            throttled_s=round(self.throttled_s, 3),
+            quota_cores=self._last.quota_cores if self._last is not None else None,
+            worst_late_ms=round(self._worst_late_s * 1000, 1),
+        )

@@ -1,0 +1,255 @@
+"""The CPU shortage watch (``kiosk.cpuwatch``): cgroup v1 and v2 quotas read from files laid out as the kernel does,
+and the short / enough-again verdicts driven tick by tick."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kiosk.audio import AudioEngine, AudioHealthEvent
+from kiosk.audio.fake import FakeStreamFactory
+from kiosk.audio.streams import DeviceInfo
+from kiosk.commands.statusview import _audio_line
+from kiosk.config import AudioConfig
+from kiosk.cpuwatch import HOLD_S, LATE_S, CgroupCpu, CgroupCpuSample, CpuWatch
+from tests.fixtures.engine import RAW
+from tests.fixtures.waiting import until
+
+
+def _v2(tmp_path: Path, cgroup: str, dirs: dict[str, tuple[str, int]]) -> CgroupCpu:
+    """A cgroup v2 tree: ``dirs`` maps a path to its (cpu.max, throttled_usec)."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "cgroup").write_text(f"0::{cgroup}\n")
+    root = tmp_path / "cgroup"
+    for path, (cpu_max, throttled) in dirs.items():
+        d = root / path.strip("/")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "cpu.max").write_text(cpu_max + "\n")
+        (d / "cpu.stat").write_text(f"usage_usec 1000\nnr_periods 5\nnr_throttled 2\nthrottled_usec {throttled}\n")
+    return CgroupCpu(proc_self=proc, root=root)
+
+
+def test_v2_quota_of_the_own_cgroup(tmp_path: Path) -> None:
+    """``cpu.max`` "10000 100000" is 10 % of a core; ``throttled_usec`` is read in seconds."""
+    cgroup = _v2(
+        tmp_path,
+        "/system.slice/kiosk.service",
+        {"": ("max", 0), "system.slice/kiosk.service": ("10000 100000", 250_000)},
+    )
+    sample = cgroup.read()
+    assert sample is not None
+    assert (round(sample.quota_cores, 3), sample.throttled_s) == (0.1, 0.25)
+    assert sample.where.endswith("kiosk.service")
+
+
+def test_v2_quota_of_a_parent_slice(tmp_path: Path) -> None:
+    """No quota on the service itself, one on its slice: the slice's is the one that throttles."""
+    cgroup = _v2(
+        tmp_path,
+        "/kiosk.slice/kiosk.service",
+        {"": ("max", 0), "kiosk.slice": ("7000 100000", 1_000_000), "kiosk.slice/kiosk.service": ("max", 0)},
+    )
+    sample = cgroup.read()
+    assert sample is not None and sample.where.endswith("kiosk.slice") and sample.throttled_s == 1.0
+
+
+def test_v2_without_a_quota_and_without_files(tmp_path: Path) -> None:
+    """ "max" everywhere is no quota; a missing cgroup file system is no quota either, never an error."""
+    assert _v2(tmp_path, "/a/b", {"": ("max", 0), "a": ("max", 0), "a/b": ("max", 0)}).read() is None
+    assert CgroupCpu(proc_self=tmp_path / "nowhere", root=tmp_path / "none").read() is None
+
+
+def test_v1_cfs_quota(tmp_path: Path) -> None:
+    """cgroup v1: ``cpu.cfs_quota_us`` over ``cpu.cfs_period_us``, ``throttled_time`` in ns; -1 is no quota."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "cgroup").write_text("12:memory:/bench\n4:cpu,cpuacct:/bench\n0::/\n")
+    d = tmp_path / "cgroup" / "cpu,cpuacct" / "bench"
+    d.mkdir(parents=True)
+    (d / "cpu.cfs_quota_us").write_text("7000\n")
+    (d / "cpu.cfs_period_us").write_text("100000\n")
+    (d / "cpu.stat").write_text("nr_periods 30\nnr_throttled 20\nthrottled_time 1500000000\n")
+    root = tmp_path / "cgroup" / "cpu,cpuacct"
+    (root / "cpu.cfs_quota_us").write_text("-1\n")
+    (root / "cpu.cfs_period_us").write_text("100000\n")
+    sample = CgroupCpu(proc_self=proc, root=tmp_path / "cgroup").read()
+    assert sample is not None
+    assert (round(sample.quota_cores, 3), sample.throttled_s) == (0.07, 1.5)
+    (d / "cpu.cfs_quota_us").write_text("-1\n")
+    assert CgroupCpu(proc_self=proc, root=tmp_path / "cgroup").read() is None
+
+
+class Throttle:
+    """A cgroup whose throttled time the test moves."""
+
+    def __init__(self) -> None:
+        self.throttled_s = 0.0
+        self.where = "/sys/fs/cgroup/kiosk"
+
+    def read(self) -> CgroupCpuSample:
+        return CgroupCpuSample(self.where, 0.1, self.throttled_s)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_throttling_makes_the_kiosk_short_until_it_passes(caplog: pytest.LogCaptureFixture) -> None:
+    """Throttled in a tick: short (one warning naming the quota); enough again only after ``HOLD_S`` without."""
+    caplog.set_level(logging.INFO, logger="kiosk.cpuwatch")
+    cgroup, clock = Throttle(), Clock()
+    watch = CpuWatch(cgroup=cgroup, clock=clock)  # type: ignore[arg-type]
+    watch.tick(late_s=0.0)
+    clock.t += 0.5
+    watch.tick(late_s=0.0)
+    assert not watch.short() and watch.status().episodes == 0
+    cgroup.throttled_s += 0.2
+    clock.t += 0.5
+    watch.tick(late_s=0.0)
+    assert watch.short() and watch.status().short
+    assert "short of CPU (a CPU quota of 10 % of a core; throttled 200 ms" in caplog.text
+    for _ in range(int(HOLD_S / 0.5) - 1):
+        clock.t += 0.5
+        watch.tick(late_s=0.0)
+        assert watch.short(), "short until HOLD_S pass without throttling"
+    clock.t += 0.5
+    watch.tick(late_s=0.0)
+    assert not watch.short()
+    assert watch.short(within_s=HOLD_S + 1.0), "it was short within that time"
+    assert not watch.short(within_s=HOLD_S - 1.0)
+    status = watch.status()
+    assert (status.episodes, status.throttled_s, status.quota_cores) == (1, 0.2, 0.1)
+    assert "enough CPU again after" in caplog.text
+
+
+def test_a_late_loop_is_short_without_a_quota() -> None:
+    """No cgroup quota: a tick ``LATE_S`` late is enough; a little lateness is not."""
+
+    class NoQuota:
+        def read(self) -> None:
+            return None
+
+    clock = Clock()
+    watch = CpuWatch(cgroup=NoQuota(), clock=clock)  # type: ignore[arg-type]
+    watch.tick(late_s=LATE_S / 3)
+    assert not watch.short()
+    watch.tick(late_s=LATE_S)
+    assert watch.short() and watch.status().quota_cores is None and watch.status().worst_late_ms == LATE_S * 1000
+
+
+def test_moving_to_another_cgroup_is_not_throttling() -> None:
+    """A process moved into a cgroup whose counter is already high: the first reading there is a baseline."""
+    cgroup, clock = Throttle(), Clock()
+    watch = CpuWatch(cgroup=cgroup, clock=clock)  # type: ignore[arg-type]
+    watch.tick(late_s=0.0)
+    cgroup.where, cgroup.throttled_s = "/sys/fs/cgroup/other", 50.0
+    watch.tick(late_s=0.0)
+    assert not watch.short() and watch.status().throttled_s == 0.0
+
+
+class ShortWatch(CpuWatch):
+    """A watch the test sets short or not."""
+
+    def __init__(self) -> None:
+        super().__init__(cgroup=CgroupCpu(proc_self=Path("/nonexistent"), root=Path("/nonexistent")))
+        self.starved = True
+
+    def short(self, within_s: float = 0.0) -> bool:
+        return self.starved
+
+
+async def test_a_stall_while_short_of_cpu_is_not_a_device_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """A microphone silent for the stall timeout while the kiosk is short of CPU stays open (the supervisor says why
+    once); once the shortage is over, the same silence is a device failure and the device is reopened."""
+    caplog.set_level(logging.INFO, logger="kiosk.audio.supervisor")
+    devices = (DeviceInfo(0, "Mic 48k", "ALSA", 1, 0, 48_000.0), DeviceInfo(1, "Speaker", "ALSA", 0, 2, 48_000.0))
+    factory = FakeStreamFactory(devices=devices)
+    watch = ShortWatch()
+    config = AudioConfig(stall_timeout_s=0.2, reopen_backoff_max_s=0.1, **RAW)
+    engine = AudioEngine(audio=config, stream_factory=factory, cpu_watch=watch)
+    health: list[AudioHealthEvent] = []
+    engine.subscribe_health(health.append)
+    await engine.start()
+    mic = factory.latest("input")
+    mic.feed(np.zeros((4800, 1), dtype=np.int16))  # it ran, then went quiet
+    told = "input: no audio for 0.2 s while the kiosk is short of CPU; not judged a device failure"
+    await until(lambda: told in caplog.text, 10, "the supervisor to see the stall", step=0.005)
+    assert not health and factory.latest("input") is mic, "a starved kiosk's silent stream is not failed"
+    assert caplog.text.count(told) == 1, "said once per stall"
+    watch.starved = False
+    await until(lambda: any(not e.ok and e.direction == "input" for e in health), 5, "the input to fail", step=0.005)
+    assert "no audio" in (engine.health().input.last_error or "")
+    await engine.close()
+
+
+def test_status_line_says_short_of_cpu() -> None:
+    """``kiosk status`` names the shortage and the quota."""
+    audio = {"cpu": {"short": True, "episodes": 2, "throttled_s": 12.5, "quota_cores": 0.1, "worst_late_ms": 800.0}}
+    assert "SHORT OF CPU now (2 times, throttled 12.5 s, quota 10 % of a core)" in _audio_line(audio)
+    audio["cpu"] = {"short": False, "episodes": 0, "throttled_s": 0.0, "quota_cores": None, "worst_late_ms": 1.0}
+    assert "CPU" not in _audio_line(audio)
+
+
+_CHILD = """
+import asyncio, json, sys, time
+from kiosk.cpuwatch import CpuWatch
+
+async def main():
+    watch = CpuWatch()
+    watch.start(asyncio.get_running_loop())
+    print("READY", flush=True)
+    sys.stdin.readline()  # moved into the cgroup now
+    for _ in range(400):  # at most 400 looks' worth of busy work
+        end = time.monotonic() + 0.05
+        while time.monotonic() < end:
+            pass
+        await asyncio.sleep(0)
+        if watch.status().short and watch.status().throttled_s > 0:
+            break
+    s = watch.status()
+    print(json.dumps({"short": s.short, "quota": s.quota_cores, "throttled": s.throttled_s}), flush=True)
+    await watch.stop()
+
+asyncio.run(main())
+"""
+
+
+def test_a_real_cgroup_quota_is_seen_as_short_of_cpu(tmp_path: Path) -> None:
+    """A busy process moved into a real CPU cgroup (v2 ``cpu.max`` or v1 CFS quota) of 10 % of a core reads that
+    quota from the kernel's files and calls itself short of CPU."""
+    from bench.budget import cgroup_kind, cpu_quota
+
+    if cgroup_kind() is None:
+        pytest.skip("no writable CPU cgroup here (cgroup v2 cpu controller or v1 cpu hierarchy)")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path.cwd()
+    )
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        assert child.stdout.readline().strip() == "READY"
+        with cpu_quota(10.0, f"kiosk-test-{os.getpid()}") as procs:
+            procs.write_text(str(child.pid))
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            line = child.stdout.readline()
+            child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=10)
+    result = json.loads(line)
+    assert result["short"], result
+    assert result["quota"] == pytest.approx(0.1), result
+    assert result["throttled"] > 0, result
