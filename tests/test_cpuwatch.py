@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kiosk.audio import AudioEngine, AudioHealthEvent
+from kiosk.audio import AGENT, AudioEngine, AudioHealthEvent
+from kiosk.audio.capture import IDLE_HAND_OFF_BLOCKS
 from kiosk.audio.fake import FakeStreamFactory
 from kiosk.audio.streams import DeviceInfo
 from kiosk.commands.statusview import _audio_line
 from kiosk.config import AudioConfig
 from kiosk.cpuwatch import HOLD_S, LATE_S, CgroupCpu, CgroupCpuSample, CpuWatch
-from tests.fixtures.engine import RAW
+from tests.fixtures.engine import RAW, settle
 from tests.fixtures.waiting import until
 
 
@@ -253,3 +254,42 @@ def test_a_real_cgroup_quota_is_seen_as_short_of_cpu(tmp_path: Path) -> None:
     assert result["short"], result
     assert result["quota"] == pytest.approx(0.1), result
     assert result["throttled"] > 0, result
+
+
+async def test_short_of_cpu_with_a_silent_speaker_a_session_skips_the_apm() -> None:
+    """Short of CPU, a session's microphone frames skip the APM while the speaker is silent (nothing to cancel) and
+    still reach the session; the agent's first sound brings the APM and the reverse stream back with equal counts;
+    once the shortage passes, every frame is processed again."""
+    from tests.test_audio_engine import MONO48, CountingProcessor
+
+    factory = FakeStreamFactory(devices=MONO48)
+    processor = CountingProcessor()
+    watch = ShortWatch()
+    engine = AudioEngine(
+        audio=AudioConfig(output_volume=1.0, **RAW), stream_factory=factory, processor=processor, cpu_watch=watch
+    )
+    await engine.start()
+    mic, speaker = factory.latest("input"), factory.latest("output")
+    capture = engine.start_capture()
+    for _ in range(IDLE_HAND_OFF_BLOCKS * 2):  # lean: hand-offs as large as idle ones
+        mic.feed(np.ones(480, dtype=np.int16))
+        speaker.pull(1)
+    await until(lambda: engine.health().lean_frames == 18, 2, "18 lean frames", step=0.005)
+    assert processor.processed == 0 and processor.reversed == [], "no APM call while lean"
+    assert len(capture.take_preconnect().pcm) == 18 * 480 * 2, "the frames still reach the session"
+    engine.mixer_input(AGENT).push((np.sin(np.arange(4800) / 5) * 10_000).astype(np.int16))
+    for _ in range(12):
+        mic.feed(np.ones(480, dtype=np.int16))
+        speaker.pull(1)
+        await settle()
+    await until(lambda: processor.processed >= 9, 2, "the APM back for the agent's audio", step=0.005)
+    assert abs(processor.processed - len(processor.reversed)) <= 3, "both streams fed again"
+    lean_before = engine.health().lean_frames
+    watch.starved = False
+    for _ in range(30):  # the agent's echo tail passes: still processed, the kiosk is not short any more
+        mic.feed(np.ones(480, dtype=np.int16))
+        speaker.pull(1)
+        await settle()
+    assert engine.health().lean_frames == lean_before
+    capture.close()
+    await engine.close()

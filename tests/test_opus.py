@@ -14,11 +14,15 @@ import pytest
 
 from agents.speech_meter import measure
 from kiosk.audio import opus
+from kiosk.audio.firstwords import FirstWordsEncoder
+from kiosk.audio.frames import MicFrame
 from kiosk.audio.preroll import (
     PCM_MIME,
     UPLINK_BUDGET_BITS,
     PreConnectAudio,
+    SessionCapture,
     encode_for_uplink,
+    encoded_ahead,
     for_uplink,
 )
 from tests.fixtures.audio import SpeechClip
@@ -136,3 +140,63 @@ def test_without_a_system_libsndfile_the_bundled_one_encodes(
     finally:
         monkeypatch.undo()
         opus._soundfile.cache_clear()
+
+
+def _held(capture: SessionCapture, pcm: npt.NDArray[np.int16]) -> None:
+    """Feed ``pcm`` (48 kHz) to ``capture`` as the engine does: 10 ms frames."""
+    for i in range(0, len(pcm) - 479, 480):
+        capture.feed(MicFrame(t=100.0 + i / 48000, pcm=pcm[i : i + 480]))
+
+
+def test_first_words_encoded_while_held_decode_to_the_same_speech(speech: SpeechClip) -> None:
+    """Frames held by a session are encoded while it connects: at the take, the Ogg Opus stream is the whole held
+    speech (length, level, utterances, as PyAV decodes it for livekit-agents), a tenth of 16 kHz PCM."""
+    pcm = speech.pcm(48000)[: 48000 * 4]
+    encoder = FirstWordsEncoder()
+    capture = SessionCapture(start=0.0, backlog=[], max_s=15.0, on_close=lambda c: None, encoder=encoder)
+    _held(capture, pcm)
+    assert encoder.frames == 400
+    pre = capture.take_preconnect()
+    assert pre.opus is not None
+    payload = pre.opus.result(timeout=30)
+    assert payload is not None and payload[:4] == b"OggS"
+    buffer = encoded_ahead(pre, payload, 1.0)
+    assert (buffer.codec, buffer.sample_rate, buffer.duration_s) == ("opus", 16000, 4.0)
+    original = np.frombuffer(for_uplink(pre).pcm, np.int16)
+    decoded = decode(payload, 16000)
+    assert len(payload) * 10 <= len(original) * 2
+    assert abs(len(decoded) - len(original)) / 16000 <= OPUS_FRAME_S
+    assert rms_dbfs(decoded) == pytest.approx(rms_dbfs(original), abs=1.0)
+    heard, spoken = measure(decoded, 16000), measure(original, 16000)
+    assert len(heard.utterances) == len(spoken.utterances)
+    assert heard.speech_s == pytest.approx(spoken.speech_s, rel=0.05)
+    capture.close()
+
+
+def test_first_words_over_the_limit_are_encoded_when_sent() -> None:
+    """Held audio that overran ``max_preconnect_s`` lost its oldest frames: what was encoded ahead no longer matches,
+    so the take gives none (the buffer is encoded whole when sent); a session closed before the take drops it."""
+    tone = (np.sin(np.arange(48000 * 2) / 7) * 8000).astype(np.int16)
+    capture = SessionCapture(start=0.0, backlog=[], max_s=1.0, on_close=lambda c: None, encoder=FirstWordsEncoder())
+    _held(capture, tone)
+    pre = capture.take_preconnect()
+    assert pre.opus is None and pre.dropped_s == pytest.approx(1.0)
+    closed = FirstWordsEncoder()
+    capture = SessionCapture(start=0.0, backlog=[], max_s=5.0, on_close=lambda c: None, encoder=closed)
+    _held(capture, tone)
+    capture.close()
+    closed.feed(tone[:480])  # a frame after the end is ignored
+    assert closed.frames == 200
+
+
+def test_first_words_without_opus_are_encoded_when_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Opus encoder here: the encoder says so once and gives None, so the buffer goes the old way."""
+
+    def missing() -> None:
+        raise opus.OpusUnavailableError("libsndfile.so: cannot open shared object file")
+
+    monkeypatch.setattr(opus, "_soundfile", missing)
+    encoder = FirstWordsEncoder()
+    for _ in range(120):
+        encoder.feed(np.ones(480, dtype=np.int16))
+    assert encoder.seal().result(timeout=10) is None

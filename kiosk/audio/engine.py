@@ -100,6 +100,7 @@ class AudioEngine:
         hooks = StreamHooks(
             sink=self.mic.on_frame,
             processing=self.mic.processing,
+            cancelling=self.mic.cancelling,
             mixer=self.mixer,
             reverse=self.mic.reverse,
             feeds_reverse=self.mic.feeds,
@@ -108,6 +109,7 @@ class AudioEngine:
         )
         #: Whether the kiosk is short of CPU (a CPU quota, a busy machine): then it degrades instead of failing.
         self.cpu = cpu_watch or CpuWatch()
+        self.mic.short_of_cpu = self.cpu.short
         self.devices = PortAudioDevices(
             config=audio,
             hooks=hooks,
@@ -310,4 +312,5 @@ class AudioEngine:
             echo_cancellation=self.processor.echo_cancellation,
             input_muted_by_device=self.input_muted_by_device,
             cpu=self.cpu.status(),
+            lean_frames=self.mic.lean_frames,
         )

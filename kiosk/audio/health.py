@@ -51,6 +51,8 @@ class AudioHealth:
     input_muted_by_device: bool = False
     #: Whether the kiosk is short of CPU, and how often and how long its CPU quota throttled it.
     cpu: CpuStatus | None = None
+    #: Session microphone frames that skipped the APM to save CPU (short of CPU, the speaker silent).
+    lean_frames: int = 0
 
     @property
     def ok(self) -> bool:

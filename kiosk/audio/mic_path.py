@@ -3,6 +3,11 @@
 Each 10 ms frame the capture stream hands over (:meth:`MicPath.on_frame`) goes, in a session, through the WebRTC APM
 (within the canceller's span, :mod:`kiosk.audio.span`) to the pre-roll, every session capture and the frame
 subscribers; idle, raw into the pre-roll. webrtcvad then judges it in 30 ms frames (onset, offset, wake).
+
+Lean: while the kiosk is short of CPU (:mod:`kiosk.cpuwatch`) and its speaker has been silent for the echo tail,
+a session's frames skip the APM (there is no echo to cancel; the APM is most of a session's CPU on the loop), the
+canceller's span closes and the speaker stops feeding its reverse stream. The span opens again, its two counts made
+equal, as soon as the kiosk's own output is audible (a chime, the agent's first words) or the shortage passes.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import TypeVar
 import numpy as np
 
 from kiosk.audio import aec
+from kiosk.audio.firstwords import FirstWordsEncoder
 from kiosk.audio.frames import MicFrame, Pcm
 from kiosk.audio.preroll import PreRoll, SessionCapture
 from kiosk.audio.processing import Processor
@@ -94,6 +100,14 @@ class MicPath:
         self._frame_subscribers: list[Callable[[MicFrame], None]] = []
         self._raw_subscribers: list[Callable[[MicFrame], None]] = []
         self._vad_subscribers: list[Callable[[VadEvent], None]] = []
+        #: ``short_of_cpu(within_s)``: whether the kiosk is short of CPU (the engine sets
+        #: :meth:`kiosk.cpuwatch.CpuWatch.short`).
+        self.short_of_cpu: Callable[[float], bool] = lambda within_s: False
+        #: Until when (engine clock, s) the kiosk's own output may still echo into the microphone.
+        self._audible_until = float("-inf")
+        self._lean = False
+        #: Session frames that skipped the APM while lean.
+        self.lean_frames = 0
 
     def set_echo(self, choice: aec.EchoChoice) -> None:
         """Take the echo decision for the devices now open; a changed decision rebuilds the processor."""
@@ -105,9 +119,18 @@ class MicPath:
             self.processor = Processor(self.config, echo_cancellation=choice.enabled)
 
     def processing(self) -> bool:
-        """Whether mic frames go through the APM and the speaker feeds its reverse stream: only while a session
-        captures audio or a frame subscriber listens."""
+        """Whether a session captures audio or a frame subscriber listens."""
         return bool(self.sessions or self._frame_subscribers)
+
+    def lean(self) -> bool:
+        """Whether a session's frames skip the APM to save CPU: the kiosk is short of CPU and its speaker has been
+        silent for the echo tail (nothing to cancel)."""
+        return self.short_of_cpu(0.0) and self._clock() >= self._audible_until
+
+    def cancelling(self) -> bool:
+        """Whether mic frames go through the APM and the speaker feeds its reverse stream: while processing, unless
+        lean."""
+        return self.processing() and not self.lean()
 
     def feeds(self, t: float) -> bool:
         """Whether the echo canceller gets the frame captured or played at ``t`` (the engine's clock, s); see
@@ -117,7 +140,7 @@ class MicPath:
     def _mark_span(self) -> None:
         """Open or close the echo canceller's span now, when processing just started or stopped; on opening, make
         the last span's two frame counts equal with silent frames (a few FFI calls at a press)."""
-        lag = self._span.follow(self.processing(), self._clock())
+        lag = self._span.follow(self.cancelling(), self._clock())
         if lag is not None:
             self.processor.new_span(lag)
 
@@ -142,6 +165,12 @@ class MicPath:
             emit(self._raw_subscribers, MicFrame(t=t, pcm=pcm))
         if self.muted:
             pcm = np.zeros_like(pcm)
+        if self.sessions and (lean := self.lean()) != self._lean:
+            self._lean = lean
+            log.debug("%s the APM: short of CPU, the speaker silent", "skipping" if lean else "back to")
+            if not lean:
+                self._wake_speaker()  # before the span opens: no block it plays inside the span goes unrecorded
+            self._mark_span()
         fed = self.feeds(t)
         if not self.processing():
             if fed:
@@ -160,6 +189,8 @@ class MicPath:
             # Muted, the canceller still gets its frame (zeros, to keep its count) but nothing of its output is sent:
             # from silence in, AEC3's linear filter puts out its own estimate of the speaker's echo.
             pcm = pcm if self.muted else processed
+        elif self._lean:
+            self.lean_frames += 1
         # else: captured before the span began (it reached the loop late): it goes to the session raw, like the
         # pre-roll it follows.
         frame = MicFrame(t=t, pcm=pcm)
@@ -188,8 +219,13 @@ class MicPath:
             emit(self._vad_subscribers, event)
 
     def on_audible(self) -> None:
-        """The kiosk's own output is audible: no voice wake until its echo has died away."""
-        self.vad.gate_wake(self._clock() + WAKE_GATE_TAIL_S + self.processor.delay_ms / 1000)
+        """The kiosk's own output is audible: no voice wake until its echo has died away, and no lean APM."""
+        self._audible_until = self._clock() + WAKE_GATE_TAIL_S + self.processor.delay_ms / 1000
+        self.vad.gate_wake(self._audible_until)
+        if self._lean:
+            self._lean = False
+            self._wake_speaker()
+            self._mark_span()
 
     def gate_wake_for(self, seconds: float) -> None:
         """No voice wake for ``seconds`` (s) plus the echo tail (a chime is playing)."""
@@ -225,6 +261,7 @@ class MicPath:
             backlog=self._preroll.since(start),
             max_s=self.config.max_preconnect_s,
             on_close=self._end_session,
+            encoder=FirstWordsEncoder(),
         )
         self.sessions.append(session)
         # The reverse stream starts now, a connect's length before the agent's first words; the speaker is woken

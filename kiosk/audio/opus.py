@@ -114,3 +114,38 @@ def encode_ogg_opus(pcm: bytes, sample_rate: int, channels: int = 1, *, bitrate_
     ) as stream:
         stream.write(samples)
     return out.getvalue()
+
+
+class OggOpusWriter:
+    """An Ogg Opus stream written a piece at a time (the first words encoded while the session connects).
+
+    Blocking and CPU bound like :func:`encode_ogg_opus`: use it from one worker thread. Raises
+    :class:`OpusUnavailableError` when no encoder is available and :class:`ValueError` for a rate Opus does not take.
+    """
+
+    def __init__(self, sample_rate: int, *, bitrate_bps: int = BITRATE_BPS) -> None:
+        sf = _soundfile()
+        if sample_rate not in OPUS_RATES:
+            raise ValueError(f"Opus takes {', '.join(map(str, OPUS_RATES))} Hz, not {sample_rate} Hz: resample first")
+        self.sample_rate = sample_rate
+        self.samples = 0
+        self._out = io.BytesIO()
+        self._stream = sf.SoundFile(
+            self._out,
+            "w",
+            samplerate=sample_rate,
+            channels=1,
+            format="OGG",
+            subtype="OPUS",
+            compression_level=1.0 - (bitrate_bps - 6000) / 250_000,
+        )
+
+    def write(self, samples: np.ndarray) -> None:
+        """Encode mono int16 samples (a 1-D array) at :attr:`sample_rate`."""
+        self._stream.write(samples.reshape(-1, 1))
+        self.samples += len(samples)
+
+    def finish(self) -> bytes:
+        """Close the stream; the whole Ogg Opus file."""
+        self._stream.close()
+        return self._out.getvalue()

@@ -62,8 +62,11 @@ class StreamHooks:
 
     #: Capture: every 10 ms microphone frame (``Pcm``, 48 kHz) and its capture time (s), on the loop.
     sink: Callable[[Pcm, float], None]
-    #: Whether microphone frames are processed and the speaker feeds the canceller's reverse stream (in a session).
+    #: Whether a session (or a frame subscriber) uses the microphone now.
     processing: Callable[[], bool]
+    #: Whether microphone frames go through the APM and the speaker feeds its reverse stream: processing, unless the
+    #: kiosk is short of CPU while its speaker is silent (see ``MicPath.lean``).
+    cancelling: Callable[[], bool]
     #: Playback: what the speaker plays.
     mixer: Mixer
     #: Playback: each block the device played, for the canceller's reverse stream.
@@ -306,7 +309,7 @@ class PortAudioDevices:
                     params=params,
                     channel=self.config.input_channel,
                     sink=hooks.sink,
-                    idle=lambda: not hooks.processing(),
+                    idle=lambda: not hooks.cancelling(),
                     on_finished=finished,
                     clock=self._clock,
                     max_pending_s=self._max_pending_s,
@@ -318,7 +321,7 @@ class PortAudioDevices:
                     params=params,
                     mixer=hooks.mixer,
                     reverse=hooks.reverse,
-                    needs_reverse=hooks.processing,
+                    needs_reverse=hooks.cancelling,
                     feeds_reverse=hooks.feeds_reverse,
                     on_audible=hooks.on_audible,
                     on_finished=finished,

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from livekit import rtc
 
 from kiosk.audio import opus
+from kiosk.audio.firstwords import ENCODE_RATE, FirstWordsEncoder
 from kiosk.audio.frames import FRAME_MS, SAMPLE_RATE, MicFrame
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,9 @@ class PreConnectAudio:
     sample_rate: int = SAMPLE_RATE
     num_channels: int = 1
     dropped_s: float = 0.0
+    #: The same audio as 16 kHz Ogg Opus, encoded while it was held (:mod:`kiosk.audio.firstwords`); its result is
+    #: None when that failed.
+    opus: concurrent.futures.Future[bytes | None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +79,25 @@ def _resample(audio: PreConnectAudio, rate: int) -> PreConnectAudio:
 
 
 def for_uplink(audio: PreConnectAudio) -> PreConnectAudio:
-    """The buffer at :data:`UPLINK_RATE` (16 kHz), the rate speech recognisers work at."""
+    """The buffer at :data:`UPLINK_RATE` (16 kHz), the rate speech recognisers work at (blocking: a few ms per
+    second of audio)."""
     return _resample(audio, UPLINK_RATE)
 
 
+def encoded_ahead(audio: PreConnectAudio, payload: bytes, waited_ms: float) -> UplinkBuffer:
+    """The buffer encoded while it was held (``payload``, 16 kHz Ogg Opus); ``waited_ms`` for its last part."""
+    return UplinkBuffer(
+        payload=payload,
+        mime_type=opus.OGG_OPUS_MIME,
+        sample_rate=ENCODE_RATE,
+        num_channels=audio.num_channels,
+        duration_s=audio.duration_s,
+        encode_ms=waited_ms,
+    )
+
+
 def encode_for_uplink(audio: PreConnectAudio) -> UplinkBuffer:
-    """The buffer compressed as Ogg Opus (:mod:`kiosk.audio.opus`, 24 kbit/s), or raw PCM when that cannot be done
+    """The buffer at 16 kHz (:func:`for_uplink`) compressed as Ogg Opus (:mod:`kiosk.audio.opus`, 24 kbit/s), or raw PCM when that cannot be done
     here, logged as a warning; PCM goes at the best rate of :data:`UPLINK_RATES` that fits
     :data:`UPLINK_BUDGET_BITS` (about ten times the bytes of Opus: it may miss the agent's 3 s window on a lossy
     link). Empty audio goes as empty PCM.
@@ -88,6 +106,7 @@ def encode_for_uplink(audio: PreConnectAudio) -> UplinkBuffer:
     :func:`kiosk.audio.opus.encode_ogg_opus`): run it in a thread.
     """
     started = time.perf_counter()
+    audio = for_uplink(audio)
     if audio.pcm:
         try:
             payload = opus.encode_ogg_opus(audio.pcm, audio.sample_rate, audio.num_channels)
@@ -146,12 +165,23 @@ class SessionCapture:
     """
 
     def __init__(
-        self, *, start: float, backlog: list[MicFrame], max_s: float, on_close: Callable[[SessionCapture], None]
+        self,
+        *,
+        start: float,
+        backlog: list[MicFrame],
+        max_s: float,
+        on_close: Callable[[SessionCapture], None],
+        encoder: FirstWordsEncoder | None = None,
     ) -> None:
+        """``encoder`` (when given) encodes every held frame while the session connects."""
         self.start = start
         self._held: deque[MicFrame] = deque(backlog, maxlen=max(1, int(max_s * 1000) // FRAME_MS))
         self._max_frames = self._held.maxlen or 1
         self._dropped = max(0, len(backlog) - self._max_frames)
+        self._encoder = encoder
+        if encoder is not None:
+            for frame in self._held:
+                encoder.feed(frame.pcm)
         self._live: asyncio.Queue[MicFrame | None] | None = None
         self._on_close = on_close
         self.live_dropped = 0
@@ -170,6 +200,8 @@ class SessionCapture:
             if len(self._held) == self._max_frames:
                 self._dropped += 1
             self._held.append(frame)
+            if self._encoder is not None:
+                self._encoder.feed(frame.pcm)
             return
         if self._live.full():
             # The consumer is behind: the oldest audio is the least useful to a live conversation.
@@ -187,10 +219,18 @@ class SessionCapture:
         pcm = np.concatenate([f.pcm for f in frames]).tobytes() if frames else b""
         if self._dropped:
             log.warning("pre-connect audio exceeded its limit: %d ms dropped", self._dropped * FRAME_MS)
+        encoded = None
+        if self._encoder is not None:
+            # What the encoder has is exactly what is held unless the limit dropped the oldest frames.
+            encoded = self._encoder.seal() if not self._dropped and frames else None
+            if encoded is None:
+                self._encoder.discard()
+            self._encoder = None
         return PreConnectAudio(
             pcm=pcm,
             duration_s=len(pcm) / 2 / SAMPLE_RATE,
             dropped_s=self._dropped * FRAME_MS / 1000,
+            opus=encoded,
         )
 
     def close(self) -> None:
@@ -199,6 +239,9 @@ class SessionCapture:
             return
         self.closed = True
         self._held.clear()
+        if self._encoder is not None:
+            self._encoder.discard()
+            self._encoder = None
         if self._live is not None:
             if self._live.full():
                 self._live.get_nowait()

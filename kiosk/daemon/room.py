@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 from livekit import rtc
 
-from kiosk.audio.preroll import PreConnectAudio, UplinkBuffer, encode_for_uplink, pcm_for_uplink
+from kiosk.audio.preroll import PreConnectAudio, UplinkBuffer, encode_for_uplink, encoded_ahead, pcm_for_uplink
 from kiosk.daemon.agent_presence import AgentActivity, AgentPresence, RoomLink
 from kiosk.daemon.captions import Caption, CaptionBook
 from kiosk.daemon.roomends import end_for, reason_name
@@ -190,12 +190,7 @@ class AgentRoom:
         agent = self.presence.agent
         if agent is None:
             return
-        if self._short_of_cpu():
-            # Encoding needs CPU the kiosk does not have now: the 1 s an attempt may take is most of the agent's 3 s.
-            log.info("short of CPU: the first words go as PCM, without an Opus encode")
-            buffer = await asyncio.to_thread(pcm_for_uplink, audio)
-        else:
-            buffer = await self._encoded(audio)
+        buffer = await self._uplink_buffer(audio)
         attributes = {
             "sampleRate": str(buffer.sample_rate),
             "channels": str(buffer.num_channels),
@@ -224,6 +219,26 @@ class AgentRoom:
             len(buffer.payload) / 1024,
             buffer.encode_ms,
         )
+
+    async def _uplink_buffer(self, audio: PreConnectAudio) -> UplinkBuffer:
+        """The buffer to send: encoded while it was held (``audio.opus``) when that worked, else encoded now, or as
+        PCM when the kiosk is short of CPU or the encode takes over :data:`OPUS_BUDGET_S`."""
+        if audio.opus is not None:
+            started = time.perf_counter()
+            try:
+                payload = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(audio.opus)), OPUS_BUDGET_S)
+            except TimeoutError:
+                log.warning(
+                    "the first words' last part was not encoded within %.1f s; sending them as PCM", OPUS_BUDGET_S
+                )
+                return await asyncio.to_thread(pcm_for_uplink, audio)
+            if payload is not None:
+                return encoded_ahead(audio, payload, (time.perf_counter() - started) * 1000)
+        if self._short_of_cpu():
+            # Encoding needs CPU the kiosk does not have now: the 1 s an attempt may take is most of the agent's 3 s.
+            log.info("short of CPU: the first words go as PCM, without an Opus encode")
+            return await asyncio.to_thread(pcm_for_uplink, audio)
+        return await self._encoded(audio)
 
     @staticmethod
     async def _encoded(audio: PreConnectAudio) -> UplinkBuffer:

@@ -18,7 +18,7 @@ import numpy as np
 
 from kiosk import session as sm
 from kiosk.audio.frames import FRAME_MS, MicFrame
-from kiosk.audio.preroll import PreConnectAudio, for_uplink
+from kiosk.audio.preroll import PreConnectAudio
 from kiosk.daemon.lifecycle import StepTimeout, timed
 from kiosk.daemon.linkdown import MicBacklog, Outages
 from kiosk.daemon.room import AgentRoom
@@ -71,7 +71,7 @@ async def send_first_words(
     Raises:
         StepTimeout: (``first_words_timeout``) the link works, yet the words were not taken within the bound.
     """
-    send = asyncio.ensure_future(room.send_preconnect(for_uplink(pre)))
+    send = asyncio.ensure_future(room.send_preconnect(pre))
     started = clock()
     try:
         while True:
@@ -150,7 +150,7 @@ class MicUplink:
             )
             log.info("session %d: %.2f s of words held through the reconnect", self._number, held.duration_s)
             async with timed("sending the held words", HELD_WORDS_TIMEOUT_S, FailureReason.FIRST_WORDS_TIMEOUT):
-                await self._room.send_preconnect(for_uplink(held))
+                await self._room.send_preconnect(held)
         finally:
             if self._outages.down_since is None:  # the link may have dropped again meanwhile
                 self._backlog.release()
