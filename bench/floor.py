@@ -41,6 +41,21 @@ i.start(); o.start(); print('OPEN', flush=True); time.sleep(float(sys.argv[7]))
 """
 
 
+#: A second floor: one 16 kHz mono input stream in 30 ms blocks, each judged by webrtcvad (what a
+#: minimal voice-activated listener holds while idle).
+_VAD_FLOOR = """
+import sys, time, sounddevice as sd, webrtcvad
+mic, seconds = sys.argv[1], float(sys.argv[2])
+vad = webrtcvad.Vad(2)
+def callback(data, frames, when, status):
+    vad.is_speech(bytes(data), 16000)
+index = next(i for i, d in enumerate(sd.query_devices()) if mic in d['name'] and d['max_input_channels'] > 0)
+with sd.RawInputStream(device=index, samplerate=16000, channels=1, dtype='int16', blocksize=480, callback=callback):
+    print('OPEN', flush=True)
+    time.sleep(seconds)
+"""
+
+
 _PACE = """
 import sys, time, sounddevice as sd
 spk, rate, channels, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
@@ -102,6 +117,22 @@ def bare_streams(pulse: PulseAudio, settings: StreamSettings, seconds: float) ->
         process.wait(timeout=5)
 
 
+@contextlib.contextmanager
+def vad_listener(pulse: PulseAudio, seconds: float) -> Iterator[int]:
+    """A process holding one 16 kHz, 30 ms input stream with webrtcvad for up to ``seconds``; yields its pid."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _VAD_FLOOR, MIC_PCM, str(seconds)], env=pulse.env, stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        if b"OPEN" not in process.stdout.readline():
+            raise RuntimeError("the 16 kHz VAD listener did not open its stream")
+        yield process.pid
+    finally:
+        process.kill()
+        process.wait(timeout=5)
+
+
 def paired_cpu(pids: dict[str, int], seconds: float, windows: int = WINDOWS) -> dict[str, list[float]]:
     """CPU (% of one core) of each named process over the same ``windows`` consecutive windows of ``seconds``."""
     out: dict[str, list[float]] = {name: [] for name in pids}
@@ -130,12 +161,17 @@ def idle_vs_floor(*, sb: Sandbox, pulse: PulseAudio, workdir: Path, seconds: flo
             name = "on" if wake else "off"
             with daemon(sb=sb, pulse=pulse, workdir=workdir / f"idle-{name}", silence_s=1.0, voice_wake=wake) as d:
                 settings = StreamSettings.of(d.ask("status"))
-                with bare_streams(pulse, settings, seconds + 2 * SETTLE_S) as floor:
+                with (
+                    bare_streams(pulse, settings, seconds + 2 * SETTLE_S) as floor,
+                    vad_listener(pulse, seconds + 2 * SETTLE_S) as vad,
+                ):
                     time.sleep(SETTLE_S)
-                    cpu = paired_cpu({"kiosk": d.pid, "floor": floor}, seconds)
+                    cpu = paired_cpu({"kiosk": d.pid, "floor": floor, "vad": vad}, seconds)
                 out[f"cpu_wake_{name}_pct"] = statistics.median(cpu["kiosk"])
                 out[f"cpu_floor_wake_{name}_pct"] = statistics.median(cpu["floor"])
                 out[f"ratio_wake_{name}"] = median_ratio(cpu["kiosk"], cpu["floor"])
+                out[f"cpu_vad_floor_wake_{name}_pct"] = statistics.median(cpu["vad"])
+                out[f"ratio_vad_wake_{name}"] = median_ratio(cpu["kiosk"], cpu["vad"])
                 out[f"windows_wake_{name}"] = cpu
                 out[f"rss_idle_wake_{name}_mb"] = rss_mb(d.pid)
                 out[f"settings_wake_{name}"] = settings.__dict__
