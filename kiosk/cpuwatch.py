@@ -13,7 +13,8 @@ Two signals, checked every :data:`TICK_S`:
   ``cpu.stat``'s ``throttled_usec``; cgroup v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` and ``cpu.stat``'s
   ``throttled_time`` in ns; see the kernel's ``Documentation/admin-guide/cgroup-v2.rst`` and
   ``Documentation/scheduler/sched-bwc.rst``). The cgroup is looked up again on every tick: a process can be moved.
-- the watch's own tick arriving late by :data:`LATE_S` or more (no quota needed: any CPU shortage shows here).
+- the watch's own tick arriving late by :data:`LATE_S` or more on :data:`LATE_TICKS` looks in a row (no quota needed:
+  any lasting CPU shortage shows here; a single hiccup, a garbage collection or a slow page-in, does not count).
 
 The kiosk is short from the first tick that sees either, until :data:`HOLD_S` pass without one.
 """
@@ -36,6 +37,8 @@ TICK_S = 0.5
 THROTTLED_SHARE = 0.05
 #: The tick itself this late (s): the event loop could not run for that long.
 LATE_S = 0.3
+#: Late looks in a row that make the kiosk short.
+LATE_TICKS = 2
 #: Short until this long (s) passes with neither signal.
 HOLD_S = 5.0
 #: cgroup v1 mount points of the ``cpu`` controller, tried in order.
@@ -157,6 +160,7 @@ class CpuWatch:
         self._last_short_t: float | None = None
         self._episode_throttled_s = 0.0
         self._worst_late_s = 0.0
+        self._late_ticks = 0
         self.episodes = 0
         self.throttled_s = 0.0
 
@@ -191,7 +195,8 @@ class CpuWatch:
         self._last = sample
         self.throttled_s += throttled
         self._worst_late_s = max(self._worst_late_s, late_s)
-        starved = throttled >= THROTTLED_SHARE * self._tick_s or late_s >= LATE_S
+        self._late_ticks = self._late_ticks + 1 if late_s >= LATE_S else 0
+        starved = throttled >= THROTTLED_SHARE * self._tick_s or self._late_ticks >= LATE_TICKS
         if starved:
             self._last_short_t = now
             self._episode_throttled_s += throttled
