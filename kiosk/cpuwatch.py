@@ -4,12 +4,18 @@ A kiosk confined to a small CPU quota (systemd's ``CPUQuota=``, a container's ``
 busy neighbour does not get the CPU a live call needs (about 18 % of one x86 core in a call). What it must not do then
 is mistake its own starvation for broken hardware or a dead agent: a PortAudio callback that could not run for 2 s
 looks exactly like a stalled device. :class:`CpuWatch` tells the rest of the daemon when that is the case, so that it
-degrades instead (device stalls are not judged, the first words go as PCM without an Opus encode), and says so in its
-log, ``kiosk status`` and metrics.
+degrades instead, and says so in its log, ``kiosk status`` and metrics:
+
+- a stalled audio stream is not judged a device failure for up to three stall timeouts
+  (:mod:`kiosk.audio.supervisor`);
+- the first words go as they were encoded while the session connected, or as PCM, never encoded a second time
+  (:meth:`kiosk.daemon.room.AgentRoom.send_preconnect`);
+- while the speaker is silent a session's microphone frames skip the WebRTC APM, handed over 90 ms at a time
+  (:mod:`kiosk.audio.mic_path`).
 
 Two signals, checked every :data:`TICK_S`:
 
-- the throttled time of the nearest cgroup with a CPU quota above the daemon's own (cgroup v2 ``cpu.max`` and
+- the throttled time of the cgroups with a CPU quota from the daemon's own up (cgroup v2 ``cpu.max`` and
   ``cpu.stat``'s ``throttled_usec``; cgroup v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` and ``cpu.stat``'s
   ``throttled_time`` in ns; see the kernel's ``Documentation/admin-guide/cgroup-v2.rst`` and
   ``Documentation/scheduler/sched-bwc.rst``). The cgroup is looked up again on every tick: a process can be moved.
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,51 +69,113 @@ class CpuStatus:
 
 @dataclass(frozen=True, slots=True)
 class CgroupCpuSample:
-    """One reading of the limiting cgroup: which one, its quota (cores) and its throttled time so far (s)."""
+    """One reading of the limited cgroups above the process: which ones, the tightest quota (cores) and their
+    throttled time so far (s, summed)."""
 
     where: str
     quota_cores: float
     throttled_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Mount:
+    """A cgroup file system mount: where it is, and which cgroup path its root is (``/`` but in some containers)."""
+
+    point: Path
+    root: str
+
+    def directory(self, path: str) -> Path:
+        """The directory of cgroup ``path`` (as ``/proc/self/cgroup`` gives it) under this mount."""
+        if self.root != "/" and (path == self.root or path.startswith(self.root + "/")):
+            path = path[len(self.root) :]
+        return self.point.joinpath(*[p for p in path.split("/") if p])
+
+
 class CgroupCpu:
-    """Reads the CPU quota and throttled time of the nearest limited cgroup of this process (v2 or v1)."""
+    """Reads the CPU quotas and throttled time of the limited cgroups above this process (v2 or v1).
+
+    The cgroup file systems are found in ``/proc/self/mountinfo`` (``proc(5)``: field 4 is the mount's root, field 5
+    its mount point, after ``-`` the type and the super options naming v1's controllers); where that cannot be read,
+    under ``root``. Every cgroup from the process's own up to the mount's root is looked at: a slice's quota
+    throttles the services in it, and shows in the slice's own ``cpu.stat``.
+    """
 
     def __init__(self, *, proc_self: Path = Path("/proc/self"), root: Path = Path("/sys/fs/cgroup")) -> None:
         self._proc_self = proc_self
         self._root = root
 
     def read(self) -> CgroupCpuSample | None:
-        """The nearest cgroup, from the process's own up to the root, that has a CPU quota; None when none has one
-        or the files cannot be read (no cgroup file system, a container that hides it)."""
+        """The limited cgroups above the process, or None when none has a quota or the files cannot be read (no
+        cgroup file system, a container that hides it)."""
         try:
             lines = (self._proc_self / "cgroup").read_text().splitlines()
         except OSError:
             return None
+        v2, v1 = self._mounts()
         for line in lines:
             hierarchy, _, rest = line.partition(":")
             controllers, _, path = rest.partition(":")
             if hierarchy == "0" and controllers == "":
-                found = self._walk(self._root, path, _v2)
+                found = self._walk(v2, path, _v2)
             elif "cpu" in controllers.split(","):
-                found = next(
-                    (s for d in V1_DIRS if (self._root / d).is_dir() and (s := self._walk(self._root / d, path, _v1))),
-                    None,
-                )
+                found = next((s for m in v1 if (s := self._walk([m], path, _v1))), None)
             else:
                 continue
             if found is not None:
                 return found
         return None
 
+    def _mounts(self) -> tuple[list[_Mount], list[_Mount]]:
+        """The cgroup v2 mounts and the v1 mounts holding the ``cpu`` controller."""
+        try:
+            lines = (self._proc_self / "mountinfo").read_text().splitlines()
+        except OSError:
+            return [_Mount(self._root, "/"), _Mount(self._root / "unified", "/")], [
+                _Mount(self._root / d, "/") for d in V1_DIRS
+            ]
+        v2, v1 = [], []
+        for line in lines:
+            fields = line.split(" ")
+            if "-" not in fields[6:]:
+                continue
+            dash = fields.index("-", 6)
+            kind, options = fields[dash + 1], fields[dash + 3].split(",") if len(fields) > dash + 3 else []
+            mount = _Mount(Path(_unescape(fields[4])), _unescape(fields[3]))
+            if kind == "cgroup2":
+                v2.append(mount)
+            elif kind == "cgroup" and "cpu" in options:
+                v1.append(mount)
+        return v2, v1
+
     @staticmethod
-    def _walk(base: Path, path: str, read: Callable[[Path], CgroupCpuSample | None]) -> CgroupCpuSample | None:
-        parts = [p for p in path.strip("/").split("/") if p]
-        for depth in range(len(parts), -1, -1):
-            found = read(base.joinpath(*parts[:depth]))
-            if found is not None:
-                return found
+    def _walk(
+        mounts: list[_Mount], path: str, read: Callable[[Path], CgroupCpuSample | None]
+    ) -> CgroupCpuSample | None:
+        for mount in mounts:
+            own = mount.directory(path)
+            if not own.is_dir():
+                continue
+            found = []
+            directory = own
+            while True:
+                sample = read(directory)
+                if sample is not None:
+                    found.append(sample)
+                if directory == mount.point or directory.parent == directory:
+                    break
+                directory = directory.parent
+            if found:
+                return CgroupCpuSample(
+                    where=" ".join(s.where for s in found),
+                    quota_cores=min(s.quota_cores for s in found),
+                    throttled_s=sum(s.throttled_s for s in found),
+                )
         return None
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path with its octal escapes (``\\040`` for a space) undone."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _stat(path: Path) -> dict[str, int]:
@@ -183,7 +252,11 @@ class CpuWatch:
         while True:
             due = self._clock() + self._tick_s
             await asyncio.sleep(self._tick_s)
-            self.tick(late_s=max(0.0, self._clock() - due))
+            try:
+                self.tick(late_s=max(0.0, self._clock() - due))
+            except Exception:
+                # The watch must outlive anything a cgroup file throws at it; a look that failed changes nothing.
+                log.exception("the CPU watch failed a look")
 
     def tick(self, *, late_s: float) -> None:
         """One look: the cgroup's throttled time since the last look, and how late this look came (s)."""
@@ -206,7 +279,7 @@ class CpuWatch:
                 quota = f"a CPU quota of {sample.quota_cores * 100:g} % of a core" if sample else "no CPU quota"
                 log.warning(
                     "short of CPU (%s; throttled %.0f ms of the last %.1f s, the event loop %.0f ms late): audio may "
-                    "lag; device stalls are not judged and the first words go as PCM until it passes",
+                    "lag; device stalls are excused, the APM rests while the speaker is silent, until it passes",
                     quota,
                     throttled * 1000,
                     self._tick_s,

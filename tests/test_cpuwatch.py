@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from kiosk.audio import AGENT, AudioEngine, AudioHealthEvent
 from kiosk.audio.capture import IDLE_HAND_OFF_BLOCKS
 from kiosk.audio.fake import FakeStreamFactory
 from kiosk.audio.streams import DeviceInfo
+from kiosk.audio.supervisor import STARVED_STALL_FACTOR
 from kiosk.commands.statusview import _audio_line
 from kiosk.config import AudioConfig
 from kiosk.cpuwatch import HOLD_S, LATE_S, LATE_TICKS, CgroupCpu, CgroupCpuSample, CpuWatch
@@ -86,6 +88,50 @@ def test_v1_cfs_quota(tmp_path: Path) -> None:
     assert (round(sample.quota_cores, 3), sample.throttled_s) == (0.07, 1.5)
     (d / "cpu.cfs_quota_us").write_text("-1\n")
     assert CgroupCpu(proc_self=proc, root=tmp_path / "cgroup").read() is None
+
+
+def test_mountinfo_finds_a_containers_cgroup_and_the_tightest_quota_above_it(tmp_path: Path) -> None:
+    """cgroup v2 mounted with a root of ``/lxc/c1`` (a container without its own cgroup namespace): the path
+    ``/proc/self/cgroup`` gives is taken relative to that root. The service's own 50 % and its slice's 10 % both
+    count: the tightest quota, and the throttled time of both."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "cgroup").write_text("0::/lxc/c1/kiosk.slice/kiosk.service\n")
+    point = tmp_path / "mnt" / "cgroup"
+    (proc / "mountinfo").write_text(
+        f"22 1 8:1 / / rw,relatime - ext4 /dev/root rw\n30 22 0:26 /lxc/c1 {point} rw,nosuid shared:9 - cgroup2 cgroup2 rw\n"
+    )
+    for path, cpu_max, throttled in (
+        ("", "max", 0),
+        ("kiosk.slice", "10000 100000", 2_000_000),
+        ("kiosk.slice/kiosk.service", "50000 100000", 100_000),
+    ):
+        d = point / path
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "cpu.max").write_text(cpu_max + "\n")
+        (d / "cpu.stat").write_text(f"usage_usec 1\nthrottled_usec {throttled}\n")
+    sample = CgroupCpu(proc_self=proc, root=tmp_path / "elsewhere").read()
+    assert sample is not None
+    assert (round(sample.quota_cores, 3), sample.throttled_s) == (0.1, 2.1)
+
+
+def test_mountinfo_finds_a_v1_cpu_hierarchy_with_a_space_in_its_path(tmp_path: Path) -> None:
+    """cgroup v1: the mount whose super options name ``cpu``, its mount point unescaped (``\\040`` is a space)."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "cgroup").write_text("5:memory:/k\n4:cpu,cpuacct:/k\n")
+    point = tmp_path / "cg root" / "cpu,cpuacct"
+    escaped = str(point).replace(" ", "\\040")
+    (proc / "mountinfo").write_text(
+        f"40 30 0:35 / {tmp_path}/mem rw - cgroup cgroup rw,memory\n41 30 0:36 / {escaped} rw - cgroup cgroup rw,cpu,cpuacct\n"
+    )
+    d = point / "k"
+    d.mkdir(parents=True)
+    (d / "cpu.cfs_quota_us").write_text("15000\n")
+    (d / "cpu.cfs_period_us").write_text("100000\n")
+    (d / "cpu.stat").write_text("nr_periods 3\nnr_throttled 1\nthrottled_time 20000000\n")
+    sample = CgroupCpu(proc_self=proc, root=tmp_path / "elsewhere").read()
+    assert sample is not None and (round(sample.quota_cores, 3), sample.throttled_s) == (0.15, 0.02)
 
 
 class Throttle:
@@ -175,26 +221,29 @@ class ShortWatch(CpuWatch):
         return self.starved
 
 
-async def test_a_stall_while_short_of_cpu_is_not_a_device_failure(caplog: pytest.LogCaptureFixture) -> None:
-    """A microphone silent for the stall timeout while the kiosk is short of CPU stays open (the supervisor says why
-    once); once the shortage is over, the same silence is a device failure and the device is reopened."""
+async def test_a_stall_while_short_of_cpu_is_excused_for_three_stall_timeouts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A microphone silent while the kiosk is short of CPU stays open at first (the supervisor says why, once); a
+    device that stays silent for ``STARVED_STALL_FACTOR`` stall timeouts is failed and reopened all the same."""
     caplog.set_level(logging.INFO, logger="kiosk.audio.supervisor")
     devices = (DeviceInfo(0, "Mic 48k", "ALSA", 1, 0, 48_000.0), DeviceInfo(1, "Speaker", "ALSA", 0, 2, 48_000.0))
     factory = FakeStreamFactory(devices=devices)
-    watch = ShortWatch()
     config = AudioConfig(stall_timeout_s=0.2, reopen_backoff_max_s=0.1, **RAW)
-    engine = AudioEngine(audio=config, stream_factory=factory, cpu_watch=watch)
+    engine = AudioEngine(audio=config, stream_factory=factory, cpu_watch=ShortWatch())
     health: list[AudioHealthEvent] = []
     engine.subscribe_health(health.append)
     await engine.start()
     mic = factory.latest("input")
     mic.feed(np.zeros((4800, 1), dtype=np.int16))  # it ran, then went quiet
-    told = "input: no audio for 0.2 s while the kiosk is short of CPU; not judged a device failure"
+    await until(lambda: engine.health().input.blocks > 0, 5, "the first blocks", step=0.005)
+    quiet_from = time.monotonic()
+    told = "input: no audio for 0.2 s while the kiosk is short of CPU; not judged a device failure before 0.6 s"
     await until(lambda: told in caplog.text, 10, "the supervisor to see the stall", step=0.005)
-    assert not health and factory.latest("input") is mic, "a starved kiosk's silent stream is not failed"
-    assert caplog.text.count(told) == 1, "said once per stall"
-    watch.starved = False
-    await until(lambda: any(not e.ok and e.direction == "input" for e in health), 5, "the input to fail", step=0.005)
+    assert not health and factory.latest("input") is mic, "a starved kiosk's silent stream is not failed at once"
+    await until(lambda: any(not e.ok and e.direction == "input" for e in health), 10, "the input to fail", step=0.005)
+    assert time.monotonic() - quiet_from >= STARVED_STALL_FACTOR * 0.2, "excused for three stall timeouts"
+    assert caplog.text.count(told) == 1, "said once per stall, though the supervisor looked every 50 ms"
     assert "no audio" in (engine.health().input.last_error or "")
     await engine.close()
 
@@ -266,8 +315,18 @@ async def test_short_of_cpu_with_a_silent_speaker_a_session_skips_the_apm() -> N
     once the shortage passes, every frame is processed again."""
     from tests.test_audio_engine import MONO48, CountingProcessor
 
+    class SpanProcessor(CountingProcessor):
+        """Records each span's make-up: how unequal the last span's two counts were."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.lags: list[int] = []
+
+        def new_span(self, lag: int) -> None:
+            self.lags.append(lag)
+
     factory = FakeStreamFactory(devices=MONO48)
-    processor = CountingProcessor()
+    processor = SpanProcessor()
     watch = ShortWatch()
     engine = AudioEngine(
         audio=AudioConfig(output_volume=1.0, **RAW), stream_factory=factory, processor=processor, cpu_watch=watch
@@ -281,13 +340,18 @@ async def test_short_of_cpu_with_a_silent_speaker_a_session_skips_the_apm() -> N
     await until(lambda: engine.health().lean_frames == 18, 2, "18 lean frames", step=0.005)
     assert processor.processed == 0 and processor.reversed == [], "no APM call while lean"
     assert len(capture.take_preconnect().pcm) == 18 * 480 * 2, "the frames still reach the session"
-    engine.mixer_input(AGENT).push((np.sin(np.arange(4800) / 5) * 10_000).astype(np.int16))
-    for _ in range(12):
+    tone = (np.sin(np.arange(4800) / 5) * 10_000).astype(np.int16)
+    engine.mixer_input(AGENT).push(tone)
+    played = []
+    for _ in range(20):
         mic.feed(np.ones(480, dtype=np.int16))
-        speaker.pull(1)
+        played.append(speaker.pull(1))
         await settle()
+    heard = np.concatenate(played).reshape(-1)
+    assert np.array_equal(heard[heard != 0], tone[tone != 0]), "the agent's audio plays whole and in order"
     await until(lambda: processor.processed >= 9, 2, "the APM back for the agent's audio", step=0.005)
     assert abs(processor.processed - len(processor.reversed)) <= 3, "both streams fed again"
+    assert processor.lags and all(abs(lag) <= 3 for lag in processor.lags), f"spans made even by {processor.lags}"
     lean_before = engine.health().lean_frames
     watch.starved = False
     for _ in range(30):  # the agent's echo tail passes: still processed, the kiosk is not short any more

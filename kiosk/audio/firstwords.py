@@ -92,11 +92,14 @@ class FirstWordsEncoder:
         except (ValueError, RuntimeError, OSError) as exc:  # OpusUnavailableError, libsndfile's errors
             self._failed = True
             log.info("the first words are not encoded ahead (%s); they are encoded when sent", exc)
+        except Exception:  # the worker's boundary (LiveKit's resampler raises a bare Exception)
+            self._failed = True
+            log.exception("the first words are not encoded ahead; they are encoded when sent")
 
     def _close(self) -> None:
         # Worker thread: libsndfile writes its last pages into the buffer as it closes; never after the buffer goes.
         if self._writer is not None:
-            with contextlib.suppress(ValueError, RuntimeError, OSError):
+            with contextlib.suppress(Exception):
                 self._writer.finish()
             self._writer = None
 
@@ -109,7 +112,7 @@ class FirstWordsEncoder:
             for frame in self._resampler.flush():
                 self._writer.write(np.frombuffer(bytes(frame.data), dtype=np.int16))
             return self._writer.finish()
-        except (ValueError, RuntimeError, OSError) as exc:
-            log.info("the first words' stream could not be finished (%s); they are encoded when sent", exc)
+        except Exception:  # the worker's boundary, as in _encode
+            log.exception("the first words' stream could not be finished; they are encoded when sent")
             self._writer = None
             return None

@@ -6,8 +6,10 @@ subscribers; idle, raw into the pre-roll. webrtcvad then judges it in 30 ms fram
 
 Lean: while the kiosk is short of CPU (:mod:`kiosk.cpuwatch`) and its speaker has been silent for the echo tail,
 a session's frames skip the APM (there is no echo to cancel; the APM is most of a session's CPU on the loop), the
-canceller's span closes and the speaker stops feeding its reverse stream. The span opens again, its two counts made
-equal, as soon as the kiosk's own output is audible (a chime, the agent's first words) or the shortage passes.
+canceller's span closes, the speaker stops feeding its reverse stream and the microphone hands its blocks over 90 ms
+at a time, as when idle (the uplink and the VAD's end of speech lag by up to 60 ms more). The span opens again, its
+two counts made equal, as soon as the kiosk's own output is audible (a chime, the agent's first words) or the
+shortage passes, and no sooner than :data:`LEAN_SETTLE_S` after it closed.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ T = TypeVar("T")
 DELAY_EVERY_FRAMES = 50
 #: The VAD judges 30 ms frames (at 16 kHz): a third of the calls of 10 ms frames.
 VAD_FRAME_MS = 30
+#: A span closed for lean reopens no sooner than this (s): the hand-offs on their way at the close (30-90 ms).
+LEAN_SETTLE_S = 0.1
 #: Wake stays gated this long after the kiosk's own output was last audible (room echo tail).
 WAKE_GATE_TAIL_S = 0.5
 
@@ -165,7 +169,7 @@ class MicPath:
             emit(self._raw_subscribers, MicFrame(t=t, pcm=pcm))
         if self.muted:
             pcm = np.zeros_like(pcm)
-        if self.sessions and (lean := self.lean()) != self._lean:
+        if self.processing() and (lean := self.lean()) != self._lean and (lean or self._settled()):
             self._lean = lean
             log.debug("%s the APM: short of CPU, the speaker silent", "skipping" if lean else "back to")
             if not lean:
@@ -222,10 +226,17 @@ class MicPath:
         """The kiosk's own output is audible: no voice wake until its echo has died away, and no lean APM."""
         self._audible_until = self._clock() + WAKE_GATE_TAIL_S + self.processor.delay_ms / 1000
         self.vad.gate_wake(self._audible_until)
-        if self._lean:
+        if self._lean and self._settled():
             self._lean = False
             self._wake_speaker()
             self._mark_span()
+        # else (a span closed moments ago): the next microphone frame reopens it once it has settled.
+
+    def _settled(self) -> bool:
+        """Whether a span closed for lean may reopen: :data:`LEAN_SETTLE_S` after it closed, every frame played or
+        captured before the close has reached the loop and been counted, so the make-up evens the counts exactly."""
+        closed = self._span.closed
+        return closed is None or self._clock() - closed >= LEAN_SETTLE_S
 
     def gate_wake_for(self, seconds: float) -> None:
         """No voice wake for ``seconds`` (s) plus the echo tail (a chime is playing)."""

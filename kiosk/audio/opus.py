@@ -141,11 +141,11 @@ class OggOpusWriter:
         )
 
     def write(self, samples: np.ndarray) -> None:
-        """Encode mono int16 samples (a 1-D array) at :attr:`sample_rate`."""
+        """Encode mono int16 samples (a 1-D array) at :attr:`sample_rate`; raises libsndfile's ``RuntimeError``."""
         self._stream.write(samples.reshape(-1, 1))
         self.samples += len(samples)
 
     def finish(self) -> bytes:
-        """Close the stream; the whole Ogg Opus file."""
+        """Close the stream; the whole Ogg Opus file. Raises libsndfile's ``RuntimeError``."""
         self._stream.close()
         return self._out.getvalue()

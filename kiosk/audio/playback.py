@@ -208,6 +208,8 @@ class Playback:
         if not self._mixer.active and not self._needs_reverse():
             self._quiet = True
             return
+        # Not quiet from here: a wake() from inside the mix (on_audible) must not top up again in the middle of it.
+        self._quiet = False
         while self._appended - self._consumed < self._ahead:
             pcm, audible = self._mixer.mix(HAND_OFF_BLOCKS * FRAME_SAMPLES)
             if audible:

@@ -199,6 +199,10 @@ class SessionCapture:
         if self._live is None:
             if len(self._held) == self._max_frames:
                 self._dropped += 1
+                if self._encoder is not None:
+                    # The oldest frame goes: what was encoded ahead can no longer be what is held.
+                    self._encoder.discard()
+                    self._encoder = None
             self._held.append(frame)
             if self._encoder is not None:
                 self._encoder.feed(frame.pcm)

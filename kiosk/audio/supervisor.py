@@ -24,6 +24,9 @@ from kiosk.reasons import FailureReason
 
 log = logging.getLogger(__name__)
 
+#: A stream silent while the kiosk is short of CPU is excused up to this many stall timeouts: a device that died
+#: under a tight CPU quota is still failed and reopened.
+STARVED_STALL_FACTOR = 3
 #: Failed reopen attempts of a missing device before PortAudio's device list is refreshed.
 RESCAN_AFTER = 2
 #: The longest wait between two looks for a device that could not be opened (s): a device plugged in is in use
@@ -82,7 +85,8 @@ class Supervisor:
         short_of_cpu: Callable[[float], bool] = lambda within_s: False,
     ) -> None:
         """``short_of_cpu(within_s)``: whether the kiosk was short of CPU at any time in the last ``within_s`` (s);
-        a stall then is the kiosk's own starvation, not the device's, and is not judged."""
+        a stall then is the kiosk's own starvation, not the device's, and is judged only once it lasts
+        :data:`STARVED_STALL_FACTOR` stall timeouts."""
         self._devices = devices
         self._short_of_cpu = short_of_cpu
         self._told_starved: set[str] = set()
@@ -122,7 +126,8 @@ class Supervisor:
         if direction.stream is not None:
             problem = direction.failed
             if problem is None and direction.stalled(now, config.stall_timeout_s):
-                if self._short_of_cpu(config.stall_timeout_s):
+                excused = not direction.stalled(now, STARVED_STALL_FACTOR * config.stall_timeout_s)
+                if excused and self._short_of_cpu(config.stall_timeout_s):
                     self._starved(direction)
                     return
                 problem = f"no audio for {config.stall_timeout_s:g} s"
@@ -137,10 +142,12 @@ class Supervisor:
         """Say once per stall that a silent stream is not called failed while the kiosk is short of CPU."""
         if direction.name not in self._told_starved:
             self._told_starved.add(direction.name)
+            timeout = self._devices.config.stall_timeout_s
             log.info(
-                "audio %s: no audio for %g s while the kiosk is short of CPU; not judged a device failure",
+                "audio %s: no audio for %g s while the kiosk is short of CPU; not judged a device failure before %g s",
                 direction.name,
-                self._devices.config.stall_timeout_s,
+                timeout,
+                STARVED_STALL_FACTOR * timeout,
             )
 
     async def _fail(self, direction: Direction, problem: str, now: float) -> None:

@@ -57,6 +57,8 @@ TextTopic = Literal["lk.chat", "voice.user_text"]
 #: second of speech normally (kiosk.audio.opus), so this is only reached on a starved CPU; the agent drops a buffer
 #: not received whole within 3 s of subscribing (livekit-agents' pre_connect_audio_timeout).
 OPUS_BUDGET_S = 1.0
+#: How long the first words' last part may take to encode while the kiosk is short of CPU (s): beyond it, PCM.
+SHORT_OPUS_WAIT_S = 0.5
 BACKGROUND_TRACK = "background_audio"
 
 
@@ -181,8 +183,8 @@ class AgentRoom:
         """Send the audio recorded before the agent listened as its pre-connect buffer (one byte stream).
 
         Compressed as Ogg Opus (``audio/ogg;codecs=opus``, about 3 kB per second of speech) in a worker thread, or
-        raw PCM when Opus cannot be encoded here (:func:`kiosk.audio.preroll.encode_for_uplink` logs why), not within
-        :data:`OPUS_BUDGET_S`, or the kiosk is short of CPU. Sent even when empty (a press in the first moments after the microphone opened): the
+        raw PCM when Opus cannot be encoded here (:func:`kiosk.audio.preroll.encode_for_uplink` logs why) or not in
+        time (see :meth:`_uplink_buffer`). Sent even when empty (a press in the first moments after the microphone opened): the
         track is published with
         ``TF_PRECONNECT_BUFFER``, and an agent on ``livekit-agents`` waits up to its ``pre_connect_audio_timeout``
         (3 s) for the buffer before it reads the live track, and drops one not received whole within 3 s.
@@ -221,20 +223,24 @@ class AgentRoom:
         )
 
     async def _uplink_buffer(self, audio: PreConnectAudio) -> UplinkBuffer:
-        """The buffer to send: encoded while it was held (``audio.opus``) when that worked, else encoded now, or as
-        PCM when the kiosk is short of CPU or the encode takes over :data:`OPUS_BUDGET_S`."""
+        """The buffer to send: what was encoded while it was held (``audio.opus``), waited for up to
+        :data:`OPUS_BUDGET_S` (:data:`SHORT_OPUS_WAIT_S` while the kiosk is short of CPU); else encoded now, or as PCM
+        when the kiosk is short of CPU or the encode would take too long. Never raises for an encoding problem."""
+        short = self._short_of_cpu()
         if audio.opus is not None:
             started = time.perf_counter()
+            wait_s = SHORT_OPUS_WAIT_S if short else OPUS_BUDGET_S
             try:
-                payload = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(audio.opus)), OPUS_BUDGET_S)
+                payload = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(audio.opus)), wait_s)
             except TimeoutError:
-                log.warning(
-                    "the first words' last part was not encoded within %.1f s; sending them as PCM", OPUS_BUDGET_S
-                )
+                log.warning("the first words' last part was not encoded within %.1f s; sending them as PCM", wait_s)
                 return await asyncio.to_thread(pcm_for_uplink, audio)
+            except Exception:  # the encoder's own failure: the words still go, encoded now
+                log.exception("the first words encoded ahead are lost; encoding them now")
+                payload = None
             if payload is not None:
                 return encoded_ahead(audio, payload, (time.perf_counter() - started) * 1000)
-        if self._short_of_cpu():
+        if short:
             # Encoding needs CPU the kiosk does not have now: the 1 s an attempt may take is most of the agent's 3 s.
             log.info("short of CPU: the first words go as PCM, without an Opus encode")
             return await asyncio.to_thread(pcm_for_uplink, audio)
