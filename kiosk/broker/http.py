@@ -163,7 +163,7 @@ class BrokerHttp:
         last: list[BrokerError] = []
         failures = [0]
 
-        def retry_hook(exc: Exception) -> bool | float:
+        def retry_hook(exc: BaseException) -> bool | float:
             """The wait before the next attempt (s), or False when no attempt fits before the deadline any more.
 
             Stopping early hands the broker's own answer (a 503, a refusal) to the caller before its deadline,
