@@ -97,7 +97,21 @@ class StreamSettings:
 
 
 @contextlib.contextmanager
-def bare_streams(pulse: PulseAudio, settings: StreamSettings, seconds: float) -> Iterator[int]:
+def _floor_process(pulse: PulseAudio, script: str, args: list[str], what: str) -> Iterator[int]:
+    """Run ``script`` with ``args`` on the private PulseAudio until the block ends; yields its pid once it printed
+    OPEN (its streams run). Raises RuntimeError naming ``what`` when it does not."""
+    process = subprocess.Popen([sys.executable, "-c", script, *args], env=pulse.env, stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        if b"OPEN" not in process.stdout.readline():
+            raise RuntimeError(f"{what} did not open its streams")
+        yield process.pid
+    finally:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def bare_streams(pulse: PulseAudio, settings: StreamSettings, seconds: float) -> contextlib.AbstractContextManager[int]:
     """A process holding the two streams with ``settings`` for up to ``seconds``; yields its pid once open."""
     args = [
         MIC_PCM,
@@ -106,31 +120,12 @@ def bare_streams(pulse: PulseAudio, settings: StreamSettings, seconds: float) ->
         *(str(v) for v in (settings.output_rate, settings.output_channels)),
         str(seconds),
     ]
-    process = subprocess.Popen([sys.executable, "-c", _FLOOR, *args], env=pulse.env, stdout=subprocess.PIPE)
-    try:
-        assert process.stdout is not None
-        if b"OPEN" not in process.stdout.readline():
-            raise RuntimeError("the floor process did not open its streams")
-        yield process.pid
-    finally:
-        process.kill()
-        process.wait(timeout=5)
+    return _floor_process(pulse, _FLOOR, args, "the floor process")
 
 
-@contextlib.contextmanager
-def vad_listener(pulse: PulseAudio, seconds: float) -> Iterator[int]:
+def vad_listener(pulse: PulseAudio, seconds: float) -> contextlib.AbstractContextManager[int]:
     """A process holding one 16 kHz, 30 ms input stream with webrtcvad for up to ``seconds``; yields its pid."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", _VAD_FLOOR, MIC_PCM, str(seconds)], env=pulse.env, stdout=subprocess.PIPE
-    )
-    try:
-        assert process.stdout is not None
-        if b"OPEN" not in process.stdout.readline():
-            raise RuntimeError("the 16 kHz VAD listener did not open its stream")
-        yield process.pid
-    finally:
-        process.kill()
-        process.wait(timeout=5)
+    return _floor_process(pulse, _VAD_FLOOR, [MIC_PCM, str(seconds)], "the 16 kHz VAD listener")
 
 
 def paired_cpu(pids: dict[str, int], seconds: float, windows: int = WINDOWS) -> dict[str, list[float]]:
